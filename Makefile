@@ -18,8 +18,10 @@ TORCH_INDEX ?=
 demo: $(VENV)/.installed-demo
 	$(VENV)/bin/spikeflash demo
 
+# hardware_tests/ run against the device named by SPIKEFLASH_DEVICE (a URL); by default
+# against an emulator that the suite starts on a pseudo-terminal (the real serial path).
 test: $(VENV)/.installed-dev
-	$(PY) -m pytest
+	SPIKEFLASH_DEVICE=$${SPIKEFLASH_DEVICE:-emulate:pty} $(PY) -m pytest
 
 $(VENV)/.installed-torch:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

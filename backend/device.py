@@ -1,0 +1,221 @@
+"""The one device interface, and opening devices by URL.
+
+Every device (in-process emulator, a board on the wire protocol, a samna devkit) is a
+:class:`Device`. The public methods here own validation, conversion and the result layout;
+drivers implement only the raw ``_flash`` / ``_reset`` / ``_read_states`` / ``_run_events`` /
+``_close`` / ``info`` methods (template method, as python-can's ``BusABC``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Optional, Union
+
+import numpy as np
+import torch
+
+from backend.errors import FlashMismatch, NotFlashed, UnsupportedURL
+from snnlib.events import EVENT_DTYPE
+
+if TYPE_CHECKING:
+    from mapper import ChipConfig
+
+
+@dataclass
+class DeviceInfo:
+    """What a device says about itself."""
+
+    url: str
+    kind: str  # "emulator", "serial" or "samna"
+    chip: str
+    firmware: str
+    protocol_version: Optional[int] = None
+    capabilities: tuple[str, ...] = ()
+
+
+@dataclass
+class Counters:
+    """Event accounting. ``sent``: input events handed to the device; ``received``: output
+    events that reached the host; ``dropped``: events the device or link reports lost;
+    ``core_in`` / ``core_out``: per-core event counts as the device reports them;
+    ``link``: transport counters (frames, retransmits, crc_errors, garbage_bytes, ...)."""
+
+    sent: int = 0
+    received: int = 0
+    dropped: int = 0
+    core_in: dict[int, int] = field(default_factory=dict)
+    core_out: dict[int, int] = field(default_factory=dict)
+    link: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    """Output of one :meth:`Device.run`.
+
+    ``events``: all output events (EVENT_DTYPE) in device order. ``rasters``: per monitored
+    layer name, a ``(n_steps, C, H, W)`` count tensor whose bin ``i`` covers
+    ``[t0_us + i*dt_us, t0_us + (i+1)*dt_us)`` — the same bins as the input raster.
+    """
+
+    events: np.ndarray
+    rasters: dict[str, torch.Tensor]
+    t0_us: int
+    dt_us: int
+    n_steps: int
+    counters: Counters
+
+
+class Device(ABC):
+    """A neuromorphic device. Use as a context manager; it is closed (and stopped) on exit."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.config: Optional[ChipConfig] = None
+        self.counters = Counters()
+
+    # -- what drivers implement -------------------------------------------------------
+    @abstractmethod
+    def info(self) -> DeviceInfo:
+        """Chip, firmware / protocol version and capabilities."""
+
+    @abstractmethod
+    def _flash(self, config: ChipConfig) -> str:
+        """Write ``config``; return the digest the device computed of what it applied."""
+
+    @abstractmethod
+    def _reset(self) -> None:
+        """Set every neuron state back to its initial value (zero unless configured)."""
+
+    @abstractmethod
+    def _read_states(self) -> dict[int, np.ndarray]:
+        """Neuron states per core id, int16 ``(f, h, w)``."""
+
+    @abstractmethod
+    def _run_events(self, events: np.ndarray, timeout: Optional[float]) -> np.ndarray:
+        """Send ``events``, wait for the end-of-run marker, return the output events.
+        Update ``self.counters``."""
+
+    @abstractmethod
+    def _close(self) -> None:
+        """Stop the device and release the port."""
+
+    # -- the public interface ---------------------------------------------------------
+    def flash(self, config: ChipConfig) -> None:
+        """Write ``config`` to the device and verify the digest it reports back."""
+        from mapper import ChipConfig
+
+        if not isinstance(config, ChipConfig):
+            raise TypeError(f"flash(config): expected a mapper.ChipConfig, got {type(config).__name__}")
+        applied = self._flash(config)
+        if applied != config.digest():
+            raise FlashMismatch(
+                f"{self.url}: device applied configuration {applied[:16]}..., "
+                f"sent {config.digest()[:16]}...",
+                counters=self.counters,
+                hint="flash again; if it persists, the link corrupts data or the firmware is wrong",
+            )
+        self.config = config
+
+    def reset(self) -> None:
+        """Clear all neuron states on the device (really: the states read back as initial)."""
+        self._require_config("reset")
+        self._reset()
+
+    def read_states(self) -> dict[int, np.ndarray]:
+        """Neuron states per core id, int16 ``(f, h, w)``."""
+        self._require_config("read_states")
+        return self._read_states()
+
+    def run(
+        self,
+        inputs: Union[np.ndarray, torch.Tensor],
+        *,
+        layer: Optional[int] = None,
+        dt_us: int = 1000,
+        t0_us: int = 0,
+        timeout: Optional[float] = None,
+    ) -> RunResult:
+        """Run input events, or a ``(T, C, H, W)`` count raster entering core ``layer``.
+
+        ``dt_us``: raster bin width in µs; ``t0_us``: time of bin 0. ``timeout``: seconds to
+        wait for the end of the run (None: a deadline that scales with the work).
+        Returns the output events and a raster per monitored layer on the same bins.
+        """
+        from snnlib import events_to_raster, raster_to_events, validate_events
+
+        config = self._require_config("run")
+        network = config.to_network()
+        if dt_us <= 0:
+            raise ValueError(f"run(dt_us={dt_us}): the bin width must be a positive number of µs")
+        if isinstance(inputs, np.ndarray) and inputs.dtype == EVENT_DTYPE:
+            events = inputs
+            n_in_steps = 0
+        else:
+            raster = torch.as_tensor(inputs)
+            if raster.ndim != 4:
+                raise ValueError(
+                    f"run(inputs): raster shape {tuple(raster.shape)}; expected (T, C, H, W) "
+                    "counts, or an EVENT_DTYPE event array"
+                )
+            if layer is None:
+                raise ValueError("run(inputs=raster) needs layer=<core id> that the raster enters")
+            events = raster_to_events(raster, layer, dt_us, t0_us)
+            n_in_steps = raster.shape[0]
+        validate_events(events, network)
+        out = self._run_events(events, timeout)
+        names = config.monitored_layer_names()
+        last = int(out["t"].max()) if len(out) else t0_us
+        n_steps = max(n_in_steps, (last - t0_us) // dt_us + 1)
+        rasters = {
+            name: torch.from_numpy(
+                events_to_raster(out[out["layer"] == core], network.layers[core].output_shape,
+                                 dt_us, t0_us, n_steps)
+            )
+            for core, name in names.items()
+        }
+        return RunResult(out, rasters, t0_us, dt_us, n_steps, self.counters)
+
+    def close(self) -> None:
+        """Stop the device and release it. Safe to call twice."""
+        self._close()
+
+    def __enter__(self) -> "Device":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _require_config(self, what: str) -> "ChipConfig":
+        if self.config is None:
+            raise NotFlashed(f"{self.url}: {what}() needs a configuration; call flash(config) first")
+        return self.config
+
+
+#: URL scheme -> (module, class), imported only when a device of that kind is opened.
+DRIVERS = {
+    "emu": ("backend.emulator_device", "EmulatorDevice"),
+    "samna": ("backend.samna_device", "SamnaDevice"),
+    "serial": ("backend.serial_device", "SerialDevice"),
+}
+
+
+def open_device(url: str = "emu://", **options) -> Device:
+    """Open a device by URL.
+
+    ``emu://`` — the in-process emulator (default). ``samna://speck2fdevkit:0`` — a SynSense
+    devkit through samna. Anything else is a pyserial URL for a board speaking the spikeflash
+    wire protocol: a port path (``/dev/ttyACM0``, a pty), ``socket://host:port``,
+    ``rfc2217://host:port``.
+    """
+    if not isinstance(url, str) or not url:
+        raise UnsupportedURL(
+            f"open_device(url={url!r}): expected a URL such as 'emu://', '/dev/ttyACM0', "
+            "'socket://localhost:5000' or 'samna://speck2fdevkit:0'"
+        )
+    scheme = url.split("://", 1)[0] if "://" in url else "serial"
+    kind = scheme if scheme in ("emu", "samna") else "serial"
+    module_name, class_name = DRIVERS[kind]
+    driver = getattr(importlib.import_module(module_name), class_name)
+    return driver(url, **options)
