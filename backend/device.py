@@ -18,9 +18,11 @@ import torch
 
 from backend.errors import FlashMismatch, NotFlashed, UnsupportedURL
 from snnlib.events import EVENT_DTYPE
+from snnlib.network import DVS_LAYER_ID
 
 if TYPE_CHECKING:
     from mapper import ChipConfig
+    from snnlib import IntegerNetwork
 
 
 @dataclass
@@ -143,7 +145,7 @@ class Device(ABC):
         wait for the end of the run (None: a deadline that scales with the work).
         Returns the output events and a raster per monitored layer on the same bins.
         """
-        from snnlib import events_to_raster, raster_to_events, validate_events
+        from snnlib.events import check_events, events_to_raster, raster_to_events
 
         config = self._require_config("run")
         network = config.to_network()
@@ -163,14 +165,14 @@ class Device(ABC):
                 raise ValueError("run(inputs=raster) needs layer=<core id> that the raster enters")
             events = raster_to_events(raster, layer, dt_us, t0_us)
             n_in_steps = raster.shape[0]
-        validate_events(events, network)
+        check_events(events, input_shapes(network))
         out = self._run_events(events, timeout)
         names = config.monitored_layer_names()
         last = int(out["t"].max()) if len(out) else t0_us
         n_steps = max(n_in_steps, (last - t0_us) // dt_us + 1)
         rasters = {
             name: torch.from_numpy(
-                events_to_raster(out[out["layer"] == core], network.layers[core].output_shape,
+                events_to_raster(out[out["layer"] == core], monitored_shape(network, core),
                                  dt_us, t0_us, n_steps)
             )
             for core, name in names.items()
@@ -191,6 +193,27 @@ class Device(ABC):
         if self.config is None:
             raise NotFlashed(f"{self.url}: {what}() needs a configuration; call flash(config) first")
         return self.config
+
+
+def input_shapes(network: IntegerNetwork) -> dict[int, tuple[int, int, int]]:
+    """``{layer id: (c, h, w)}`` of every layer that accepts input events (cores and DVS)."""
+    shapes = {lid: layer.input_shape for lid, layer in network.layers.items()}
+    if network.dvs is not None:
+        shapes[DVS_LAYER_ID] = network.dvs.input_shape
+    return shapes
+
+
+def monitored_shape(network: IntegerNetwork, layer: int) -> tuple[int, int, int]:
+    """``(c, h, w)`` of the events a monitored layer emits: a core's neuron map (unpooled), or
+    the DVS stage's output after polarity merge, pooling, ROI crop and diagonal mirroring."""
+    if layer != DVS_LAYER_ID:
+        return network.layers[layer].output_shape
+    dvs = network.dvs
+    c, h, w = dvs.input_shape
+    (py, px), (oy, ox) = dvs.pooling, dvs.origin
+    cy, cx = dvs.cut if dvs.cut is not None else (h // py - 1, w // px - 1)
+    shape = (1 if dvs.merge_polarities else c, cy - oy + 1, cx - ox + 1)
+    return (shape[0], shape[2], shape[1]) if dvs.mirror_diagonal else shape
 
 
 #: URL scheme -> (module, class), imported only when a device of that kind is opened.
@@ -219,3 +242,42 @@ def open_device(url: str = "emu://", **options) -> Device:
     module_name, class_name = DRIVERS[kind]
     driver = getattr(importlib.import_module(module_name), class_name)
     return driver(url, **options)
+
+
+@dataclass
+class FoundDevice:
+    """One entry of :func:`list_devices`. ``url``: what to pass to :func:`open_device`;
+    ``kind``: "emulator", "serial" or "samna"; ``vid_pid``: USB ``"VVVV:PPPP"`` (hex) for
+    USB serial ports; ``usable``: False for an entry that only says why a kind is missing."""
+
+    url: str
+    kind: str
+    description: str
+    vid_pid: Optional[str] = None
+    usable: bool = True
+
+
+def list_devices() -> list[FoundDevice]:
+    """Devices this machine can open: the in-process emulator, every serial port (pyserial's
+    listing, with VID:PID), and samna devkits when the real samna is installed. samna is only
+    imported when it is the real library; otherwise one unusable entry says how to install it."""
+    from serial.tools import list_ports
+
+    from backend.samna_support import import_samna, samna_status
+
+    found = [FoundDevice("emu://", "emulator", "spikeflash emulator, in-process")]
+    for port in sorted(list_ports.comports(), key=lambda p: p.device):
+        vid_pid = f"{port.vid:04X}:{port.pid:04X}" if port.vid is not None else None
+        found.append(FoundDevice(port.device, "serial", port.description or port.device, vid_pid))
+    status = samna_status()
+    if not status.usable:
+        found.append(FoundDevice("samna://", "samna", f"samna {status.state}: {status.hint}",
+                                 usable=False))
+        return found
+    from backend.samna_device import BOARDS, find_samna_devices
+
+    for url in find_samna_devices(import_samna()):
+        board = BOARDS[url.removeprefix("samna://").partition(":")[0]]
+        found.append(FoundDevice(url, "samna", f"{board.type_name} ({board.chip})"))
+    return found
+

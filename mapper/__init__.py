@@ -1,6 +1,16 @@
-"""mapper: turns a layer graph into a chip configuration.
+"""mapper: from a torch model to a validated, quantized chip configuration, with a fit report.
 
-It will hold chip specs as data, graph extraction from torch models, legalization,
-constraint checks, memory-aware core allocation, quantization, and the JSON-serialisable
-``ChipConfig`` with its fit report. It imports snnlib, never backend.
+Chip specs are data (:func:`list_chips`, :func:`get_chip`); :class:`ChipConfig` is the plain,
+versioned JSON configuration the backend flashes. Imports snnlib, never backend.
 """
+
+from mapper.chips import ChipSpec, CoreSpec, Limits, get_chip, list_chips, load_chip_spec
+from mapper.config import CONFIG_VERSION, ChipConfig, CoreConfig, DVSConfig
+from mapper.errors import ChipSpecError, ConfigError, MappingError
+from mapper.memory import MemoryNeed, kernel_words, neuron_words
+
+__all__ = [
+    "CONFIG_VERSION", "ChipConfig", "ChipSpec", "ChipSpecError", "ConfigError", "CoreConfig",
+    "CoreSpec", "DVSConfig", "Limits", "MappingError", "MemoryNeed", "get_chip",
+    "kernel_words", "list_chips", "load_chip_spec", "neuron_words",
+]

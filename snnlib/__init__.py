@@ -10,3 +10,20 @@ from snnlib.network import (
     IntegerNetwork,
     InvalidNetworkError,
 )
+from snnlib.functional import (
+    SURROGATE_SHAPES,
+    IAFParameters,
+    InputShapeError,
+    InvalidParameterError,
+    integrate_and_fire,
+    quantize,
+    stochastic_rounding,
+    surrogate_gradient,
+    threshold_reset,
+    threshold_subtract,
+)
+from snnlib.layers import Cropping2dLayer, InputLayer, SpikingLayer, SpikingMaxPooling2dLayer
+from snnlib.encoders import Img2SpikeLayer, Sig2SpikeLayer
+from snnlib.ann import NeuromorphicReLU, QuantizeLayer, SumPool2d
+from snnlib.conversion import from_torch, normalize_weights
+from snnlib.synops import LayerActivity, SynOpCounter

@@ -100,6 +100,20 @@ class DVSInput:
     destinations: list[Destination] = field(default_factory=list)
     monitor: bool = False
 
+    @property
+    def pooled_shape(self) -> tuple[int, int]:
+        """``(h, w)`` after pooling (``h // py``, ``w // px``): the frame of ``origin`` / ``cut``."""
+        return (self.input_shape[1] // self.pooling[0], self.input_shape[2] // self.pooling[1])
+
+    @property
+    def output_shape(self) -> tuple[int, int, int]:
+        """``(channels, h, w)`` of the events the stage sends on: 1 channel when merging
+        polarities, the ROI size, and h and w swapped by ``mirror_diagonal``."""
+        cut = self.cut if self.cut is not None else tuple(n - 1 for n in self.pooled_shape)
+        h, w = cut[0] - self.origin[0] + 1, cut[1] - self.origin[1] + 1
+        channels = 1 if self.merge_polarities else self.input_shape[0]
+        return (channels, w, h) if self.mirror_diagonal else (channels, h, w)
+
 
 @dataclass
 class IntegerNetwork:
@@ -115,8 +129,17 @@ class IntegerNetwork:
     def validate(self) -> "IntegerNetwork":
         """Check every field; raise :class:`InvalidNetworkError` naming the first problem."""
         for lid, layer in self.layers.items():
+            if isinstance(lid, bool) or not isinstance(lid, (int, np.integer)) or not 0 <= lid <= INT16_RANGE[1]:
+                raise InvalidNetworkError(
+                    f"layers: id {lid!r} is not an integer in [0, {INT16_RANGE[1]}] (ids travel in int16 event fields)"
+                )
             _validate_layer(lid, layer, self.layers)
         if self.dvs is not None:
+            if DVS_LAYER_ID in self.layers:
+                raise InvalidNetworkError(
+                    f"layers: id {DVS_LAYER_ID} is taken by a core layer and by the DVS stage; "
+                    f"renumber the core layer (DVS events are addressed to layer {DVS_LAYER_ID})"
+                )
             _validate_dvs(self.dvs, self.layers)
         if self.slow_clock_period_us is not None and self.slow_clock_period_us <= 0:
             raise InvalidNetworkError(
@@ -184,6 +207,11 @@ def _validate_layer(lid: int, layer: CoreLayer, layers) -> None:
     _check_int_range(where, "weights", w, INT8_RANGE)
     _check_int_range(where, "threshold_high", layer.threshold_high, INT16_RANGE)
     _check_int_range(where, "threshold_low", layer.threshold_low, INT16_RANGE)
+    if layer.threshold_high < 1:
+        raise InvalidNetworkError(
+            f"{where}: threshold_high = {layer.threshold_high}; must be >= 1 (a neuron would fire "
+            "on every update)"
+        )
     if layer.threshold_low >= layer.threshold_high:
         raise InvalidNetworkError(
             f"{where}: threshold_low = {layer.threshold_low} >= threshold_high = "
@@ -231,4 +259,20 @@ def _validate_dvs(dvs: DVSInput, layers) -> None:
         )
     if any(p not in POOLING_FACTORS for p in dvs.pooling):
         raise InvalidNetworkError(f"{where}: pooling {dvs.pooling}; each must be one of {POOLING_FACTORS}")
+    ph, pw = dvs.pooled_shape
+    cut = dvs.cut if dvs.cut is not None else (ph - 1, pw - 1)
+    for axis, name in enumerate(("y", "x")):
+        lo, hi, size = dvs.origin[axis], cut[axis], (ph, pw)[axis]
+        if not 0 <= lo <= hi < size:
+            raise InvalidNetworkError(
+                f"{where}: ROI {name} from origin {lo} to cut {hi} (inclusive); expected "
+                f"0 <= origin <= cut < {size}, the pooled size along {name}"
+            )
     _validate_destinations(where, dvs.destinations, layers)
+    channels = dvs.output_shape[0]
+    for i, d in enumerate(dvs.destinations):
+        if channels + d.feature_shift > layers[d.layer].input_shape[0]:
+            raise InvalidNetworkError(
+                f"{where}: destinations[{i}] sends channels up to {channels + d.feature_shift - 1} "
+                f"but layer {d.layer} has {layers[d.layer].input_shape[0]} input channels"
+            )

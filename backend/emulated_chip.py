@@ -1,0 +1,121 @@
+"""The device side of the emulator: a chip in software, with no transport.
+
+:class:`EmulatedChip` holds what a board holds: the applied configuration and the neuron
+states, and runs input events through the event-exact engine (``snnlib.EventSimulator``,
+the chip semantics of ``docs/chip-model.md``). The wire-protocol server
+(``backend.emulator_server``) and the in-process ``emu://`` device
+(``backend.emulator_device``) both wrap it, so there is one emulator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Optional
+
+import numpy as np
+
+from backend.errors import NotFlashed
+
+if TYPE_CHECKING:
+    from mapper import ChipConfig
+    from snnlib import EventSimulator
+
+#: what the emulator reports as its firmware
+FIRMWARE = "spikeflash-emulator 0.1"
+
+
+@dataclass
+class ChipInfo:
+    """What the emulated chip says about itself."""
+
+    chip: str
+    firmware: str = FIRMWARE
+
+
+@dataclass
+class RunStats:
+    """Device-side counters of one :meth:`EmulatedChip.run`.
+
+    ``events_in`` / ``events_out``: per core id, events that entered the core / spikes it
+    produced. ``dropped``: events the router dropped (pooled coordinates outside the
+    destination map, over-budget events). ``last_t``: timestamp (µs) of the last input
+    event processed, -1 when there was none.
+    """
+
+    events_in: dict[int, int] = field(default_factory=dict)
+    events_out: dict[int, int] = field(default_factory=dict)
+    dropped: int = 0
+    last_t: int = -1
+
+
+class EmulatedChip:
+    """A chip in software: ``apply_config`` a ChipConfig's JSON, then ``run`` events.
+
+    ``chip``: the chip name it reports before and after configuration (e.g. ``"speck2f"``).
+    """
+
+    def __init__(self, chip: str = "speck2f"):
+        if not isinstance(chip, str) or not chip:
+            raise ValueError(f"EmulatedChip(chip={chip!r}): expected a chip name such as 'speck2f'")
+        self.info = ChipInfo(chip)
+        self.config: Optional[ChipConfig] = None
+        self._engine: Optional[EventSimulator] = None
+
+    def apply_config(self, config_json: bytes) -> str:
+        """Parse and apply a configuration (UTF-8 JSON of ``ChipConfig.to_json()``).
+
+        Returns the sha256 hex digest of the configuration as applied (its canonical JSON),
+        so the host can verify it against what it sent. Raises ``mapper.ConfigError`` (a
+        ValueError) for an invalid configuration; the previous one then stays in force.
+        """
+        from mapper import ChipConfig
+        from snnlib import EventSimulator
+
+        if not isinstance(config_json, (bytes, bytearray, memoryview)):
+            raise TypeError(
+                f"apply_config(config_json): expected bytes, got {type(config_json).__name__}"
+            )
+        config = ChipConfig.from_json(bytes(config_json).decode("utf-8"))
+        engine = EventSimulator(config.to_network())
+        self.config, self._engine = config, engine
+        return config.digest()
+
+    def reset(self) -> None:
+        """Set every neuron state back to its initial value (zero unless configured)."""
+        self._require_engine("reset").reset()
+
+    def read_states(self) -> dict[int, np.ndarray]:
+        """Copies of the neuron states per core id, int16 ``(f, h, w)``."""
+        states = self._require_engine("read_states").states
+        return {core: np.array(state, dtype=np.int16) for core, state in states.items()}
+
+    def run(self, events: np.ndarray) -> tuple[np.ndarray, RunStats]:
+        """Process input ``events`` (EVENT_DTYPE, ordered by ``t``); states persist.
+
+        Returns the monitored output events in production order and this run's counters.
+        """
+        engine = self._require_engine("run")
+        before = _snapshot(engine.counters)
+        out = engine.run(events)
+        after = _snapshot(engine.counters)
+        delta = {core: after[core] - before.get(core, 0) for core in after}
+        stats = RunStats(
+            events_in={core: int(d[0]) for core, d in delta.items()},
+            events_out={core: int(d[1]) for core, d in delta.items()},
+            dropped=int(sum(d[2] for d in delta.values())),
+            last_t=int(events["t"].max()) if len(events) else -1,
+        )
+        return out, stats
+
+    def _require_engine(self, what: str) -> EventSimulator:
+        if self._engine is None:
+            raise NotFlashed(f"emulated chip: {what}() needs a configuration; apply one first")
+        return self._engine
+
+
+def _snapshot(counters: dict) -> dict[int, np.ndarray]:
+    """Engine counters as ``{core: [events_in, spikes_out, dropped]}`` (int64)."""
+    return {
+        int(core): np.array([c["events_in"], c["spikes_out"], c["dropped"]], dtype=np.int64)
+        for core, c in counters.items()
+    }

@@ -1,0 +1,368 @@
+"""The emulator as a device in software: an :class:`EmulatedChip` served over the wire
+protocol on a pseudo-terminal or a loopback TCP port (``spikeflash emulate --pty | --tcp PORT``).
+
+One thread, one loop: read what arrives, answer each in-order frame, write the replies.
+Writes have a deadline, so a host that vanishes never blocks the emulator; a new ``HELLO``
+starts a new session.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import select
+import signal
+import socket
+import threading
+import time
+import tty
+from typing import Callable, Optional
+
+import numpy as np
+
+from backend.errors import LinkTimeout, ProtocolError
+from backend.protocol import frames as fr
+from backend.protocol.codec import MAX_PAYLOAD, Frame
+from backend.protocol.frames import ErrorCode, FrameType
+from backend.protocol.link import Link
+
+#: input events the chip processes per step, so output streams while a long run goes on
+RUN_SLICE = 65536
+#: frames inside a multi-frame transaction; an error there is answered at its end
+TRANSACTION_BODY = frozenset({FrameType.CONFIG_BEGIN, FrameType.CONFIG_CHUNK, FrameType.RUN_BEGIN, FrameType.EVENTS})
+#: seconds a write may wait for the host to read before the session is dropped
+WRITE_DEADLINE = 5.0
+
+
+class Rebooted(Exception):
+    """Raised inside the serving loop when :meth:`EmulatorServer.reboot` was requested."""
+
+
+class PeerClosed(Exception):
+    """The host closed the connection (TCP) or the stream failed."""
+
+
+class EmulatorServer:
+    """Serves the chip made by ``make_chip()`` (an ``EmulatedChip``) over one byte stream at a
+    time. ``window``/``max_payload``: what it announces it can receive; ``rto``: base
+    retransmission timeout in s."""
+
+    def __init__(self, make_chip: Optional[Callable[[], object]] = None, *, window: int = 16,
+                 max_payload: int = MAX_PAYLOAD, rto: float = 0.2):
+        if make_chip is None:
+            from backend.emulated_chip import EmulatedChip as make_chip
+        self.make_chip, self.window, self.max_payload, self.rto = make_chip, window, max_payload, rto
+        self.counters = dict.fromkeys(fr.STATUS_FIELDS, 0)
+        self._reboot = threading.Event()
+        self._boot()
+
+    def _boot(self) -> None:
+        self.chip = self.make_chip()
+        self.boot_id = secrets.randbits(32)
+        self.counters["boot_id"] = self.boot_id
+        self.in_session = False
+        self.applied = b""
+        self._upload: Optional[bytearray] = None
+        self._run: Optional[tuple[int, int, list[bytes]]] = None
+        self._deferred: Optional[bytes] = None  # first error inside a transaction
+        self._greeted_at = -1e9
+
+    def reboot(self) -> None:
+        """Power-cycle the emulated device (thread-safe): configuration and states are lost,
+        it greets unasked, sequence numbers restart."""
+        self._reboot.set()
+
+    # -- serving ------------------------------------------------------------------------------
+    def serve_fd(self, fd: int, stop: threading.Event) -> None:
+        """Serve the byte stream on ``fd`` until ``stop`` is set or the peer closes it."""
+        def receive(timeout: float) -> bytes:
+            if self._reboot.is_set():
+                raise Rebooted
+            readable, _, _ = select.select([fd], [], [], timeout)
+            if not readable:
+                return b""
+            try:
+                data = os.read(fd, 1 << 20)
+            except OSError as exc:
+                raise PeerClosed from exc
+            if not data:
+                raise PeerClosed
+            return data
+
+        def write(data: bytes) -> None:
+            if self._reboot.is_set():
+                raise Rebooted
+            view, deadline = memoryview(data), time.monotonic() + WRITE_DEADLINE
+            while view:
+                _, writable, _ = select.select([], [fd], [], max(0.0, deadline - time.monotonic()))
+                if not writable:
+                    raise LinkTimeout(f"host read nothing for {WRITE_DEADLINE} s")
+                try:
+                    view = view[os.write(fd, view):]
+                except OSError as exc:
+                    raise PeerClosed from exc
+
+        self.link = Link(write, receive, self._on_control, rto=self.rto)
+        self._greet(0)
+        while not stop.is_set():
+            try:
+                self.link.pump(0.05)
+                while self.link.inbox:
+                    self._answer(self.link.inbox.popleft())
+            except Rebooted:
+                self._reboot.clear()
+                self._boot()
+                self.link.restart(window=1, max_payload=0)
+                self._greet(0)
+            except PeerClosed:
+                return
+            except LinkTimeout:  # the host went away mid-session: wait for a new HELLO
+                self.in_session = False
+            finally:
+                self.counters.update(frames_rx=self.link.counters["frames_rx"],
+                                     frames_tx=self.link.counters["frames_tx"],
+                                     retransmits=self.link.counters["retransmits"],
+                                     rejected_frames=self.link.decoder.counters.rejected)
+
+    def _greet(self, nonce: int) -> None:
+        self._greeted_at = time.monotonic()
+        info = self.chip.info
+        self.link.send_control(FrameType.GREETING, fr.Greeting(
+            nonce, self.boot_id, self.max_payload, self.window, info.chip, info.firmware).pack())
+
+    def _on_control(self, frame: Frame) -> None:
+        if frame.type != FrameType.HELLO:
+            return
+        try:
+            hello = fr.Hello.unpack(frame.payload)
+        except ProtocolError:
+            return
+        self._greet(hello.nonce)
+        self.link.restart(window=hello.window, max_payload=min(hello.max_payload, MAX_PAYLOAD))
+        self.in_session = True
+        self._upload, self._run, self._deferred = None, None, None
+
+    # -- requests -----------------------------------------------------------------------------
+    def _reply(self, frame_type: FrameType, payload: bytes = b"") -> None:
+        self.link.send(frame_type, payload, time.monotonic() + WRITE_DEADLINE)
+
+    def _answer(self, frame: Frame) -> None:
+        if not self.in_session:  # e.g. after a reboot: make the host notice
+            if time.monotonic() - self._greeted_at > 0.2:
+                self._greet(0)
+            return
+        handler = self._HANDLERS.get(frame.type)
+        try:
+            if handler is None:
+                raise _Refused(ErrorCode.UNKNOWN_FRAME, f"frame type 0x{frame.type:02x} is not a request")
+            handler(self, frame.payload)
+        except (Rebooted, PeerClosed, LinkTimeout):
+            raise
+        except Exception as exc:  # a bad request must never stop the device
+            error = self._error_payload(frame.type, exc)
+            if frame.type in TRANSACTION_BODY:  # answered once, at the transaction's end
+                self._deferred = self._deferred or error
+            else:
+                self._reply(FrameType.ERROR, error)
+
+    def _error_payload(self, frame_type: int, exc: Exception) -> bytes:
+        if isinstance(exc, _Refused):
+            code, message = exc.code, str(exc)
+        else:
+            if frame_type == FrameType.CONFIG_END:
+                code = ErrorCode.CONFIG_INVALID
+            else:
+                code = ErrorCode.BAD_PAYLOAD if isinstance(exc, (ProtocolError, ValueError)) else ErrorCode.INTERNAL
+            message = f"{type(exc).__name__}: {exc}"
+        return fr.ERROR.pack(code, frame_type) + message.encode()[:self.link.max_payload - fr.ERROR.size]
+
+    def _end_transaction(self) -> bool:
+        """Answer a deferred error at a transaction's last frame; True if there was one."""
+        error, self._deferred = self._deferred, None
+        if error is not None:
+            self._reply(FrameType.ERROR, error)
+        return error is not None
+
+    def _config_begin(self, payload: bytes) -> None:
+        self._deferred, self._upload = None, None
+        fr.unpack_struct(fr.CONFIG_BEGIN, payload, "CONFIG_BEGIN")
+        self._upload = bytearray()
+
+    def _config_chunk(self, payload: bytes) -> None:
+        (offset,) = fr.unpack_struct(fr.CONFIG_OFFSET, payload, "CONFIG_CHUNK")
+        if self._upload is None or offset != len(self._upload):
+            raise _Refused(ErrorCode.BAD_STATE, f"CONFIG_CHUNK at {offset} outside an upload or out of order")
+        self._upload += payload[fr.CONFIG_OFFSET.size:]
+
+    def _config_end(self, payload: bytes) -> None:
+        upload, self._upload = self._upload, None
+        if self._end_transaction():
+            return
+        if not upload:
+            self._reply(FrameType.CONFIG_APPLIED, fr.CONFIG_APPLIED.pack(fr.ConfigStatus.NOTHING_WRITTEN, 0, bytes(32)))
+            return
+        digest = self.chip.apply_config(bytes(upload))
+        self.applied = self.chip.config.to_json().encode()  # what the chip holds, for read-back
+        self._reply(FrameType.CONFIG_APPLIED,
+                    fr.CONFIG_APPLIED.pack(fr.ConfigStatus.APPLIED, len(self.applied), bytes.fromhex(digest)))
+
+    def _config_read(self, payload: bytes) -> None:
+        offset, length = fr.unpack_struct(fr.CONFIG_READ, payload, "CONFIG_READ")
+        length = min(length, self.link.max_payload - fr.CONFIG_OFFSET.size)
+        self._reply(FrameType.CONFIG_DATA, fr.CONFIG_OFFSET.pack(offset) + self.applied[offset:offset + length])
+
+    def _reset_states(self, payload: bytes) -> None:
+        self._require_config()
+        self.chip.reset()
+        self._reply(FrameType.OK, bytes([FrameType.RESET_STATES]))
+
+    def _read_states(self, payload: bytes) -> None:
+        self._require_config()
+        core, offset = fr.unpack_struct(fr.READ_STATES, payload, "READ_STATES")
+        states = self.chip.read_states()
+        if core not in states:
+            raise _Refused(ErrorCode.UNKNOWN_CORE, f"core {core} is not configured (cores: {sorted(states)})")
+        f, h, w = states[core].shape
+        flat = np.ascontiguousarray(states[core], "<i2").reshape(-1)
+        n = (self.link.max_payload - fr.STATE_DATA.size) // 2
+        self._reply(FrameType.STATE_DATA,
+                    fr.STATE_DATA.pack(core, f, h, w, offset, flat.size) + flat[offset:offset + n].tobytes())
+
+    def _run_begin(self, payload: bytes) -> None:
+        self._deferred, self._run = None, None
+        self._require_config()
+        run_id, n_events = fr.unpack_struct(fr.RUN_BEGIN, payload, "RUN_BEGIN")
+        self._run = (run_id, n_events, [])
+
+    def _events(self, payload: bytes) -> None:
+        if self._run is None:
+            raise _Refused(ErrorCode.BAD_STATE, "EVENTS outside a run (send RUN_BEGIN first)")
+        self._run[2].append(payload)
+
+    def _run_end(self, payload: bytes) -> None:
+        (run_id,) = fr.unpack_struct(fr.RUN_END, payload, "RUN_END")
+        if self._end_transaction():
+            self._run = None
+            return
+        if self._run is None or self._run[0] != run_id:
+            raise _Refused(ErrorCode.BAD_STATE, f"RUN_END for run {run_id}, which was not begun")
+        _, n_expected, payloads = self._run
+        self._run = None
+        events = fr.unpack_events(payloads)
+        if len(events) != n_expected:
+            raise _Refused(ErrorCode.BAD_EVENTS, f"run {run_id} announced {n_expected} events, got {len(events)}")
+        n_out, last_t, dropped, core_in, core_out = 0, -1, 0, {}, {}
+        for start in range(0, len(events), RUN_SLICE):
+            out, stats = self.chip.run(events[start:start + RUN_SLICE])
+            for batch in fr.pack_events(out, self.link.max_payload):
+                self._reply(FrameType.EVENTS, batch)
+            n_out += len(out)
+            dropped += stats.dropped
+            last_t = max(last_t, stats.last_t)
+            for core, n in stats.events_in.items():
+                core_in[core] = core_in.get(core, 0) + n
+            for core, n in stats.events_out.items():
+                core_out[core] = core_out.get(core, 0) + n
+        self.counters["runs"] += 1
+        self.counters["events_in"] += len(events)
+        self.counters["events_out"] += n_out
+        self.counters["dropped"] += dropped
+        self._reply(FrameType.END_OF_RUN, fr.EndOfRun(run_id, len(events), n_out, last_t, dropped, 0,
+                                                      core_in, core_out).pack())
+
+    def _status(self, payload: bytes) -> None:
+        self._reply(FrameType.STATUS_DATA, fr.pack_status(self.counters))
+
+    def _stop(self, payload: bytes) -> None:
+        self._upload, self._run, self._deferred = None, None, None
+        self._reply(FrameType.OK, bytes([FrameType.STOP]))
+
+    def _require_config(self) -> None:
+        if not self.applied:
+            raise _Refused(ErrorCode.NOT_CONFIGURED, "no configuration applied; flash one first")
+
+    _HANDLERS = {
+        FrameType.CONFIG_BEGIN: _config_begin, FrameType.CONFIG_CHUNK: _config_chunk,
+        FrameType.CONFIG_END: _config_end, FrameType.CONFIG_READ: _config_read,
+        FrameType.RESET_STATES: _reset_states, FrameType.READ_STATES: _read_states,
+        FrameType.RUN_BEGIN: _run_begin, FrameType.EVENTS: _events, FrameType.RUN_END: _run_end,
+        FrameType.STATUS: _status, FrameType.STOP: _stop,
+    }
+
+
+class _Refused(Exception):
+    def __init__(self, code: ErrorCode, message: str):
+        self.code = code
+        super().__init__(message)
+
+
+# -- transports -----------------------------------------------------------------------------
+class ServedEmulator:
+    """An :class:`EmulatorServer` serving on a thread; ``url`` is what a host opens
+    (a pty path or ``socket://127.0.0.1:PORT``). Close it (or use ``with``) to stop it."""
+
+    def __init__(self, server: EmulatorServer, kind: str = "pty", port: int = 0):
+        if kind not in ("pty", "tcp"):
+            raise ValueError(f"ServedEmulator(kind={kind!r}): expected 'pty' or 'tcp'")
+        self.server, self.kind = server, kind
+        self._stop = threading.Event()
+        if kind == "pty":
+            self._master, self._slave = os.openpty()
+            tty.setraw(self._slave)  # no echo, no line editing: bytes pass unchanged
+            self.url = os.ttyname(self._slave)
+            target = self._serve_pty
+        else:
+            self._listener = socket.create_server(("127.0.0.1", port))
+            host, bound = self._listener.getsockname()[:2]
+            self.url = f"socket://{host}:{bound}"
+            target = self._serve_tcp
+        self._thread = threading.Thread(target=target, name=f"spikeflash-emulator {self.url}", daemon=True)
+        self._thread.start()
+
+    def _serve_pty(self) -> None:
+        # the emulator keeps the slave end open, so a host closing it never ends the pty
+        self.server.serve_fd(self._master, self._stop)
+
+    def _serve_tcp(self) -> None:
+        self._listener.settimeout(0.1)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except (socket.timeout, OSError):
+                continue
+            with conn:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                self.server.in_session = False
+                self.server.serve_fd(conn.fileno(), self._stop)
+
+    def close(self) -> None:
+        """Stop serving and release the pty / socket. Safe to call twice."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+        if self.kind == "pty":
+            os.close(self._master)
+            os.close(self._slave)
+        else:
+            self._listener.close()
+
+    def __enter__(self) -> "ServedEmulator":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def emulate(kind: str, port: int = 0) -> int:
+    """``spikeflash emulate``: serve until interrupted; print ``PTY <path>`` or
+    ``TCP <host>:<port>`` on stdout (one flushed line) once ready."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop cleanly on SIGTERM too
+    with ServedEmulator(EmulatorServer(), kind, port) as served:
+        label = served.url if kind == "pty" else served.url.removeprefix("socket://")
+        print(f"{kind.upper()} {label}", flush=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+    return 0

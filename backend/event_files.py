@@ -1,0 +1,319 @@
+"""Event files: save and load event arrays, and convert to and from (x, y, t, p) arrays.
+
+Our event arrays use :data:`snnlib.EVENT_DTYPE` (``t`` in µs, ``layer``, ``channel``, ``y``,
+``x``). On disk they are plain numpy files:
+
+- ``.npy``: one event array.
+- ``.npz``: several named arrays (e.g. one per layer) plus a JSON metadata dict (e.g.
+  ``{"dt_us": 1000}``), stored under the key :data:`METADATA_KEY`.
+
+Tonic, specksim and other event-camera tools use structured arrays with the fields
+``x, y, t, p`` in that order (specksim crashes on any other order, sinabs#263).
+:func:`events_to_xytp` and :func:`xytp_to_events` convert, keeping absolute time in µs and
+refusing any value the target type cannot hold.
+
+Every function validates its input and raises :class:`EventFileError` naming the array, the
+field, the offending value or index, and the expected form.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Union
+
+import numpy as np
+
+from snnlib.events import EVENT_DTYPE, InvalidEventsError, check_events
+from snnlib.network import DVS_LAYER_ID
+
+#: The (x, y, t, p) layout used by Tonic; ``t`` in µs, ``p`` polarity or channel.
+XYTP_DTYPE = np.dtype([("x", "<i2"), ("y", "<i2"), ("t", "<i8"), ("p", "<i2")])
+XYTP_FIELDS = ("x", "y", "t", "p")
+#: Key of the JSON metadata entry inside an ``.npz`` event file.
+METADATA_KEY = "__metadata__"
+DEFAULT_ARRAY_NAME = "events"
+_ARRAY_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+
+PathLike = Union[str, Path]
+
+
+class EventFileError(InvalidEventsError):
+    """An event array or event file does not have the expected form (``field`` names the field)."""
+
+
+@dataclass
+class EventFile:
+    """The contents of an event file: named event arrays and a metadata dict."""
+
+    arrays: dict[str, np.ndarray]
+    metadata: dict = field(default_factory=dict)
+
+
+def events_to_xytp(events: np.ndarray, dtype=XYTP_DTYPE) -> np.ndarray:
+    """Convert events of one layer to an (x, y, t, p) structured array; ``p`` = channel.
+
+    ``dtype``: the target structured dtype, fields exactly ``x, y, t, p`` in that order with
+    integer (or, for ``p``, bool) types, e.g. specksim's all-``uint32`` layout. Time stays
+    absolute (µs). Raises :class:`EventFileError` if the events span several layers (the
+    layer would be lost) or a value does not fit the target type.
+    """
+    _check_event_array(events, "events")
+    dtype = _check_xytp_dtype(dtype)
+    layers = np.unique(events["layer"])
+    if len(layers) > 1:
+        raise EventFileError(
+            f"events: holds layers {layers.tolist()}; (x, y, t, p) has no layer field, so convert "
+            "one layer at a time, e.g. events_to_xytp(events[events['layer'] == "
+            f"{int(layers[0])}])"
+        )
+    out = np.empty(len(events), dtype=dtype)
+    sources = {"x": "x", "y": "y", "t": "t", "p": "channel"}
+    for target, source in sources.items():
+        out[target] = _fit(events[source], dtype[target], f"events['{source}']")
+    return out
+
+
+def xytp_to_events(xytp: np.ndarray, layer: int = DVS_LAYER_ID) -> np.ndarray:
+    """Convert an (x, y, t, p) structured array (e.g. from Tonic) to an event array.
+
+    Fields are taken by name (any field order is read; extra fields are ignored). ``p``
+    becomes ``channel`` (bool polarity -> 0 / 1). ``layer``: the layer every event enters,
+    by default the DVS input (:data:`snnlib.DVS_LAYER_ID`). ``t`` (µs) must be
+    non-decreasing.
+    """
+    if not isinstance(xytp, np.ndarray) or xytp.dtype.names is None:
+        raise EventFileError(
+            f"xytp: got {type(xytp).__name__}"
+            + (f" of dtype {xytp.dtype}" if isinstance(xytp, np.ndarray) else "")
+            + "; expected a numpy structured array with fields x, y, t, p "
+            f"(e.g. dtype {XYTP_DTYPE})"
+        )
+    if xytp.ndim != 1:
+        raise EventFileError(f"xytp: shape {xytp.shape}; expected a 1-D structured array")
+    for name in XYTP_FIELDS:
+        if name not in xytp.dtype.names:
+            raise EventFileError(
+                f"xytp: has no field '{name}' (fields: {list(xytp.dtype.names)}); expected "
+                f"fields x, y, t, p, e.g. dtype {XYTP_DTYPE}"
+            )
+        kind = xytp.dtype[name].kind
+        if kind not in "iub":
+            raise EventFileError(
+                f"xytp: field '{name}' has dtype {xytp.dtype[name]}; expected an integer dtype "
+                f"(as in {XYTP_DTYPE}); round or scale the values first"
+            )
+    _fit(np.array([layer]), EVENT_DTYPE["layer"], "layer")
+    events = np.empty(len(xytp), dtype=EVENT_DTYPE)
+    events["layer"] = layer
+    for target, source in {"t": "t", "channel": "p", "y": "y", "x": "x"}.items():
+        events[target] = _fit(xytp[source], EVENT_DTYPE[target], f"xytp['{source}']")
+    return _check_event_array(events, "xytp")
+
+
+def save_events(
+    path: PathLike,
+    events: Union[np.ndarray, Mapping[str, np.ndarray]],
+    metadata: Mapping | None = None,
+) -> Path:
+    """Write events to ``path`` (``.npy`` or ``.npz``) and return the path.
+
+    ``.npy`` takes one event array and no metadata. ``.npz`` takes one array (stored as
+    ``"events"``) or a mapping name -> event array (names of letters, digits and ``_``), plus
+    a JSON-serialisable ``metadata`` dict (e.g. ``{"dt_us": 1000}``).
+    """
+    path = Path(path)
+    suffix = _check_suffix(path)
+    arrays = _named_arrays(events)
+    if suffix == ".npy":
+        if len(arrays) != 1 or metadata:
+            raise EventFileError(
+                f"path={str(path)!r}: a .npy file holds one event array and no metadata; got "
+                f"{len(arrays)} array(s)" + (" and metadata" if metadata else "")
+                + "; save as .npz instead"
+            )
+        np.save(path, next(iter(arrays.values())), allow_pickle=False)
+        return path
+    meta_text = _metadata_json(metadata or {})
+    np.savez(path, **arrays, **{METADATA_KEY: np.array(meta_text)})
+    return path
+
+
+def load_event_file(path: PathLike) -> EventFile:
+    """Read a ``.npy`` or ``.npz`` event file; every array must be a time-ordered event array.
+
+    A ``.npy`` file yields one array named ``"events"`` and empty metadata.
+    """
+    path = Path(path)
+    suffix = _check_suffix(path)
+    if not path.is_file():
+        raise EventFileError(f"path={str(path)!r}: no such file")
+    try:
+        if suffix == ".npy":
+            arrays = {DEFAULT_ARRAY_NAME: np.load(path, allow_pickle=False)}
+            metadata: dict = {}
+        else:
+            with np.load(path, allow_pickle=False) as npz:
+                contents = {name: npz[name] for name in npz.files}
+            metadata = _parse_metadata(contents.pop(METADATA_KEY, None), path)
+            arrays = contents
+    except (ValueError, OSError) as exc:
+        raise EventFileError(f"path={str(path)!r}: not a readable numpy {suffix} file ({exc})") from exc
+    for name, arr in arrays.items():
+        _check_event_array(arr, f"{path.name}['{name}']")
+    return EventFile(arrays, metadata)
+
+
+def load_events(path: PathLike, name: str | None = None) -> np.ndarray:
+    """Read one event array from ``path``: the only array, or the one called ``name``."""
+    arrays = load_event_file(path).arrays
+    if name is None:
+        if len(arrays) != 1:
+            raise EventFileError(
+                f"path={str(path)!r}: holds {len(arrays)} arrays {sorted(arrays)}; pass name=... "
+                "to pick one, or use load_event_file() to read them all"
+            )
+        return next(iter(arrays.values()))
+    if name not in arrays:
+        raise EventFileError(
+            f"name={name!r}: not in {str(path)!r}; the file holds {sorted(arrays)}"
+        )
+    return arrays[name]
+
+
+def _check_event_array(events, name: str) -> np.ndarray:
+    """``events`` if it passes :func:`snnlib.events.check_events`; errors name the array
+    ``name`` and, for a wrong dtype, the first missing or mistyped field."""
+    if isinstance(events, np.ndarray) and events.dtype != EVENT_DTYPE:
+        _explain_dtype(events.dtype, name)
+    try:
+        return check_events(events)
+    except InvalidEventsError as exc:
+        raise EventFileError(f"{name}: {exc}", exc.field, exc.value, exc.index) from exc
+
+
+def _explain_dtype(dtype: np.dtype, name: str) -> None:
+    if dtype.names is None:
+        raise EventFileError(
+            f"{name}: dtype {dtype} is not structured; expected snnlib.EVENT_DTYPE {EVENT_DTYPE}"
+        )
+    if set(XYTP_FIELDS) <= set(dtype.names) and "layer" not in dtype.names:
+        raise EventFileError(
+            f"{name}: is an (x, y, t, p) array (dtype {dtype}); convert it with "
+            "xytp_to_events(array, layer=...)", "layer"
+        )
+    for field_name in EVENT_DTYPE.names:
+        if field_name not in dtype.names:
+            raise EventFileError(
+                f"{name}: has no field '{field_name}' (fields: {list(dtype.names)}); expected "
+                f"snnlib.EVENT_DTYPE {EVENT_DTYPE}", field_name
+            )
+        if dtype[field_name] != EVENT_DTYPE[field_name]:
+            raise EventFileError(
+                f"{name}: field '{field_name}' has dtype {dtype[field_name]}; expected "
+                f"{EVENT_DTYPE[field_name]} (snnlib.EVENT_DTYPE {EVENT_DTYPE})", field_name
+            )
+    raise EventFileError(
+        f"{name}: dtype {dtype} has other fields or another field order than snnlib.EVENT_DTYPE "
+        f"{EVENT_DTYPE}"
+    )
+
+
+def _check_xytp_dtype(dtype) -> np.dtype:
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError as exc:
+        raise EventFileError(f"dtype={dtype!r}: not a numpy dtype ({exc}); e.g. {XYTP_DTYPE}") from exc
+    if dtype.names != XYTP_FIELDS:
+        raise EventFileError(
+            f"dtype={dtype}: fields {dtype.names}; expected exactly {XYTP_FIELDS} in that order "
+            f"(e.g. {XYTP_DTYPE}); other tools misread or crash on another order"
+        )
+    for name in XYTP_FIELDS:
+        if dtype[name].kind not in ("iub" if name == "p" else "iu"):
+            raise EventFileError(
+                f"dtype={dtype}: field '{name}' is {dtype[name]}; expected an integer type"
+                + (" or bool" if name == "p" else "")
+            )
+    return dtype
+
+
+def _fit(values: np.ndarray, target: np.dtype, name: str) -> np.ndarray:
+    """``values`` cast to ``target``, or an error naming the first value that does not fit."""
+    if target.kind == "b":
+        lo, hi = 0, 1
+    else:
+        info = np.iinfo(target)
+        lo, hi = info.min, info.max
+    if values.dtype.kind == "b" or len(values) == 0:
+        return values.astype(target)
+    bad = (values < lo) | (values > hi)
+    if np.any(bad):
+        i = int(np.argmax(bad))
+        raise EventFileError(
+            f"{name}[{i}] = {int(values[i])} does not fit {target} (range [{lo}, {hi}]); "
+            "choose a wider dtype or select the events that fit"
+        )
+    return values.astype(target)
+
+
+def _check_suffix(path: Path) -> str:
+    suffix = path.suffix
+    if suffix not in (".npy", ".npz"):
+        raise EventFileError(
+            f"path={str(path)!r}: suffix {suffix or '(none)'!r}; expected '.npy' (one array) or "
+            "'.npz' (named arrays + metadata)"
+        )
+    return suffix
+
+
+def _named_arrays(events) -> dict[str, np.ndarray]:
+    if isinstance(events, np.ndarray):
+        return {DEFAULT_ARRAY_NAME: _check_event_array(events, "events")}
+    if not isinstance(events, Mapping) or not events:
+        raise EventFileError(
+            f"events: got {type(events).__name__}"
+            + (" (empty)" if isinstance(events, Mapping) else "")
+            + "; expected an event array or a non-empty mapping name -> event array"
+        )
+    arrays = {}
+    for name, arr in events.items():
+        if not isinstance(name, str) or not _ARRAY_NAME.match(name) or name == METADATA_KEY:
+            raise EventFileError(
+                f"events: array name {name!r}; expected a string of letters, digits and '_' "
+                f"(not {METADATA_KEY!r}), e.g. 'layer_3'"
+            )
+        arrays[name] = _check_event_array(arr, f"events[{name!r}]")
+    return arrays
+
+
+def _metadata_json(metadata: Mapping) -> str:
+    if not isinstance(metadata, Mapping):
+        raise EventFileError(
+            f"metadata: got {type(metadata).__name__}; expected a dict such as {{'dt_us': 1000}}"
+        )
+    try:
+        return json.dumps(dict(metadata))
+    except TypeError as exc:
+        raise EventFileError(
+            f"metadata: {exc}; values must be JSON-serialisable (numbers, strings, lists, dicts)"
+        ) from exc
+
+
+def _parse_metadata(entry, path: Path) -> dict:
+    if entry is None:
+        return {}
+    try:
+        metadata = json.loads(str(entry))
+    except json.JSONDecodeError as exc:
+        raise EventFileError(
+            f"path={str(path)!r}: entry {METADATA_KEY!r} is not valid JSON ({exc})"
+        ) from exc
+    if not isinstance(metadata, dict):
+        raise EventFileError(
+            f"path={str(path)!r}: entry {METADATA_KEY!r} holds {type(metadata).__name__}; "
+            "expected a JSON object"
+        )
+    return metadata

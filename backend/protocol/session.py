@@ -1,0 +1,352 @@
+"""The host side of the wire protocol over a pyserial port: handshake, configuration upload
+with read-back, state reset / read-out, runs that end on the device's end-of-run marker.
+
+A reader thread only reads the port and queues the bytes (or the exception that stopped it);
+the calling thread decodes, acknowledges, retransmits and writes, so nothing blocks forever
+and a reader failure is raised in the caller. Every wait has a monotonic deadline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import secrets
+import select
+import threading
+import time
+from contextlib import contextmanager
+from typing import Callable, Iterator, Optional
+
+import numpy as np
+import serial
+
+from backend.errors import (
+    DeviceDisconnected,
+    DeviceError,
+    DeviceReset,
+    FlashError,
+    FlashMismatch,
+    FlashNotApplied,
+    LinkTimeout,
+    NotFlashed,
+    ProtocolError,
+    RunTimeout,
+    VersionMismatch,
+)
+from backend.protocol import frames as fr
+from backend.protocol.codec import MAX_PAYLOAD, Frame
+from backend.protocol.frames import FrameType
+from backend.protocol.link import MIN_LINK_RATE, Link
+
+#: bytes the reader takes per read
+READ_SIZE = 1 << 20
+#: frames the host lets the device send before acknowledging (announced in HELLO)
+HOST_WINDOW = 16
+#: seconds the device may take per input event beyond the transfer time (default run deadline)
+RUN_SECONDS_PER_EVENT = 10e-6
+
+
+class HostSession:
+    """Talks to one device on an open pyserial ``port`` (switched to non-blocking reads). ``name``: shown in errors (the URL). ``rto``: base retransmission timeout in s;
+    ``clock``: monotonic seconds (injectable for tests)."""
+
+    def __init__(self, port: serial.SerialBase, name: str, *, rto: float = 0.2, max_payload: int = MAX_PAYLOAD,
+                 clock: Callable[[], float] = time.monotonic):
+        self.port, self.name, self.clock, self.max_payload = port, name, clock, max_payload
+        port.timeout = 0  # the reader waits in select (or polls), reads never block
+        self.greeting: Optional[fr.Greeting] = None
+        self.needs_handshake = True
+        self.runs = 0
+        self._nonce = 0
+        self._out_of_step = False  # a request was cut short: replies may still be in flight
+        self._bytes: queue.Queue = queue.Queue()
+        self._error: Optional[BaseException] = None
+        self._closing = threading.Event()
+        self.link = Link(self._write, self._receive, self._on_control, rto=rto, clock=clock)
+        self._reader = threading.Thread(target=self._read_loop, name=f"spikeflash-reader {name}", daemon=True)
+        self._reader.start()
+
+    # -- transport ----------------------------------------------------------------------------
+    def _read_loop(self) -> None:
+        try:
+            fd = self.port.fileno() if hasattr(self.port, "fileno") else None
+            while not self._closing.is_set():
+                if fd is not None and not select.select([fd], [], [], 0.05)[0]:
+                    continue
+                data = self.port.read(READ_SIZE)  # non-blocking: what has arrived
+                if data:
+                    self._bytes.put(data)
+                elif fd is None:
+                    time.sleep(0.001)
+        except BaseException as exc:  # handed to the caller by _receive
+            if not self._closing.is_set():
+                self._bytes.put(exc)
+
+    def _receive(self, timeout: float) -> bytes:
+        if self._error is not None:
+            raise self._disconnected(self._error)
+        try:
+            item = self._bytes.get(timeout=timeout)
+        except queue.Empty:
+            return b""
+        chunks = []
+        while True:
+            if isinstance(item, BaseException):
+                self._error = item
+                break
+            chunks.append(item)
+            try:
+                item = self._bytes.get_nowait()
+            except queue.Empty:
+                break
+        if not chunks:
+            raise self._disconnected(self._error)
+        return b"".join(chunks)
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self.port.write(data)
+        except serial.SerialTimeoutException as exc:
+            raise LinkTimeout(f"{self.name}: the device accepted no data for {self.port.write_timeout} s "
+                              "(stalled: it is not reading)", counters=self.link.stats()) from exc
+        except (serial.SerialException, OSError) as exc:
+            raise self._disconnected(exc) from exc
+
+    def _disconnected(self, exc: BaseException) -> DeviceDisconnected:
+        self.needs_handshake = True
+        return DeviceDisconnected(f"{self.name}: port closed or device unplugged ({exc})",
+                                  counters=self.link.stats(), hint="check the cable, then open the device again")
+
+    def _on_control(self, frame: Frame) -> None:
+        if frame.type != FrameType.GREETING:
+            return  # a host ignores HELLO
+        greeting = fr.Greeting.unpack(frame.payload)
+        if self.needs_handshake:
+            if greeting.nonce == self._nonce:
+                self.greeting = greeting
+            return
+        if greeting.nonce == self._nonce and greeting.boot_id == self.greeting.boot_id:
+            return  # a duplicate of the answer to our HELLO
+        self.needs_handshake = True
+        raise DeviceReset(f"{self.name}: the device restarted (boot id {greeting.boot_id:#x}, "
+                          f"was {self.greeting.boot_id:#x}); its configuration and states are gone",
+                          counters=self.link.stats(), hint="the next run() flashes the configuration again")
+
+    # -- handshake ----------------------------------------------------------------------------
+    def handshake(self, timeout: float = 3.0) -> fr.Greeting:
+        """Greet the device (HELLO, repeated) and wait for its GREETING; start both sequences."""
+        self.needs_handshake = True
+        self.greeting = None
+        self._nonce = secrets.randbits(32) | 1
+        hello = fr.Hello(self._nonce, self.max_payload, HOST_WINDOW).pack()
+        deadline = self.clock() + timeout
+        while self.greeting is None:
+            if self.clock() >= deadline:
+                raise LinkTimeout(f"{self.name}: no GREETING within {timeout} s; is a spikeflash device "
+                                  "(or `spikeflash emulate`) on this port?", counters=self.link.stats())
+            self.link.send_control(FrameType.HELLO, hello)
+            resend = min(deadline, self.clock() + self.link.rto)
+            while self.greeting is None and self.clock() < resend:
+                self.link.pump(min(0.05, max(0.0, resend - self.clock())))
+        greeting = self.greeting
+        if greeting.version != fr.PROTOCOL_VERSION:
+            raise VersionMismatch(f"{self.name}: device speaks protocol version {greeting.version}, "
+                                  f"this host {fr.PROTOCOL_VERSION}", hint="update the firmware or spikeflash")
+        self.link.restart(window=greeting.window, max_payload=min(greeting.max_payload, self.max_payload))
+        self.needs_handshake = False
+        return greeting
+
+    # -- requests -----------------------------------------------------------------------------
+    def _deadline(self, n_bytes: int, floor: float = 2.0) -> float:
+        return self.clock() + floor + n_bytes / MIN_LINK_RATE
+
+    @contextmanager
+    def _request(self) -> Iterator[None]:
+        """Frame one request: after one that was cut short (error, Ctrl-C), first STOP the
+        device and drain its stale replies, so no reply answers the wrong request."""
+        if self.needs_handshake:
+            raise DeviceReset(f"{self.name}: the link needs a new handshake", counters=self.link.stats())
+        if self._out_of_step:
+            self.stop()
+            self._out_of_step = False
+        try:
+            yield
+        except BaseException:
+            self._out_of_step = True
+            raise
+
+    def _send(self, frame_type: FrameType, payload: bytes, deadline: float) -> None:
+        if self.needs_handshake:
+            raise DeviceReset(f"{self.name}: the link needs a new handshake", counters=self.link.stats())
+        self.link.send(frame_type, payload, deadline)
+
+    def _expect(self, expected: FrameType, deadline: float, what: str) -> Frame:
+        frame = self.link.recv(deadline)
+        if frame is None:
+            raise LinkTimeout(f"{self.name}: no {expected.name} for {what} before the deadline",
+                              counters=self.link.stats())
+        if frame.type == FrameType.ERROR:
+            raise self._device_error(frame, what)
+        if frame.type != expected:
+            raise ProtocolError(f"{self.name}: got frame type 0x{frame.type:02x} while waiting for "
+                                f"{expected.name} ({what})", counters=self.link.stats())
+        return frame
+
+    def _device_error(self, frame: Frame, what: str) -> DeviceError:
+        code, op = fr.unpack_struct(fr.ERROR, frame.payload, "ERROR")
+        message = frame.payload[fr.ERROR.size:].decode("utf-8", "replace")
+        name = fr.ErrorCode(code).name if code in fr.ErrorCode._value2member_map_ else f"code {code}"
+        text = f"{self.name}: device error {name} during {what}: {message}"
+        cls = {fr.ErrorCode.CONFIG_INVALID: FlashError, fr.ErrorCode.NOT_CONFIGURED: NotFlashed}.get(code, ProtocolError)
+        return cls(text, counters=self.link.stats())
+
+    def flash(self, config: bytes) -> str:
+        """Upload ``config`` (canonical JSON bytes) in chunks, let the device apply it, read it
+        back; return the sha256 hex digest the device reports for what it applied."""
+        with self._request():
+            deadline = self._deadline(3 * len(config))
+            chunk = self.link.max_payload - fr.CONFIG_OFFSET.size
+            self._send(FrameType.CONFIG_BEGIN, fr.CONFIG_BEGIN.pack(len(config), hashlib.sha256(config).digest()), deadline)
+            for offset in range(0, len(config), chunk):
+                self._send(FrameType.CONFIG_CHUNK, fr.CONFIG_OFFSET.pack(offset) + config[offset:offset + chunk], deadline)
+            self._send(FrameType.CONFIG_END, b"", deadline)
+            reply = self._expect(FrameType.CONFIG_APPLIED, deadline, "flash")
+            status, size, digest = fr.unpack_struct(fr.CONFIG_APPLIED, reply.payload, "CONFIG_APPLIED")
+            if status == fr.ConfigStatus.NOTHING_WRITTEN:
+                raise FlashNotApplied(f"{self.name}: the device wrote nothing ({len(config)} bytes sent)",
+                                      counters=self.link.stats(), hint="flash a non-empty configuration")
+            readback = self._read_config(size, deadline)
+            if hashlib.sha256(readback).digest() != digest:
+                raise FlashMismatch(f"{self.name}: the device reports digest {digest.hex()[:16]}... but reads "
+                                    f"back {hashlib.sha256(readback).hexdigest()[:16]}...", counters=self.link.stats())
+            return digest.hex()
+
+    def _read_config(self, size: int, deadline: float) -> bytes:
+        parts, offset = [], 0
+        while offset < size:
+            length = min(size - offset, self.link.max_payload - fr.CONFIG_OFFSET.size)
+            self._send(FrameType.CONFIG_READ, fr.CONFIG_READ.pack(offset, length), deadline)
+            data = self._expect(FrameType.CONFIG_DATA, deadline, "configuration read-back").payload
+            (got,) = fr.unpack_struct(fr.CONFIG_OFFSET, data, "CONFIG_DATA")
+            if got != offset or len(data) - fr.CONFIG_OFFSET.size != length:
+                raise ProtocolError(f"{self.name}: read-back asked {length} bytes at {offset}, got "
+                                    f"{len(data) - fr.CONFIG_OFFSET.size} at {got}", counters=self.link.stats())
+            parts.append(data[fr.CONFIG_OFFSET.size:])
+            offset += length
+        return b"".join(parts)
+
+    def reset_states(self) -> None:
+        """Set every neuron state back to its initial value."""
+        with self._request():
+            deadline = self._deadline(0)
+            self._send(FrameType.RESET_STATES, b"", deadline)
+            self._expect(FrameType.OK, deadline, "reset")
+
+    def read_states(self, cores: list[int]) -> dict[int, np.ndarray]:
+        """Neuron states of ``cores``, int16 ``(f, h, w)`` each, read in chunks."""
+        with self._request():
+            return {core: self._read_core_states(core) for core in cores}
+
+    def _read_core_states(self, core: int) -> np.ndarray:
+        deadline = self._deadline(0)
+        values, offset, total, shape = [], 0, None, None
+        while total is None or offset < total:
+            self._send(FrameType.READ_STATES, fr.READ_STATES.pack(core, offset), deadline)
+            deadline = self._deadline(self.link.max_payload)
+            payload = self._expect(FrameType.STATE_DATA, deadline, f"read_states(core {core})").payload
+            got_core, f, h, w, got_offset, total = fr.unpack_struct(fr.STATE_DATA, payload, "STATE_DATA")
+            chunk = np.frombuffer(payload, "<i2", offset=fr.STATE_DATA.size)
+            if got_core != core or got_offset != offset or total != f * h * w or not len(chunk) and offset < total:
+                raise ProtocolError(f"{self.name}: STATE_DATA for core {got_core} at {got_offset} of {total} "
+                                    f"does not answer core {core} at {offset}", counters=self.link.stats())
+            values.append(chunk)
+            offset += len(chunk)
+            shape = (f, h, w)
+        return np.concatenate(values).astype(np.int16).reshape(shape)
+
+    def status(self) -> dict[str, int]:
+        """The device's counters (:data:`frames.STATUS_FIELDS`)."""
+        with self._request():
+            deadline = self._deadline(0)
+            self._send(FrameType.STATUS, b"", deadline)
+            return fr.unpack_status(self._expect(FrameType.STATUS_DATA, deadline, "status").payload)
+
+    def run(self, events: np.ndarray, timeout: Optional[float] = None) -> tuple[np.ndarray, fr.EndOfRun]:
+        """Send ``events`` (EVENT_DTYPE), stream the output back until the end-of-run marker.
+        ``timeout`` in s; None: 2 s + transfer at 1 MB/s + 10 µs per event."""
+        with self._request():
+            fr.check_events_fit(events)
+            payloads = fr.pack_events(events, self.link.max_payload)
+            if timeout is None:
+                timeout = 2.0 + 2 * 8 * len(events) / MIN_LINK_RATE + RUN_SECONDS_PER_EVENT * len(events)
+            deadline = self.clock() + timeout
+            self.runs += 1
+            run_id = self.runs & 0xFFFFFFFF
+            self._send(FrameType.RUN_BEGIN, fr.RUN_BEGIN.pack(run_id, len(events)), deadline)
+            for payload in payloads:
+                self._send(FrameType.EVENTS, payload, deadline)
+            self._send(FrameType.RUN_END, fr.RUN_END.pack(run_id), deadline)
+            received: list[bytes] = []
+            n_out = 0
+            while True:
+                frame = self.link.recv(deadline)
+                if frame is None:
+                    last = unpack_last_t(received)
+                    raise RunTimeout(
+                        f"{self.name}: run {run_id} got no end-of-run marker within {timeout:.1f} s; read "
+                        f"{n_out} output events (last timestamp {last} µs), sent {len(events)} input events "
+                        f"(last timestamp {int(events['t'][-1]) if len(events) else -1} µs)",
+                        counters=self.link.stats(), hint="pass a longer timeout= if the network is large")
+                if frame.type == FrameType.EVENTS:
+                    received.append(frame.payload)
+                    n_out += (len(frame.payload) - fr.EVENT_BATCH_HEADER.size) // fr.WIRE_EVENT.itemsize
+                elif frame.type == FrameType.END_OF_RUN:
+                    break
+                elif frame.type == FrameType.ERROR:
+                    raise self._device_error(frame, f"run {run_id}")
+                else:
+                    raise ProtocolError(f"{self.name}: frame type 0x{frame.type:02x} inside run {run_id}",
+                                        counters=self.link.stats())
+            end = fr.EndOfRun.unpack(frame.payload)
+            if end.run_id != run_id or end.events_in != len(events) or end.events_out != n_out:
+                raise ProtocolError(
+                    f"{self.name}: end-of-run marker says run {end.run_id}, {end.events_in} events in, "
+                    f"{end.events_out} out; host sent run {run_id} with {len(events)} events and received "
+                    f"{n_out}", counters=self.link.stats())
+            return fr.unpack_events(received), end
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """Ask the device to abandon any run in progress and wait for its OK."""
+        deadline = self.clock() + timeout
+        self._send(FrameType.STOP, b"", deadline)
+        while True:  # skip what a run that was cut short still had in flight
+            frame = self.link.recv(deadline)
+            if frame is None:
+                raise LinkTimeout(f"{self.name}: no OK for STOP within {timeout} s", counters=self.link.stats())
+            if frame.type == FrameType.OK:
+                return
+
+    def close(self) -> None:
+        """Stop the device (best effort, 1 s) and close the port. Safe to call twice."""
+        if self._closing.is_set():
+            return
+        try:
+            if not self.needs_handshake and self._error is None:
+                self.stop()
+        except DeviceError:
+            pass
+        finally:
+            self._closing.set()
+            if hasattr(self.port, "cancel_read"):
+                self.port.cancel_read()
+            self.port.close()
+            self._reader.join(timeout=1.0)
+
+
+def unpack_last_t(payloads: list[bytes]) -> int:
+    """Timestamp (µs) of the last event in ``EVENTS`` payloads; -1 if there are none."""
+    for payload in reversed(payloads):
+        events = fr.unpack_events([payload])
+        if len(events):
+            return int(events["t"][-1])
+    return -1

@@ -1,0 +1,113 @@
+"""A board (or ``spikeflash emulate``) speaking the spikeflash wire protocol over any pyserial
+URL: a port path (``/dev/ttyACM0``, a pty), ``socket://host:port``, ``rfc2217://host:port``."""
+
+from __future__ import annotations
+
+import errno
+from typing import TYPE_CHECKING, Optional
+
+import numpy as np
+import serial
+
+from backend.device import Device, DeviceInfo
+from backend.errors import DeviceNotFound, DeviceOpenError, FlashMismatch
+from backend.protocol.session import HostSession
+
+if TYPE_CHECKING:
+    from mapper import ChipConfig
+
+#: seconds a write may block before the device counts as stalled
+WRITE_TIMEOUT = 5.0
+
+
+def open_port(url: str, baudrate: int = 115200) -> serial.SerialBase:
+    """Open ``url`` with pyserial; raise :class:`DeviceNotFound` / :class:`DeviceOpenError`
+    with a fix hint instead of pyserial's generic error."""
+    try:
+        return serial.serial_for_url(url, baudrate=baudrate, timeout=0, write_timeout=WRITE_TIMEOUT,
+                                     **({} if "://" in url else {"exclusive": True}))
+    except (serial.SerialException, OSError, ValueError) as exc:
+        code, text = getattr(exc, "errno", None), str(exc)
+        if code == errno.ENOENT:
+            raise DeviceNotFound(f"{url}: no such port ({text})",
+                                 hint="list ports with `spikeflash devices`; start an emulator with "
+                                      "`spikeflash emulate --pty`") from exc
+        if "Connection refused" in text:
+            raise DeviceNotFound(f"{url}: nothing listens there ({text})",
+                                 hint="start `spikeflash emulate --tcp PORT` or check host and port") from exc
+        if code in (errno.EACCES, errno.EPERM) or "Permission denied" in text:
+            raise DeviceOpenError(f"{url}: permission denied ({text})",
+                                  hint="add your user to the 'dialout' group (Linux), then log in again") from exc
+        raise DeviceOpenError(f"{url}: cannot open ({text})",
+                              hint="is another program (or another spikeflash) using the port?") from exc
+
+
+class SerialDevice(Device):
+    """A device on the wire protocol. Opening greets it (handshake); a device that restarted
+    raises :class:`DeviceReset` once, and the next operation greets it again and re-flashes
+    the last configuration. ``rto``: base retransmission timeout in s."""
+
+    def __init__(self, url: str, *, baudrate: int = 115200, rto: float = 0.2, handshake_timeout: float = 3.0):
+        super().__init__(url)
+        port = open_port(url, baudrate)
+        if hasattr(port, "reset_input_buffer"):
+            port.reset_input_buffer()  # whatever an earlier session left behind
+        self.session = HostSession(port, url, rto=rto)
+        try:
+            self.greeting = self.session.handshake(handshake_timeout)
+        except BaseException:
+            self.session.close()
+            raise
+
+    def info(self) -> DeviceInfo:
+        g = self.greeting
+        return DeviceInfo(self.url, "serial", g.chip, g.firmware, g.version,
+                          ("events", "states", "config-readback", "status"))
+
+    def status(self) -> dict[str, int]:
+        """The device's own counters (runs, events in/out, dropped, frames, retransmits...)."""
+        self._resync()
+        return self.session.status()
+
+    def _resync(self) -> None:
+        """After a device restart: greet again and re-apply the configuration."""
+        if not self.session.needs_handshake:
+            return
+        self.greeting = self.session.handshake()
+        if self.config is not None:
+            applied = self.session.flash(self.config.to_json().encode())
+            if applied != self.config.digest():
+                raise FlashMismatch(f"{self.url}: re-flashing after a restart applied {applied[:16]}...",
+                                    counters=self.counters)
+
+    def _flash(self, config: "ChipConfig") -> str:
+        self._resync()
+        return self.session.flash(config.to_json().encode())
+
+    def _reset(self) -> None:
+        self._resync()
+        self.session.reset_states()
+
+    def _read_states(self) -> dict[int, np.ndarray]:
+        self._resync()
+        return self.session.read_states(sorted(self.config.to_network().layers))
+
+    def _run_events(self, events: np.ndarray, timeout: Optional[float]) -> np.ndarray:
+        self._resync()
+        try:
+            out, end = self.session.run(events, timeout)
+        finally:
+            self.counters.link = self.session.link.stats()
+        c = self.counters
+        c.sent += len(events)
+        c.received += len(out)
+        c.dropped += end.dropped + end.overflow
+        for core, n in end.core_in.items():
+            c.core_in[core] = c.core_in.get(core, 0) + n
+        for core, n in end.core_out.items():
+            c.core_out[core] = c.core_out.get(core, 0) + n
+        return out
+
+    def _close(self) -> None:
+        self.session.close()
+

@@ -1,0 +1,394 @@
+"""ChipConfig: the plain-data, versioned chip configuration that the backend flashes.
+
+A :class:`ChipConfig` is what :func:`mapper.map_model` produces: one :class:`CoreConfig` per
+used core (the fields of :class:`snnlib.CoreLayer`, destinations naming core ids, plus the
+model layer names it came from and its quantization scale), an optional :class:`DVSConfig`,
+and the slow-clock period. It is saved as canonical JSON (sorted keys, exact round trip) and
+validated against its chip spec on load; an invalid field raises :class:`ConfigError` naming
+the field path, e.g. ``cores.3.threshold_low``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from snnlib import DVS_LAYER_ID, CoreLayer, Destination, DVSInput, IntegerNetwork
+from snnlib.network import INT8_RANGE, INT16_RANGE, RESET_MODES
+
+from mapper.chips import ChipSpec, get_chip
+from mapper.checks import check_core
+from mapper.errors import ChipSpecError, ConfigError
+from mapper.memory import MemoryNeed
+
+#: Format version of the JSON written by :meth:`ChipConfig.to_json`; checked on load.
+CONFIG_VERSION = 1
+
+
+@dataclass(eq=False)
+class CoreConfig(CoreLayer):
+    """One core: a :class:`snnlib.CoreLayer` whose destinations name core ids.
+
+    ``layer_names``: the model layers merged into this core (conv, spiking, ...), the last
+    one being the spiking layer whose spikes the core emits. ``scale``: the quantization
+    factor (integer value = round(model value * scale); 1.0 when built from integers).
+    """
+
+    layer_names: list[str] = field(default_factory=list)
+    scale: float = 1.0
+
+    def to_core_layer(self) -> CoreLayer:
+        """The plain :class:`snnlib.CoreLayer` (a copy without the mapper's extra fields)."""
+        return CoreLayer(**{f.name: getattr(self, f.name) for f in dataclasses.fields(CoreLayer)})
+
+
+@dataclass(eq=False)
+class DVSConfig(DVSInput):
+    """The DVS pre-processing stage (:class:`snnlib.DVSInput`); destinations name core ids."""
+
+
+@dataclass(eq=False)
+class ChipConfig:
+    """A whole chip configuration (see the module docstring). Equality = equal JSON."""
+
+    chip: str
+    cores: dict[int, CoreConfig]
+    dvs: DVSConfig | None = None
+    slow_clock_period_us: int | None = None
+    version: int = CONFIG_VERSION
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, ChipConfig) and self.to_json() == other.to_json()
+
+    # --- conversions -------------------------------------------------------------------
+    def to_network(self) -> IntegerNetwork:
+        """The event-exact network description: layer ids = core ids, DVS under
+        :data:`snnlib.DVS_LAYER_ID`."""
+        dvs = None
+        if self.dvs is not None:
+            dvs = DVSInput(**{f.name: getattr(self.dvs, f.name) for f in dataclasses.fields(DVSInput)})
+        layers = {cid: core.to_core_layer() for cid, core in sorted(self.cores.items())}
+        return IntegerNetwork(layers, dvs, self.slow_clock_period_us)
+
+    @classmethod
+    def from_network(cls, network: IntegerNetwork, chip: str | ChipSpec = "speck2f") -> "ChipConfig":
+        """Wrap an :class:`snnlib.IntegerNetwork` whose layer ids are core ids of ``chip``;
+        validated like a loaded file (raises :class:`ConfigError`)."""
+        if not isinstance(network, IntegerNetwork):
+            raise TypeError(f"from_network(network): expected an snnlib.IntegerNetwork, got "
+                            f"{type(network).__name__}")
+        spec = get_chip(chip)
+        cores = {cid: CoreConfig(**{f.name: getattr(layer, f.name)
+                                    for f in dataclasses.fields(CoreLayer)})
+                 for cid, layer in network.layers.items()}
+        dvs = None
+        if network.dvs is not None:
+            dvs = DVSConfig(**{f.name: getattr(network.dvs, f.name) for f in dataclasses.fields(DVSInput)})
+        return cls.from_json(cls(spec.name, cores, dvs, network.slow_clock_period_us).to_json(),
+                             chip=spec)
+
+    def monitored_layer_names(self) -> dict[int, str]:
+        """Core id -> model layer name (the core's spiking layer) for every monitored core;
+        the DVS stage, when monitored, appears under :data:`snnlib.DVS_LAYER_ID` as ``"dvs"``."""
+        names = {cid: core_name(cid, core) for cid, core in sorted(self.cores.items()) if core.monitor}
+        if self.dvs is not None and self.dvs.monitor:
+            names[DVS_LAYER_ID] = "dvs"
+        return names
+
+    # --- JSON ----------------------------------------------------------------------------
+    def to_json(self) -> str:
+        """Canonical JSON (sorted keys, compact); :meth:`from_json` reads it back exactly."""
+        data = {
+            "chip": self.chip,
+            "version": self.version,
+            "slow_clock_period_us": self.slow_clock_period_us,
+            "cores": {str(cid): _core_to_dict(c) for cid, c in self.cores.items()},
+            "dvs": None if self.dvs is None else _dvs_to_dict(self.dvs),
+        }
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str, chip: str | ChipSpec | None = None) -> "ChipConfig":
+        """Parse and validate against the chip spec (``chip``, default: the file's own chip
+        name). Raises :class:`ConfigError` naming the field path."""
+        try:
+            data = json.loads(text)
+        except (TypeError, json.JSONDecodeError) as exc:
+            raise ConfigError("<json>", f"not valid JSON: {exc}") from exc
+        r = _Reader(data, "")
+        r.keys({"chip", "version", "slow_clock_period_us", "cores", "dvs"})
+        version = r.int("version", 0, None)
+        if version != CONFIG_VERSION:
+            raise ConfigError("version", f"= {version}; this spikeflash reads format version "
+                                         f"{CONFIG_VERSION} (re-map the model to regenerate it)")
+        chip_name = r.str("chip")
+        try:
+            spec = get_chip(chip if chip is not None else chip_name)
+        except ChipSpecError as exc:
+            raise ConfigError("chip", str(exc)) from exc
+        period = r.get("slow_clock_period_us")
+        if period is not None:
+            period = r.int("slow_clock_period_us", 1, None)
+        cores_data = r.get("cores")
+        if not isinstance(cores_data, dict):
+            raise ConfigError("cores", "expected an object core id -> core")
+        cores = {}
+        for key in sorted(cores_data, key=lambda k: (len(k), k)):
+            if not key.isdigit() or int(key) not in spec.cores:
+                raise ConfigError(f"cores.{key}", f"{spec.name} has no core {key!r}; its cores are "
+                                                  f"{sorted(spec.cores)}")
+            cores[int(key)] = _core_from(_Reader(cores_data[key], f"cores.{key}"))
+        dvs = None if r.get("dvs") is None else _dvs_from(_Reader(r.get("dvs"), "dvs"))
+        config = cls(chip_name, cores, dvs, period, version)
+        validate_config(config, spec)
+        return config
+
+    def save(self, path: str | Path) -> None:
+        """Write :meth:`to_json` to ``path``."""
+        Path(path).write_text(self.to_json())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ChipConfig":
+        """Read and validate a file written by :meth:`save` (or by hand)."""
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError("<file>", f"cannot read {path}: {exc}") from exc
+        return cls.from_json(text)
+
+    def digest(self) -> str:
+        """sha256 hex digest of :meth:`to_json` (identifies what was flashed)."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()
+
+
+def core_name(cid: int, core: CoreConfig) -> str:
+    """The model layer name a core reports its spikes as (``core<i>`` when unnamed)."""
+    return core.layer_names[-1] if core.layer_names else f"core{cid}"
+
+
+def validate_config(config: ChipConfig, spec: ChipSpec) -> None:
+    """Check a config against its chip spec: §3 rules, memory, thresholds, routing."""
+    for cid, core in config.cores.items():
+        where = f"cores.{cid}"
+        for v in check_core(core_name(cid, core), core, spec.limits):
+            raise ConfigError(f"{where}.{v.field}", str(v))
+        f, c, _, _ = core.weights.shape
+        if core.input_shape[0] != c:
+            raise ConfigError(f"{where}.input_shape", f"{core.input_shape} has {core.input_shape[0]} "
+                                                      f"channels but the weights expect {c}")
+        need = MemoryNeed.of(core.weights.shape, core.output_shape, core.bias is not None)
+        if not need.fits(spec.cores[cid]):
+            have = spec.cores[cid]
+            raise ConfigError(where, f"needs {need.kernel}/{need.neuron}/{need.bias} kernel/neuron/bias "
+                                     f"words but core {cid} has {have.kernel_words}/"
+                                     f"{have.neuron_words}/{have.bias_words}; move it to a larger core")
+        if core.threshold_low >= core.threshold_high:
+            raise ConfigError(f"{where}.threshold_low", f"= {core.threshold_low} must be below "
+                                                        f"threshold_high = {core.threshold_high}")
+        if core.threshold_low == 0:
+            raise ConfigError(f"{where}.threshold_low", "= 0 hits a hardware bug (chip-facts §11); use -1")
+        if core.bias is not None and core.bias.shape != (f,):
+            raise ConfigError(f"{where}.bias", f"shape {core.bias.shape}; expected ({f},)")
+        if core.initial_state is not None and core.initial_state.shape != core.output_shape:
+            raise ConfigError(f"{where}.initial_state", f"shape {core.initial_state.shape}; "
+                                                        f"expected {core.output_shape}")
+        _check_destinations(where, core.destinations, f, config.cores)
+    if config.dvs is not None:
+        if spec.dvs_size is None:
+            raise ConfigError("dvs", f"{spec.name} has no DVS stage; remove it")
+        _, h, w = config.dvs.input_shape
+        if h > spec.dvs_size[0] or w > spec.dvs_size[1]:
+            raise ConfigError("dvs.input_shape", f"{h}x{w} is larger than the "
+                                                 f"{spec.dvs_size[0]}x{spec.dvs_size[1]} sensor of {spec.name}")
+        for axis, p in zip("yx", config.dvs.pooling):
+            if p not in spec.limits.poolings:
+                raise ConfigError("dvs.pooling", f"{p} ({axis}); must be one of {spec.limits.poolings}")
+        if len(config.dvs.destinations) > spec.limits.max_destinations:
+            raise ConfigError("dvs.destinations", f"{len(config.dvs.destinations)} destinations; at "
+                                                  f"most {spec.limits.max_destinations}")
+        channels = 1 if config.dvs.merge_polarities else 2
+        _check_destinations("dvs", config.dvs.destinations, channels, config.cores)
+
+
+def _check_destinations(where: str, dests, channels: int, cores: dict) -> None:
+    for i, d in enumerate(dests):
+        if d.layer not in cores:
+            raise ConfigError(f"{where}.destinations.{i}.layer", f"= {d.layer} is not a configured "
+                                                                  f"core (cores: {sorted(cores)})")
+        if channels + d.feature_shift > cores[d.layer].input_shape[0]:
+            raise ConfigError(f"{where}.destinations.{i}.feature_shift",
+                              f"channels up to {channels + d.feature_shift - 1} do not fit the "
+                              f"{cores[d.layer].input_shape[0]} input channels of core {d.layer}")
+
+
+# --- (de)serialisation helpers ---------------------------------------------------------
+def _dest_to_dict(d: Destination) -> dict:
+    return {"layer": d.layer, "pooling": d.pooling, "feature_shift": d.feature_shift}
+
+
+def _core_to_dict(c: CoreConfig) -> dict:
+    return {
+        "weights": np.asarray(c.weights).tolist(),
+        "input_shape": list(c.input_shape),
+        "threshold_high": int(c.threshold_high),
+        "threshold_low": int(c.threshold_low),
+        "stride": list(c.stride),
+        "padding": list(c.padding),
+        "reset": c.reset,
+        "bias": None if c.bias is None else np.asarray(c.bias).tolist(),
+        "leak_enable": bool(c.leak_enable),
+        "initial_state": None if c.initial_state is None else np.asarray(c.initial_state).tolist(),
+        "destinations": [_dest_to_dict(d) for d in c.destinations],
+        "monitor": bool(c.monitor),
+        "layer_names": list(c.layer_names),
+        "scale": float(c.scale),
+    }
+
+
+def _dvs_to_dict(d: DVSConfig) -> dict:
+    return {
+        "input_shape": list(d.input_shape),
+        "merge_polarities": d.merge_polarities,
+        "on_channel": d.on_channel,
+        "off_channel": d.off_channel,
+        "pooling": list(d.pooling),
+        "origin": list(d.origin),
+        "cut": None if d.cut is None else list(d.cut),
+        "mirror_x": d.mirror_x,
+        "mirror_y": d.mirror_y,
+        "mirror_diagonal": d.mirror_diagonal,
+        "destinations": [_dest_to_dict(x) for x in d.destinations],
+        "monitor": d.monitor,
+    }
+
+
+class _Reader:
+    """Typed access to one JSON object, raising ConfigError with the field path."""
+
+    def __init__(self, data, path: str):
+        if not isinstance(data, dict):
+            raise ConfigError(path or "<root>", f"expected an object, got {type(data).__name__}")
+        self.data, self.path = data, path
+
+    def at(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def keys(self, expected: set[str]) -> None:
+        for k in self.data:
+            if k not in expected:
+                raise ConfigError(self.at(k), f"unknown field; expected fields: {sorted(expected)}")
+        for k in sorted(expected - set(self.data)):
+            raise ConfigError(self.at(k), "missing field")
+
+    def get(self, key: str):
+        return self.data[key]
+
+    def int(self, key: str, lo: int | None, hi: int | None) -> int:
+        return _as_int(self.data[key], self.at(key), lo, hi)
+
+    def str(self, key: str, choices=None) -> str:
+        v = self.data[key]
+        if not isinstance(v, str) or (choices is not None and v not in choices):
+            raise ConfigError(self.at(key), f"= {v!r}; expected " +
+                              (f"one of {list(choices)}" if choices else "a string"))
+        return v
+
+    def bool(self, key: str) -> bool:
+        v = self.data[key]
+        if not isinstance(v, bool):
+            raise ConfigError(self.at(key), f"= {v!r}; expected true or false")
+        return v
+
+    def pair(self, key: str, n: int = 2, lo: int | None = 0) -> tuple[int, ...]:
+        v = self.data[key]
+        if not isinstance(v, list) or len(v) != n:
+            raise ConfigError(self.at(key), f"= {v!r}; expected a list of {n} integers")
+        return tuple(_as_int(x, f"{self.at(key)}.{i}", lo, None) for i, x in enumerate(v))
+
+    def array(self, key: str, ndim: int, lo_hi: tuple[int, int], dtype) -> np.ndarray:
+        v = self.data[key]
+        try:
+            a = np.array(v)
+        except ValueError:
+            a = None
+        if a is None or a.ndim != ndim or (a.size and a.dtype.kind not in "iu"):
+            raise ConfigError(self.at(key), f"expected a rectangular {ndim}-d list of integers")
+        bad = (a < lo_hi[0]) | (a > lo_hi[1])
+        if bad.any():
+            idx = np.unravel_index(np.argmax(bad), a.shape)
+            raise ConfigError(f"{self.at(key)}" + "".join(f"[{i}]" for i in idx),
+                              f"= {a[idx]} is outside [{lo_hi[0]}, {lo_hi[1]}]")
+        return a.astype(dtype)
+
+    def destinations(self, key: str) -> list[Destination]:
+        v = self.data[key]
+        if not isinstance(v, list):
+            raise ConfigError(self.at(key), "expected a list of destinations")
+        out = []
+        for i, d in enumerate(v):
+            r = _Reader(d, f"{self.at(key)}.{i}")
+            r.keys({"layer", "pooling", "feature_shift"})
+            out.append(Destination(r.int("layer", 0, None), r.int("pooling", 1, None),
+                                   r.int("feature_shift", 0, None)))
+        return out
+
+
+def _as_int(v, path: str, lo: int | None, hi: int | None) -> int:
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise ConfigError(path, f"= {v!r}; expected an integer")
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise ConfigError(path, f"= {v} is outside [{lo}, {'inf' if hi is None else hi}]")
+    return v
+
+
+def _core_from(r: _Reader) -> CoreConfig:
+    r.keys({"weights", "input_shape", "threshold_high", "threshold_low", "stride", "padding",
+            "reset", "bias", "leak_enable", "initial_state", "destinations", "monitor",
+            "layer_names", "scale"})
+    names = r.get("layer_names")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ConfigError(r.at("layer_names"), f"= {names!r}; expected a list of strings")
+    scale = r.get("scale")
+    if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not scale > 0:
+        raise ConfigError(r.at("scale"), f"= {scale!r}; expected a positive number")
+    return CoreConfig(
+        weights=r.array("weights", 4, INT8_RANGE, np.int8),
+        input_shape=r.pair("input_shape", 3, 1),
+        threshold_high=r.int("threshold_high", *INT16_RANGE),
+        threshold_low=r.int("threshold_low", *INT16_RANGE),
+        stride=r.pair("stride", 2, 1),
+        padding=r.pair("padding"),
+        reset=r.str("reset", RESET_MODES),
+        bias=None if r.get("bias") is None else r.array("bias", 1, INT16_RANGE, np.int16),
+        leak_enable=r.bool("leak_enable"),
+        initial_state=(None if r.get("initial_state") is None
+                       else r.array("initial_state", 3, INT16_RANGE, np.int16)),
+        destinations=r.destinations("destinations"),
+        monitor=r.bool("monitor"),
+        layer_names=list(names),
+        scale=float(scale),
+    )
+
+
+def _dvs_from(r: _Reader) -> DVSConfig:
+    r.keys({"input_shape", "merge_polarities", "on_channel", "off_channel", "pooling", "origin",
+            "cut", "mirror_x", "mirror_y", "mirror_diagonal", "destinations", "monitor"})
+    return DVSConfig(
+        input_shape=r.pair("input_shape", 3, 1),
+        merge_polarities=r.bool("merge_polarities"),
+        on_channel=r.bool("on_channel"),
+        off_channel=r.bool("off_channel"),
+        pooling=r.pair("pooling", 2, 1),
+        origin=r.pair("origin"),
+        cut=None if r.get("cut") is None else r.pair("cut"),
+        mirror_x=r.bool("mirror_x"),
+        mirror_y=r.bool("mirror_y"),
+        mirror_diagonal=r.bool("mirror_diagonal"),
+        destinations=r.destinations("destinations"),
+        monitor=r.bool("monitor"),
+    )

@@ -1,0 +1,459 @@
+"""The event-exact simulator: the chip's integer semantics, one event at a time, compiled.
+
+The rules are those of ``docs/chip-model.md`` (chip-facts §4 and §12): one synaptic update is
+``v + w`` saturated to int16, bounded below by ``threshold_low``, then at most one spike with
+subtract or return-to-zero reset; targets of one event are updated in (f, y, x) order, their
+spikes are delivered depth-first to destination 0 then 1; pooling divides coordinates and
+drops (and counts) what falls outside; leak ticks at P, 2P, ... come before any event at or
+after their time. Rules a real chip might do differently are :class:`ChipModelOptions`.
+
+The network is packed once into flat arrays; the whole event loop, the fan-out and the leak
+run in numba. Layers are addressed by *source index*: core layers in ascending id order are
+0..L-1 and the DVS stage is L.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from snnlib.events import EVENT_DTYPE, InvalidEventsError, check_events
+from snnlib.network import DVS_LAYER_ID, IntegerNetwork, InvalidNetworkError
+
+OVERFLOW_MODES = ("saturate", "wrap")
+LOWER_BOUND_MODES = ("clamp", "reject")
+COUNTER_NAMES = ("events_in", "synaptic_updates", "spikes_out", "dropped")
+EVENTS_IN, SYNAPTIC_UPDATES, SPIKES_OUT, DROPPED = range(4)
+
+# columns of the per-layer parameter table
+(C_IN, H_IN, W_IN, F_OUT, H_OUT, W_OUT, KERNEL, STRIDE_Y, STRIDE_X, PAD_Y, PAD_X, THR_HIGH,
+ THR_LOW, RESET_ZERO, LEAK, W_OFFSET, S_OFFSET, B_OFFSET, MONITOR, LAYER_ID) = range(20)
+N_LAYER_PARAMS = 20
+# columns of the DVS parameter vector
+(DVS_C, DVS_H, DVS_W, DVS_MERGE, DVS_ON, DVS_OFF, DVS_POOL_Y, DVS_POOL_X, DVS_ORIGIN_Y,
+ DVS_ORIGIN_X, DVS_CUT_Y, DVS_CUT_X, DVS_MIRROR_X, DVS_MIRROR_Y, DVS_DIAGONAL, DVS_MONITOR) = range(16)
+# destination table: [source, slot, field]
+DEST_LAYER, DEST_POOL, DEST_SHIFT = range(3)
+# clock vector: next tick time, tick period (0 = no ticks), time of the last input event
+NEXT_TICK, PERIOD, LAST_T = range(3)
+
+
+class SimulationError(RuntimeError):
+    """The simulator cannot continue (e.g. a cyclic network)."""
+
+
+@dataclass(frozen=True)
+class ChipModelOptions:
+    """Rules that a real chip could implement differently; the defaults are chip-facts §12.
+
+    ``overflow``: ``"saturate"`` (default) clips ``v + w`` to [-32768, 32767]; ``"wrap"`` wraps
+    around as 16-bit two's complement. ``lower_bound``: ``"clamp"`` (default) sets
+    ``v = max(v, threshold_low)``; ``"reject"`` keeps the old ``v`` when ``v + w`` would fall
+    below ``threshold_low``. ``leak_can_fire``: whether a leak tick applies the threshold test.
+    """
+
+    overflow: str = "saturate"
+    lower_bound: str = "clamp"
+    leak_can_fire: bool = True
+
+    def __post_init__(self):
+        if self.overflow not in OVERFLOW_MODES:
+            raise ValueError(f"overflow={self.overflow!r}: expected one of {OVERFLOW_MODES}")
+        if self.lower_bound not in LOWER_BOUND_MODES:
+            raise ValueError(f"lower_bound={self.lower_bound!r}: expected one of {LOWER_BOUND_MODES}")
+        if not isinstance(self.leak_can_fire, bool):
+            raise ValueError(f"leak_can_fire={self.leak_can_fire!r}: expected True or False")
+
+    def as_array(self) -> np.ndarray:
+        return np.array([self.overflow == "wrap", self.lower_bound == "reject", self.leak_can_fire],
+                        dtype=np.int64)
+
+
+# ----------------------------------------------------------------------------- compiled core
+
+
+@njit(inline="always")
+def _update(state, j, w, hi, lo, reset_zero, wrap, reject, test):
+    """One synaptic (or leak) update of neuron ``j``; True if it spikes."""
+    old = np.int64(state[j])
+    v = old + w
+    if wrap:
+        v = ((v + 32768) & 0xFFFF) - 32768
+    else:
+        v = min(max(v, -32768), 32767)
+    if v < lo:
+        v = old if reject else lo
+    if v >= hi and test:
+        state[j] = 0 if reset_zero else v - hi
+        return True
+    state[j] = v
+    return False
+
+
+@njit(cache=True)
+def _grow(a, need):
+    size = a.shape[0]
+    while size < need:
+        size *= 2
+    b = np.empty((size, a.shape[1]), a.dtype)
+    b[: a.shape[0]] = a
+    return b
+
+
+@njit(inline="always")
+def _integrate(li, c, y, x, lp, weights, state, opts, counters, spikes):
+    """Update every neuron of layer ``li`` that input (c, y, x) reaches, in (f, y, x) order;
+    write the spikes to ``spikes`` and return how many."""
+    k, sy, sx = lp[li, KERNEL], lp[li, STRIDE_Y], lp[li, STRIDE_X]
+    ty, tx = y + lp[li, PAD_Y], x + lp[li, PAD_X]
+    y0, y1 = max(0, -((k - 1 - ty) // sy)), min(lp[li, H_OUT] - 1, ty // sy)
+    x0, x1 = max(0, -((k - 1 - tx) // sx)), min(lp[li, W_OUT] - 1, tx // sx)
+    n_f, n_c, h_out, w_out = lp[li, F_OUT], lp[li, C_IN], lp[li, H_OUT], lp[li, W_OUT]
+    hi, lo, rz = lp[li, THR_HIGH], lp[li, THR_LOW], lp[li, RESET_ZERO]
+    w_off, s_off = lp[li, W_OFFSET], lp[li, S_OFFSET]
+    wrap, reject = opts[0], opts[1]
+    n = 0
+    for f in range(n_f):
+        w_base = w_off + (f * n_c + c) * k * k
+        for yo in range(y0, y1 + 1):
+            w_row = w_base + (ty - yo * sy) * k + tx
+            s_row = s_off + (f * h_out + yo) * w_out
+            for xo in range(x0, x1 + 1):
+                if _update(state, s_row + xo, weights[w_row - xo * sx], hi, lo, rz, wrap, reject, True):
+                    spikes[n, 0], spikes[n, 1], spikes[n, 2] = f, yo, xo
+                    n += 1
+    if y1 >= y0 and x1 >= x0:
+        counters[li, SYNAPTIC_UPDATES] += n_f * (y1 - y0 + 1) * (x1 - x0 + 1)
+    return n
+
+
+@njit(inline="always")
+def _leak(li, lp, bias, state, opts, spikes):
+    """Add ``bias[f]`` to every neuron of layer ``li`` in (f, y, x) order; return the spike count."""
+    n_f, h_out, w_out = lp[li, F_OUT], lp[li, H_OUT], lp[li, W_OUT]
+    hi, lo, rz = lp[li, THR_HIGH], lp[li, THR_LOW], lp[li, RESET_ZERO]
+    s_off, b_off = lp[li, S_OFFSET], lp[li, B_OFFSET]
+    n = 0
+    for f in range(n_f):
+        b = np.int64(bias[b_off + f])
+        for yo in range(h_out):
+            for xo in range(w_out):
+                if _update(state, s_off + (f * h_out + yo) * w_out + xo, b, hi, lo, rz, opts[0], opts[1], opts[2]):
+                    spikes[n, 0], spikes[n, 1], spikes[n, 2] = f, yo, xo
+                    n += 1
+    return n
+
+
+@njit(inline="always")
+def _preprocess(dvs, c, y, x, spikes):
+    """The DVS stage for one sensor event: 1 (written to ``spikes[0]``) if it passes, else 0."""
+    if (c == 1 and not dvs[DVS_ON]) or (c == 0 and not dvs[DVS_OFF]):
+        return 0
+    if dvs[DVS_MERGE]:
+        c = 0
+    y, x = y // dvs[DVS_POOL_Y], x // dvs[DVS_POOL_X]
+    if y < dvs[DVS_ORIGIN_Y] or y > dvs[DVS_CUT_Y] or x < dvs[DVS_ORIGIN_X] or x > dvs[DVS_CUT_X]:
+        return 0
+    y, x = y - dvs[DVS_ORIGIN_Y], x - dvs[DVS_ORIGIN_X]
+    if dvs[DVS_MIRROR_Y]:
+        y = dvs[DVS_CUT_Y] - dvs[DVS_ORIGIN_Y] - y
+    if dvs[DVS_MIRROR_X]:
+        x = dvs[DVS_CUT_X] - dvs[DVS_ORIGIN_X] - x
+    if dvs[DVS_DIAGONAL]:
+        y, x = x, y
+    spikes[0, 0], spikes[0, 1], spikes[0, 2] = c, y, x
+    return 1
+
+
+@njit(inline="always")
+def _emit(n, spikes, t, out_id, out, n_out):
+    """Append ``n`` spikes of the layer with id ``out_id`` to the monitor output."""
+    if n_out + n > out.shape[0]:
+        out = _grow(out, n_out + n)
+    for i in range(n):
+        out[n_out, 0], out[n_out, 1] = t, out_id
+        out[n_out, 2], out[n_out, 3], out[n_out, 4] = spikes[i, 0], spikes[i, 1], spikes[i, 2]
+        n_out += 1
+    return out, n_out
+
+
+@njit(inline="always")
+def _push_routes(src, n, spikes, dest, lp, counters, stack, sp):
+    """Push the deliveries of ``n`` spikes of ``src`` so that they pop in (spike, slot) order;
+    pooled coordinates outside the destination are dropped and counted there."""
+    if sp + 2 * n > stack.shape[0]:
+        stack = _grow(stack, sp + 2 * n)
+    for i in range(n - 1, -1, -1):
+        for slot in range(dest.shape[1] - 1, -1, -1):
+            d = dest[src, slot, DEST_LAYER]
+            if d < 0:
+                continue
+            p = dest[src, slot, DEST_POOL]
+            y, x = spikes[i, 1] // p, spikes[i, 2] // p
+            if y >= lp[d, H_IN] or x >= lp[d, W_IN]:
+                counters[d, DROPPED] += 1
+                continue
+            stack[sp, 0], stack[sp, 1] = d, spikes[i, 0] + dest[src, slot, DEST_SHIFT]
+            stack[sp, 2], stack[sp, 3] = y, x
+            sp += 1
+    return stack, sp
+
+
+@njit(inline="always")
+def _drain(t, stack, sp, lp, weights, state, dest, opts, counters, spikes, out, n_out):
+    """Process deliveries depth-first until the stack is empty."""
+    while sp > 0:
+        sp -= 1
+        li, c, y, x = stack[sp, 0], stack[sp, 1], stack[sp, 2], stack[sp, 3]
+        counters[li, EVENTS_IN] += 1
+        n = _integrate(li, c, y, x, lp, weights, state, opts, counters, spikes)
+        counters[li, SPIKES_OUT] += n
+        if lp[li, MONITOR]:
+            out, n_out = _emit(n, spikes, t, lp[li, LAYER_ID], out, n_out)
+        stack, sp = _push_routes(li, n, spikes, dest, lp, counters, stack, sp)
+    return stack, out, n_out
+
+
+@njit(inline="always")
+def _ticks_until(t, clock, lp, weights, bias, state, dest, opts, counters, spikes, stack, out, n_out):
+    """Apply every leak tick with tick time <= t (ascending layer, then (f, y, x))."""
+    while clock[PERIOD] > 0 and clock[NEXT_TICK] <= t:
+        tick = clock[NEXT_TICK]
+        for li in range(lp.shape[0]):
+            if lp[li, LEAK]:
+                n = _leak(li, lp, bias, state, opts, spikes)
+                counters[li, SPIKES_OUT] += n
+                if lp[li, MONITOR]:
+                    out, n_out = _emit(n, spikes, tick, lp[li, LAYER_ID], out, n_out)
+                stack, sp = _push_routes(li, n, spikes, dest, lp, counters, stack, 0)
+                stack, out, n_out = _drain(tick, stack, sp, lp, weights, state, dest, opts, counters,
+                                           spikes, out, n_out)
+        clock[NEXT_TICK] = tick + clock[PERIOD]
+    return stack, out, n_out
+
+
+@njit(cache=True)
+def _run(ev_t, ev_src, ev_c, ev_y, ev_x, until_us, lp, weights, bias, dest, dvs, opts,
+         state, counters, clock, spikes):
+    """Process the (validated) input events; return the monitor output ``(n, 5)`` rows
+    (t, layer id, channel, y, x)."""
+    n_layers = lp.shape[0]
+    stack = np.empty((64, 4), np.int64)
+    out = np.empty((max(16, ev_t.size), 5), np.int64)
+    n_out = 0
+    for i in range(ev_t.size):
+        t = ev_t[i]
+        stack, out, n_out = _ticks_until(t, clock, lp, weights, bias, state, dest, opts, counters,
+                                         spikes, stack, out, n_out)
+        clock[LAST_T] = t
+        src = ev_src[i]
+        if src == n_layers:
+            counters[src, EVENTS_IN] += 1
+            n = _preprocess(dvs, ev_c[i], ev_y[i], ev_x[i], spikes)
+            counters[src, SPIKES_OUT] += n
+            counters[src, DROPPED] += 1 - n
+            if dvs[DVS_MONITOR]:
+                out, n_out = _emit(n, spikes, t, DVS_LAYER_ID, out, n_out)
+            stack, sp = _push_routes(src, n, spikes, dest, lp, counters, stack, 0)
+        else:
+            stack[0, 0], stack[0, 1], stack[0, 2], stack[0, 3] = src, ev_c[i], ev_y[i], ev_x[i]
+            sp = 1
+        stack, out, n_out = _drain(t, stack, sp, lp, weights, state, dest, opts, counters,
+                                   spikes, out, n_out)
+    stack, out, n_out = _ticks_until(until_us, clock, lp, weights, bias, state, dest, opts, counters,
+                                     spikes, stack, out, n_out)
+    clock[LAST_T] = until_us
+    return out[:n_out]
+
+
+# ----------------------------------------------------------------------------- Python API
+
+
+@dataclass
+class SimulationResult:
+    """``events``: monitored output (:data:`EVENT_DTYPE`) in production order; ``states``:
+    int16 ``(f, h, w)`` per layer id; ``counters``: per layer id (DVS under ``DVS_LAYER_ID``)."""
+
+    events: np.ndarray
+    states: dict[int, np.ndarray]
+    counters: dict[int, dict[str, int]]
+
+
+class EventSimulator:
+    """Runs an :class:`IntegerNetwork` event by event with the chip's integer semantics.
+
+    Neuron states, the leak clock and the counters persist across :meth:`run` calls, so the
+    input of consecutive calls must continue in time; :meth:`reset` starts over.
+    """
+
+    def __init__(self, network: IntegerNetwork, options: ChipModelOptions | None = None):
+        if not isinstance(network, IntegerNetwork):
+            raise TypeError(f"network: got {type(network).__name__}; expected an snnlib.IntegerNetwork")
+        options = ChipModelOptions() if options is None else options
+        if not isinstance(options, ChipModelOptions):
+            raise TypeError(f"options: got {type(options).__name__}; expected ChipModelOptions or None")
+        network.validate()
+        if not network.layers and network.dvs is None:
+            raise InvalidNetworkError("network: no layers and no DVS stage; nothing to simulate")
+        _check_acyclic(network)
+        self.network, self.options = network, options
+        self._ids = sorted(network.layers)
+        self._index = {lid: i for i, lid in enumerate(self._ids)}
+        self._pack()
+        self.reset()
+
+    def _pack(self) -> None:
+        net, ids = self.network, self._ids
+        lp = np.zeros((len(ids), N_LAYER_PARAMS), dtype=np.int64)
+        weights, bias, initial = [], [], []
+        w_off = s_off = b_off = 0
+        for i, lid in enumerate(ids):
+            layer = net.layers[lid]
+            w = np.asarray(layer.weights).astype(np.int8)
+            f, h_out, w_out = layer.output_shape
+            lp[i, [C_IN, H_IN, W_IN]] = layer.input_shape
+            lp[i, [F_OUT, H_OUT, W_OUT]] = f, h_out, w_out
+            lp[i, [KERNEL, STRIDE_Y, STRIDE_X, PAD_Y, PAD_X]] = w.shape[2], *layer.stride, *layer.padding
+            lp[i, [THR_HIGH, THR_LOW, RESET_ZERO]] = layer.threshold_high, layer.threshold_low, layer.reset == "zero"
+            lp[i, [LEAK, MONITOR, LAYER_ID]] = layer.leak_enable and layer.bias is not None, layer.monitor, lid
+            lp[i, [W_OFFSET, S_OFFSET, B_OFFSET]] = w_off, s_off, b_off
+            weights.append(w.ravel())
+            bias.append(np.zeros(f, np.int16) if layer.bias is None else np.asarray(layer.bias).astype(np.int16))
+            initial.append(np.zeros(f * h_out * w_out, np.int16) if layer.initial_state is None
+                           else np.asarray(layer.initial_state).astype(np.int16).ravel())
+            w_off, s_off, b_off = w_off + w.size, s_off + f * h_out * w_out, b_off + f
+        dest = np.full((len(ids) + 1, 2, 3), -1, dtype=np.int64)
+        sources = [net.layers[lid].destinations for lid in ids] + [net.dvs.destinations if net.dvs else []]
+        for s, dests in enumerate(sources):
+            for slot, d in enumerate(dests):
+                dest[s, slot] = self._index[d.layer], d.pooling, d.feature_shift
+        self._lp, self._dest = lp, dest
+        self._weights = np.concatenate(weights) if weights else np.zeros(0, np.int8)
+        self._bias = np.concatenate(bias) if bias else np.zeros(0, np.int16)
+        self._initial = np.concatenate(initial) if initial else np.zeros(0, np.int16)
+        self._dvs = _pack_dvs(net)
+        self._opts = self.options.as_array()
+        largest = int(max([lp[i, F_OUT] * lp[i, H_OUT] * lp[i, W_OUT] for i in range(len(ids))], default=1))
+        self._spikes = np.empty((max(largest, 1), 3), dtype=np.int64)
+        self._shapes = {lid: net.layers[lid].input_shape for lid in ids}
+        if net.dvs is not None:
+            self._shapes[DVS_LAYER_ID] = net.dvs.input_shape
+        self._source_of = np.full(max(self._shapes) + 1, -1, dtype=np.int64)
+        for lid in ids:
+            self._source_of[lid] = self._index[lid]
+        if net.dvs is not None:
+            self._source_of[DVS_LAYER_ID] = len(ids)
+
+    def reset(self) -> None:
+        """States back to the initial state, leak clock to 0, counters to 0."""
+        self._state = self._initial.copy()
+        self._counters = np.zeros((len(self._ids) + 1, len(COUNTER_NAMES)), dtype=np.int64)
+        period = self.network.slow_clock_period_us or 0
+        self._clock = np.array([period, period, np.iinfo(np.int64).min], dtype=np.int64)
+
+    def run(self, events: np.ndarray, until_us: int | None = None) -> np.ndarray:
+        """Process ``events`` (:data:`EVENT_DTYPE`, sorted by t, continuing after the previous
+        call) and return the events of monitored layers in production order. ``until_us``:
+        also apply the leak ticks up to this time (µs) after the last event."""
+        check_events(events, self._shapes)
+        last = int(self._clock[LAST_T])
+        if events.size and events["t"][0] < last:
+            raise InvalidEventsError(
+                f"events[0].t = {int(events['t'][0])} is earlier than the last event of the previous "
+                f"run (t = {last}); time continues across run() calls: call reset() to start over",
+                "t", int(events["t"][0]), 0,
+            )
+        if until_us is None:
+            until_us = int(events["t"][-1]) if events.size else last
+        elif events.size and until_us < events["t"][-1]:
+            raise InvalidEventsError(
+                f"until_us={until_us} is before the last event (t = {int(events['t'][-1])})", "until_us", until_us
+            )
+        rows = _run(
+            events["t"].astype(np.int64), self._source_of[events["layer"]],
+            *(events[name].astype(np.int64) for name in ("channel", "y", "x")), np.int64(until_us),
+            self._lp, self._weights, self._bias, self._dest, self._dvs, self._opts,
+            self._state, self._counters, self._clock, self._spikes,
+        )
+        out = np.empty(len(rows), dtype=EVENT_DTYPE)
+        for k, name in enumerate(EVENT_DTYPE.names):
+            out[name] = rows[:, k]
+        return out
+
+    @property
+    def states(self) -> dict[int, np.ndarray]:
+        """Copies of the membrane states, int16 ``(f, h, w)`` per layer id."""
+        return {lid: self._state_view(lid).copy() for lid in self._ids}
+
+    def set_state(self, layer: int, state: np.ndarray) -> None:
+        """Overwrite the membrane state of ``layer`` with an int16-range ``(f, h, w)`` array."""
+        if layer not in self._index:
+            raise KeyError(f"layer={layer!r}: not a layer of the network (layers: {self._ids})")
+        view = self._state_view(layer)
+        s = np.asarray(state)
+        if s.shape != view.shape:
+            raise ValueError(f"state for layer {layer}: shape {s.shape}; expected {view.shape}")
+        bad = (s < -32768) | (s > 32767) | (np.mod(s, 1) != 0)
+        if bad.any():
+            idx = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"state for layer {layer}: state{list(idx)} = {s[idx]} is not an int16 value")
+        view[...] = s
+
+    def _state_view(self, lid: int) -> np.ndarray:
+        row = self._lp[self._index[lid]]
+        size = row[F_OUT] * row[H_OUT] * row[W_OUT]
+        return self._state[row[S_OFFSET]: row[S_OFFSET] + size].reshape(row[F_OUT], row[H_OUT], row[W_OUT])
+
+    @property
+    def counters(self) -> dict[int, dict[str, int]]:
+        """Per layer id (the DVS stage under ``DVS_LAYER_ID``): events_in, synaptic_updates,
+        spikes_out (events passed on, for the DVS stage) and dropped."""
+        ids = self._ids + ([DVS_LAYER_ID] if self.network.dvs is not None else [])
+        return {lid: dict(zip(COUNTER_NAMES, map(int, self._counters[i]))) for i, lid in enumerate(ids)}
+
+
+def simulate(network: IntegerNetwork, events: np.ndarray, options: ChipModelOptions | None = None,
+             until_us: int | None = None) -> SimulationResult:
+    """Run ``events`` through a fresh :class:`EventSimulator` and return everything it reports."""
+    sim = EventSimulator(network, options)
+    out = sim.run(events, until_us)
+    return SimulationResult(out, sim.states, sim.counters)
+
+
+def _pack_dvs(net: IntegerNetwork) -> np.ndarray:
+    dvs = np.zeros(16, dtype=np.int64)
+    if net.dvs is None:
+        return dvs
+    d = net.dvs
+    cut = d.cut if d.cut is not None else tuple(n - 1 for n in d.pooled_shape)
+    dvs[[DVS_C, DVS_H, DVS_W]] = d.input_shape
+    dvs[[DVS_MERGE, DVS_ON, DVS_OFF]] = d.merge_polarities, d.on_channel, d.off_channel
+    dvs[[DVS_POOL_Y, DVS_POOL_X, DVS_ORIGIN_Y, DVS_ORIGIN_X]] = *d.pooling, *d.origin
+    dvs[[DVS_CUT_Y, DVS_CUT_X]] = cut
+    dvs[[DVS_MIRROR_X, DVS_MIRROR_Y, DVS_DIAGONAL, DVS_MONITOR]] = d.mirror_x, d.mirror_y, d.mirror_diagonal, d.monitor
+    return dvs
+
+
+def _check_acyclic(network: IntegerNetwork) -> None:
+    """Depth-first delivery needs a feed-forward network: raise naming a cycle if there is one."""
+    state: dict[int, int] = {}  # 1 = on the current path, 2 = done
+
+    def visit(lid: int, path: list[int]) -> None:
+        state[lid] = 1
+        for d in network.layers[lid].destinations:
+            if state.get(d.layer) == 1:
+                full = path + [lid]
+                cycle = full[full.index(d.layer):] + [d.layer]
+                raise InvalidNetworkError(
+                    "layers " + " -> ".join(map(str, cycle)) + " form a cycle; the event-exact "
+                    "engine supports feed-forward networks (branches and merges, no recurrence)"
+                )
+            if d.layer not in state:
+                visit(d.layer, path + [lid])
+        state[lid] = 2
+
+    for lid in sorted(network.layers):
+        if lid not in state:
+            visit(lid, [])

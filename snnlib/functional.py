@@ -1,0 +1,255 @@
+"""Differentiable spiking functions: quantization, thresholding, surrogate-gradient shapes and
+the whole-sequence integrate-and-fire operator, plus the errors that snnlib raises for bad
+parameters and bad inputs.
+
+Surrogate gradients (d spikes / d membrane ``v``, for threshold ``thr`` and width ``wd``):
+
+- ``"step"`` (the seed's): ``h`` where ``v >= thr - wd``, else 0;
+- ``"box"``: ``h`` where ``|v - thr| <= wd``;
+- ``"triangle"``: ``h * max(0, 1 - |v - thr| / wd)``;
+- ``"fast_sigmoid"``: ``h / (1 + |v - thr| / wd)**2``;
+- ``"gaussian"``: ``h * exp(-(v - thr)**2 / (2 wd**2))``;
+
+with height ``h = 1 / thr`` for multi-spike (subtract) neurons, whose spike count grows by one
+per ``thr`` of membrane, and ``h = 1`` for single-spike (reset) neurons.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from snnlib import _iaf_kernels as kernels
+
+SURROGATE_SHAPES = ("step", "box", "triangle", "fast_sigmoid", "gaussian")
+INT16_MIN, INT16_MAX = -32768, 32767
+
+
+class InvalidParameterError(ValueError):
+    """A layer or function argument has a value outside its allowed range or form."""
+
+
+class InputShapeError(ValueError):
+    """A tensor given to a layer has the wrong shape or dtype for it."""
+
+
+def _check_positive(name: str, value: float) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+        raise InvalidParameterError(f"{name}={value!r}: expected a positive number")
+    return float(value)
+
+
+def int_tuple(name: str, value, length: int, minimum: int) -> tuple[int, ...]:
+    """``value`` (an int or a sequence) as a tuple of ``length`` ints >= ``minimum``."""
+    items = (value,) * length if isinstance(value, (int, np.integer)) else value
+    try:
+        items = tuple(items)
+    except TypeError:
+        items = ()
+    if len(items) != length or not all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= minimum for v in items
+    ):
+        raise InvalidParameterError(f"{name}={value!r}: expected an int or {length} ints, each >= {minimum}")
+    return tuple(int(v) for v in items)
+
+
+def _surrogate_derivative(v: torch.Tensor, threshold: float, shape: str, width: float, height: float) -> torch.Tensor:
+    flat = v.detach().to("cpu", torch.float64).contiguous().numpy().ravel()
+    out = kernels.surrogate_array(flat, float(threshold), SURROGATE_SHAPES.index(shape), float(width), float(height))
+    return torch.from_numpy(out).to(v.dtype).reshape(v.shape)
+
+
+def surrogate_gradient(v: torch.Tensor, threshold: float = 1.0, shape: str = "step", window: float = 0.5,
+                       height: float = 1.0) -> torch.Tensor:
+    """The surrogate derivative of ``shape`` (one of SURROGATE_SHAPES, see the module docstring)
+    at membrane values ``v`` (any shape), with width ``window`` and peak ``height``."""
+    if shape not in SURROGATE_SHAPES:
+        raise InvalidParameterError(f"shape={shape!r}: expected one of {SURROGATE_SHAPES}")
+    _check_positive("threshold", threshold)
+    _check_positive("window", window)
+    return _surrogate_derivative(v, threshold, shape, window, height)
+
+
+class _Floor(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return torch.floor(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+class _StochasticRounding(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        low = torch.floor(x)
+        return low + (torch.rand_like(x) < (x - low)).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+def quantize(x: torch.Tensor) -> torch.Tensor:
+    """``floor(x)``, with the gradient of the identity (straight-through) in the backward pass."""
+    return _Floor.apply(x)
+
+
+def stochastic_rounding(x: torch.Tensor) -> torch.Tensor:
+    """``ceil(x)`` with probability ``x - floor(x)``, else ``floor(x)`` (unbiased: the mean is x);
+    the gradient of the identity in the backward pass. Uses torch's global RNG."""
+    return _StochasticRounding.apply(x)
+
+
+class _Threshold(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, data, threshold, window, reset):
+        ctx.save_for_backward(data)
+        ctx.params = (threshold, window, 1.0 if reset else 1.0 / threshold)
+        if reset:
+            return (data >= threshold).to(data.dtype)
+        return (data >= threshold) * torch.div(data, threshold, rounding_mode="floor")
+
+    @staticmethod
+    def backward(ctx, grad):
+        (data,) = ctx.saved_tensors
+        threshold, window, height = ctx.params
+        return grad * _surrogate_derivative(data, threshold, "step", window, height), None, None, None
+
+
+def threshold_subtract(data: torch.Tensor, threshold: float = 1, window: float = 0.5) -> torch.Tensor:
+    """Number of spikes a "threshold subtracting" neuron emits at membrane ``data``: the exact
+    integer division ``floor(data / threshold)`` where ``data >= threshold``, else 0.
+
+    Backward: the gradient is passed through, divided by ``threshold``, where the membrane is
+    at least ``threshold - window``, and is zero below. (The seed page states the opposite,
+    which would stop learning wherever a neuron is active; this is the working convention.)
+    """
+    return _Threshold.apply(data, _check_positive("threshold", threshold), _check_positive("window", window), False)
+
+
+def threshold_reset(data: torch.Tensor, threshold: float = 1, window: float = 0.5) -> torch.Tensor:
+    """As ``threshold_subtract`` for a neuron that resets to 0: at most one spike, 1 where
+    ``data >= threshold``. Backward: the gradient passes (undivided) where the membrane is at
+    least ``threshold - window``, zero below."""
+    return _Threshold.apply(data, _check_positive("threshold", threshold), _check_positive("window", window), True)
+
+
+@dataclass(frozen=True)
+class IAFParameters:
+    """Integrate-and-fire neuron parameters, validated on construction.
+
+    threshold: spike threshold (> 0). threshold_low: lower bound of the membrane, None for
+    none (< threshold). membrane_subtract: subtracted per spike, None = threshold (> 0).
+    membrane_reset: at most one spike per step and reset to 0. negative_spikes: also emit
+    ``trunc(v / threshold)`` negative spikes below -threshold (ignored with membrane_reset).
+    saturate_int16: clip the membrane to [-32768, 32767] after each input, as the chip does.
+    surrogate: one of SURROGATE_SHAPES; surrogate_window: its width in units of threshold.
+    """
+
+    threshold: float = 1.0
+    threshold_low: float | None = -1.0
+    membrane_subtract: float | None = None
+    membrane_reset: bool = False
+    negative_spikes: bool = False
+    saturate_int16: bool = False
+    surrogate: str = "step"
+    surrogate_window: float = 0.5
+
+    def __post_init__(self):
+        _check_positive("threshold", self.threshold)
+        if self.threshold_low is not None and not (
+            isinstance(self.threshold_low, (int, float)) and self.threshold_low < self.threshold
+        ):
+            raise InvalidParameterError(
+                f"threshold_low={self.threshold_low!r}: expected None or a number below "
+                f"threshold={self.threshold!r} (the chip's datasheet recommends -1)"
+            )
+        if self.membrane_subtract is not None:
+            _check_positive("membrane_subtract", self.membrane_subtract)
+        if self.surrogate not in SURROGATE_SHAPES:
+            raise InvalidParameterError(f"surrogate={self.surrogate!r}: expected one of {SURROGATE_SHAPES}")
+        _check_positive("surrogate_window", self.surrogate_window)
+
+    @property
+    def subtract(self) -> float:
+        """The resolved amount subtracted per spike."""
+        return self.threshold if self.membrane_subtract is None else float(self.membrane_subtract)
+
+
+class _IntegrateAndFire(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, p: IAFParameters, buffers):
+        state, out = buffers  # a tuple: autograd does not track the in-place updated buffers
+        x = x.detach()
+        scalar = x.numpy().dtype.type
+        low = -np.inf if p.threshold_low is None else p.threshold_low
+        sat_lo, sat_hi = (INT16_MIN, INT16_MAX) if p.saturate_int16 else (-np.inf, np.inf)
+        save = ctx.needs_input_grad[0]
+        u_saved = torch.empty_like(x) if save else torch.empty((1, 1, 1), dtype=x.dtype)
+        kernels.iaf_forward(
+            x.numpy(), state.numpy(), out.numpy(), u_saved.numpy(), save,
+            scalar(p.threshold), scalar(1.0 / p.threshold), scalar(p.subtract), scalar(low),
+            scalar(sat_lo), scalar(sat_hi), p.membrane_reset, p.negative_spikes and not p.membrane_reset,
+        )
+        if save:
+            ctx.save_for_backward(u_saved, out)
+            ctx.params = p
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        u_saved, spikes = ctx.saved_tensors
+        p: IAFParameters = ctx.params
+        scalar = u_saved.numpy().dtype.type
+        grad_out = grad_out.to(u_saved.dtype).contiguous()
+        grad_x = torch.empty_like(u_saved)
+        low = -np.inf if p.threshold_low is None else p.threshold_low
+        kernels.iaf_backward(
+            grad_out.numpy(), u_saved.numpy(), spikes.numpy(), grad_x.numpy(),
+            scalar(p.threshold), scalar(p.subtract), scalar(low), p.membrane_reset,
+            p.negative_spikes and not p.membrane_reset, SURROGATE_SHAPES.index(p.surrogate),
+            scalar(p.surrogate_window * p.threshold), scalar(1.0 if p.membrane_reset else 1.0 / p.threshold),
+        )
+        return grad_x, None, None
+
+
+def integrate_and_fire(x: torch.Tensor, state: torch.Tensor, params: IAFParameters = IAFParameters(),
+                       out: torch.Tensor | None = None) -> torch.Tensor:
+    """Integrate-and-fire over a whole sequence in one compiled pass; differentiable in ``x``.
+
+    x: input current ``(B, T, N)`` (batch, time step, neuron), float32 or float64 on the CPU.
+    state: membrane ``(B, N)``, same dtype; updated in place to the state after step T-1.
+    out: optional ``(B, T, N)`` buffer to reuse for the result, for inference only (x must not
+    require grad: a reused buffer would overwrite what the backward pass needs).
+    Returns the spike counts ``(B, T, N)``. Per step: ``v += x[t]`` (clipped to int16 if
+    ``params.saturate_int16``), ``v = max(v, threshold_low)``, then the spikes
+    ``floor(v / threshold)`` leave and ``membrane_subtract`` is removed per spike (or one spike
+    and ``v = 0`` with ``membrane_reset``). Integer inputs and parameters give exact integers.
+    """
+    if not isinstance(params, IAFParameters):
+        raise InvalidParameterError(f"params={params!r}: expected an IAFParameters")
+    if x.ndim != 3 or x.dtype not in (torch.float32, torch.float64) or x.device.type != "cpu":
+        raise InputShapeError(
+            f"x: got shape {tuple(x.shape)}, dtype {x.dtype}, device {x.device}; expected a (B, T, N) "
+            "float32/float64 CPU tensor"
+        )
+    batch, _, neurons = x.shape
+    if state.shape != (batch, neurons) or state.dtype != x.dtype or not state.is_contiguous():
+        raise InputShapeError(
+            f"state: got shape {tuple(state.shape)}, dtype {state.dtype}; expected a contiguous "
+            f"({batch}, {neurons}) tensor of dtype {x.dtype}"
+        )
+    if out is None:
+        out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    elif out.shape != x.shape or out.dtype != x.dtype or not out.is_contiguous() or out.requires_grad:
+        raise InputShapeError(
+            f"out: got shape {tuple(out.shape)}, dtype {out.dtype}; expected a contiguous "
+            f"{tuple(x.shape)} {x.dtype} tensor that does not require grad"
+        )
+    elif x.requires_grad and torch.is_grad_enabled():
+        raise InvalidParameterError("out: given while x requires grad; pass out=None when training")
+    return _IntegrateAndFire.apply(x.contiguous(), params, (state.detach(), out))

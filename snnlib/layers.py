@@ -1,0 +1,212 @@
+"""Spiking layers: the integrate-and-fire ``SpikingLayer`` and the auxiliary cropping, spiking
+max-pooling and input layers. All are ``torch.nn.Module``s whose inputs are time steps stacked on
+the first axis: ``(T, C, H, W)``, or ``(B*T, ...)`` batch-major (row ``b*T + t``) where a
+``batch_size`` is given."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from snnlib.functional import (
+    IAFParameters,
+    InputShapeError,
+    InvalidParameterError,
+    int_tuple,
+    integrate_and_fire,
+)
+
+
+def _chw(input_shape) -> tuple[int, int, int]:
+    return int_tuple("input_shape", input_shape, 3, 1)
+
+
+def _check_image_input(x: torch.Tensor, layer: str) -> None:
+    if x.ndim != 4:
+        raise InputShapeError(f"{layer} input: got shape {tuple(x.shape)}; expected (T, channels, height, width)")
+
+
+class SpikingLayer(torch.nn.Module):
+    """Integrate-and-fire neurons with multi-spike output and surrogate-gradient learning.
+
+    threshold: spike threshold (> 0). threshold_low: lower bound of the membrane (None: none).
+    membrane_subtract: removed per spike (None: threshold; ignored with membrane_reset).
+    batch_size: B when the input is ``(B*T, ...)``, batch-major. membrane_reset: one spike at
+    most per step and the membrane reset to 0. negative_spikes: a linear transfer through
+    negative spikes, ``trunc(v / threshold)`` (ignored with membrane_reset). layer_name: a name.
+    saturate_int16: clip the membrane to the chip's [-32768, 32767] after each input.
+    surrogate / surrogate_window: the surrogate gradient shape (functional.SURROGATE_SHAPES) and
+    its width in units of threshold.
+
+    The membrane ``state`` has the shape of one time step (``(B, ...)`` with a batch size) and
+    persists across calls until ``reset_states``; an input of another shape starts from zeros.
+    """
+
+    def __init__(self, threshold: float = 1.0, threshold_low: float | None = -1.0,
+                 membrane_subtract: float | None = None, batch_size: int | None = None,
+                 membrane_reset=False, *, negative_spikes: bool = False, layer_name: str = "spiking",
+                 saturate_int16: bool = False, surrogate: str = "step", surrogate_window: float = 0.5):
+        super().__init__()
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise InvalidParameterError(f"batch_size={batch_size!r}: expected None or a positive int")
+        self.threshold = threshold
+        self.threshold_low = threshold_low
+        self.membrane_subtract = threshold if membrane_subtract is None else membrane_subtract
+        self.membrane_reset = bool(membrane_reset)
+        self.negative_spikes = bool(negative_spikes)
+        self.batch_size = batch_size
+        self.layer_name = layer_name
+        self.saturate_int16 = bool(saturate_int16)
+        self.surrogate = surrogate
+        self.surrogate_window = surrogate_window
+        self.parameters_checked()
+        self.register_buffer("state", torch.zeros(0), persistent=False)
+
+    def parameters_checked(self) -> IAFParameters:
+        """The neuron parameters as an ``IAFParameters``; raises InvalidParameterError if bad."""
+        return IAFParameters(self.threshold, self.threshold_low, self.membrane_subtract, self.membrane_reset,
+                             self.negative_spikes, self.saturate_int16, self.surrogate, self.surrogate_window)
+
+    def synaptic_output(self, input_spikes: torch.Tensor) -> torch.Tensor:
+        """The synaptic current caused by ``input_spikes``; subclasses override it (e.g. with a
+        convolution). The default passes the input through."""
+        return input_spikes
+
+    def get_output_shape(self, in_shape: tuple) -> tuple:
+        """The output shape for input shape ``in_shape``: the same (pass-through)."""
+        return tuple(in_shape)
+
+    def reset_states(self, shape=None, randomize: bool = False) -> None:
+        """Set the membrane to zeros, or with ``randomize`` to uniform values in
+        [threshold_low (or -threshold), threshold), with the given ``shape`` (default: the
+        current state's shape)."""
+        if shape is None:
+            shape = tuple(self.state.shape)
+        else:
+            shape = int_tuple("shape", shape, 1 if isinstance(shape, int) else len(shape), 1)
+        if randomize:
+            low = -self.threshold if self.threshold_low is None else self.threshold_low
+            state = torch.rand(shape, dtype=self.state.dtype) * (self.threshold - low) + low
+        else:
+            state = torch.zeros(shape, dtype=self.state.dtype)
+        self.state = state.to(self.state.device)
+
+    def forward(self, input_spikes: torch.Tensor) -> torch.Tensor:
+        """Spike counts, same shape as the synaptic output of ``input_spikes`` ``(T, ...)`` or
+        ``(B*T, ...)``."""
+        params = self.parameters_checked()
+        current = self.synaptic_output(input_spikes)
+        if current.ndim < 1 or current.shape[0] == 0:
+            raise InputShapeError(f"{self.layer_name} input: got shape {tuple(current.shape)}; expected (T, ...) with T >= 1")
+        if not current.is_floating_point():
+            current = current.to(torch.get_default_dtype())
+        rows, neuron_shape = current.shape[0], tuple(current.shape[1:])
+        batch = self.batch_size or 1
+        if rows % batch:
+            raise InputShapeError(
+                f"{self.layer_name} input: {rows} rows do not split into batch_size={batch}; "
+                "expected (B*T, ...) with rows = batch_size * time steps, batch-major"
+            )
+        state_shape = (batch, *neuron_shape) if self.batch_size else neuron_shape
+        if tuple(self.state.shape) != state_shape:
+            self.state = torch.zeros(state_shape, dtype=current.dtype, device=current.device)
+        self.state = self.state.to(current.dtype).contiguous()
+        neurons = current[0].numel()
+        spikes = integrate_and_fire(current.reshape(batch, rows // batch, neurons),
+                                    self.state.view(batch, neurons), params)
+        return spikes.reshape(current.shape)
+
+    def extra_repr(self) -> str:
+        return (f"threshold={self.threshold}, threshold_low={self.threshold_low}, "
+                f"membrane_subtract={self.membrane_subtract}, membrane_reset={self.membrane_reset}, "
+                f"batch_size={self.batch_size}, layer_name={self.layer_name!r}")
+
+
+class Cropping2dLayer(torch.nn.Module):
+    """Crop ``(T, C, H, W)`` inputs by ``cropping = ((top, bottom), (left, right))`` pixels."""
+
+    def __init__(self, cropping: Sequence = ((0, 0), (0, 0))):
+        super().__init__()
+        try:
+            (top, bottom), (left, right) = cropping
+        except (TypeError, ValueError):
+            raise InvalidParameterError(f"cropping={cropping!r}: expected ((top, bottom), (left, right))") from None
+        self.top, self.bottom, self.left, self.right = int_tuple("cropping", (top, bottom, left, right), 4, 0)
+
+    def get_output_shape(self, input_shape: tuple) -> tuple:
+        """(channels, height, width) after cropping ``input_shape`` (channels, height, width)."""
+        c, h, w = _chw(input_shape)
+        out = (c, h - self.top - self.bottom, w - self.left - self.right)
+        if min(out) < 1:
+            raise InputShapeError(f"input_shape={input_shape!r}: cropping {self.top, self.bottom, self.left, self.right} leaves nothing")
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_image_input(x, "Cropping2dLayer")
+        _, h, w = self.get_output_shape(tuple(x.shape[1:]))
+        return x[:, :, self.top:self.top + h, self.left:self.left + w]
+
+
+class SpikingMaxPooling2dLayer(torch.nn.Module):
+    """Spiking max pooling of ``(T, C, H, W)`` spike counts: in each window, the output at step t
+    is the input spikes at t of the neuron with the most spikes so far (steps 0..t, including
+    earlier calls until ``reset_states``); ties go to the first in row-major order.
+
+    pool_size: (height, width) or an int. strides: default pool_size. padding: zero padding
+    (left, right, top, bottom), as torch.nn.ZeroPad2d.
+    """
+
+    def __init__(self, pool_size, strides=None, padding=(0, 0, 0, 0)):
+        super().__init__()
+        self.pool_size = int_tuple("pool_size", pool_size, 2, 1)
+        self.strides = self.pool_size if strides is None else int_tuple("strides", strides, 2, 1)
+        self.padding = int_tuple("padding", padding, 4, 0)
+        self.register_buffer("state", torch.zeros(0), persistent=False)
+
+    def reset_states(self) -> None:
+        """Forget the spike counts accumulated so far."""
+        self.state = torch.zeros(0)
+
+    def get_output_shape(self, input_shape: tuple) -> tuple:
+        """(channels, height_out, width_out) for ``input_shape`` (channels, height, width)."""
+        c, h, w = _chw(input_shape)
+        left, right, top, bottom = self.padding
+        out_h = (h + top + bottom - self.pool_size[0]) // self.strides[0] + 1
+        out_w = (w + left + right - self.pool_size[1]) // self.strides[1] + 1
+        if out_h < 1 or out_w < 1:
+            raise InputShapeError(f"input_shape={input_shape!r}: smaller than pool_size={self.pool_size} after padding")
+        return c, out_h, out_w
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_image_input(x, "SpikingMaxPooling2dLayer")
+        self.get_output_shape(tuple(x.shape[1:]))
+        padded = F.pad(x, self.padding)
+        if self.state.shape != padded.shape[1:]:
+            self.state = torch.zeros(padded.shape[1:], dtype=x.dtype, device=x.device)
+        counts = self.state + torch.cumsum(padded.detach(), dim=0)
+        self.state = counts[-1].clone()
+        _, index = F.max_pool2d(counts, self.pool_size, self.strides, return_indices=True)
+        return torch.gather(padded.flatten(2), 2, index.flatten(2)).reshape(index.shape)
+
+
+class InputLayer(torch.nn.Module):
+    """Pass-through marking the network input of shape ``input_shape`` (channels, height, width);
+    checks that inputs ``(T, *input_shape)`` have it."""
+
+    def __init__(self, input_shape, layer_name: str = "input"):
+        super().__init__()
+        self.input_shape = _chw(input_shape)
+        self.layer_name = layer_name
+
+    def get_output_shape(self, input_shape: tuple) -> tuple:
+        """(channels, height, width): the input shape, unchanged."""
+        return _chw(input_shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[1:]) != self.input_shape:
+            raise InputShapeError(
+                f"{self.layer_name} input: got shape {tuple(x.shape)}; expected (T, {', '.join(map(str, self.input_shape))})"
+            )
+        return x

@@ -1,0 +1,196 @@
+"""Codec properties (docs/protocol.md, reliability bar B.6 items 1-6), with hypothesis."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from backend.errors import PartialFrame, ProtocolError
+from backend.protocol import frames as fr
+from backend.protocol.codec import END, HEADER, MAX_PAYLOAD, Frame, FrameDecoder, decode_stream, encode_frame
+from backend.protocol.frames import FrameType
+from snnlib.events import EVENT_DTYPE
+
+FAST = settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# payloads made mostly of the delimiter and escape bytes
+nasty_bytes = st.lists(st.sampled_from([0xC0, 0xDB, 0xDC, 0xDD, 0x00, 0xFF]) | st.integers(0, 255),
+                       max_size=300).map(bytes)
+frames_st = st.lists(st.builds(Frame, st.sampled_from(list(FrameType)), st.integers(0, 65535), nasty_bytes, st.integers(0, 255)),
+                     min_size=1, max_size=6)
+
+
+def wire(frames: list[Frame]) -> bytes:
+    return b"".join(encode_frame(f.type, f.seq, f.payload, f.flags) for f in frames)
+
+
+@FAST
+@given(frames_st)
+def test_round_trip_every_frame_type_with_delimiter_payloads(frames):
+    decoded, counters = decode_stream(wire(frames))
+    assert decoded == frames
+    assert counters.rejected == 0 and counters.dropped_bytes == 0
+
+
+@FAST
+@given(frames_st, st.lists(st.integers(0, 4000), max_size=20))
+def test_any_split_gives_the_same_frames(frames, cuts):
+    data = wire(frames)
+    bounds = sorted({min(c, len(data)) for c in cuts} | {0, len(data)})
+    decoder = FrameDecoder()
+    got = [f for a, b in zip(bounds, bounds[1:]) for f in decoder.feed(data[a:b])]
+    decoder.finish()
+    assert got == frames
+
+
+def test_byte_by_byte_feeding_equals_whole_buffer():
+    frames = [Frame(FrameType.EVENTS, 7, bytes(range(256)) * 3), Frame(FrameType.ACK, 0, b"\xc0\xdb")]
+    decoder = FrameDecoder()
+    got = [f for byte in wire(frames) for f in decoder.feed(bytes([byte]))]
+    assert got == frames
+
+
+@FAST
+@given(frames_st, st.lists(st.binary(max_size=80), min_size=1, max_size=4))
+def test_garbage_before_and_between_frames_is_skipped_and_counted(frames, garbage):
+    data = garbage[0] + b"".join(
+        encode_frame(f.type, f.seq, f.payload, f.flags) + garbage[(i + 1) % len(garbage)] + END
+        for i, f in enumerate(frames))
+    decoded, counters = decode_stream(data)
+    assert decoded == frames
+    junk = sum(len(garbage[(i + 1) % len(garbage)].replace(END, b"")) for i in range(len(frames)))
+    junk += len(garbage[0].replace(END, b""))
+    assert counters.dropped_bytes == junk
+
+
+@FAST
+@given(st.binary(max_size=2000))
+def test_arbitrary_bytes_raise_only_protocol_errors(data):
+    decoder = FrameDecoder()
+    for frame in decoder.feed(data):  # valid frames in noise are fine, anything else is counted
+        assert zlib.crc32(HEADER.pack(frame.type, frame.flags, frame.seq, len(frame.payload)) + frame.payload) >= 0
+    try:
+        decoder.finish()
+    except PartialFrame as exc:
+        assert isinstance(exc, ProtocolError) and exc.received > 0
+
+
+def _corrupted(frame: Frame, mutate) -> bytes:
+    data = bytearray(encode_frame(frame.type, frame.seq, frame.payload, frame.flags))
+    mutate(data)
+    return bytes(data)
+
+
+frame_st = st.builds(Frame, st.sampled_from(list(FrameType)), st.integers(0, 65535), nasty_bytes, st.integers(0, 255))
+
+
+@settings(max_examples=1500, deadline=None)
+@given(frame_st, st.data())
+def test_every_single_bit_flip_is_caught_and_never_delivered(frame, data):
+    encoded = encode_frame(frame.type, frame.seq, frame.payload, frame.flags)
+    position = data.draw(st.integers(1, len(encoded) - 2))  # inside the frame
+    bit = data.draw(st.integers(0, 7))
+    flipped = bytearray(encoded)
+    flipped[position] ^= 1 << bit
+    follower = encode_frame(FrameType.ACK, 1, b"ok")
+    decoded, counters = decode_stream(bytes(flipped) + follower)
+    assert decoded[-1] == Frame(FrameType.ACK, 1, b"ok")
+    assert frame not in decoded[:-1] and all(f == Frame(FrameType.ACK, 1, b"ok") for f in decoded)
+    assert counters.rejected >= 1
+
+
+@settings(max_examples=1500, deadline=None)
+@given(frame_st, st.data())
+def test_dropped_or_inserted_byte_is_caught(frame, data):
+    encoded = bytearray(encode_frame(frame.type, frame.seq, frame.payload, frame.flags))
+    position = data.draw(st.integers(1, len(encoded) - 2))
+    if data.draw(st.booleans()):
+        del encoded[position]
+    else:
+        encoded.insert(position, data.draw(st.integers(0, 255).filter(lambda b: b != 0xC0)))
+    decoded, counters = decode_stream(bytes(encoded))
+    assert decoded == [] and counters.rejected == 1
+
+
+def test_every_bit_flip_of_one_frame_exhaustively():
+    encoded = encode_frame(FrameType.EVENTS, 513, bytes([0xC0, 0xDB, 1, 2, 0xDD, 0xDC]) * 4)
+    for position in range(1, len(encoded) - 1):
+        for bit in range(8):
+            data = bytearray(encoded)
+            data[position] ^= 1 << bit
+            decoded, counters = decode_stream(bytes(data))
+            assert decoded == [] and counters.rejected >= 1, (position, bit)
+
+
+@FAST
+@given(frame_st, st.data())
+def test_stream_cut_mid_frame_raises_partial_frame(frame, data):
+    encoded = encode_frame(frame.type, frame.seq, frame.payload, frame.flags)
+    cut = data.draw(st.integers(2, len(encoded) - 1))
+    decoder = FrameDecoder()
+    assert decoder.feed(encoded[:cut]) == []
+    with pytest.raises(PartialFrame) as info:
+        decoder.finish()
+    assert info.value.received == cut - 1
+
+
+def test_length_above_maximum_is_rejected_without_allocating():
+    body = HEADER.pack(FrameType.EVENTS, 0, 1, 2**32 - 1) + b"abc"
+    body += struct.pack("<I", zlib.crc32(body))
+    decoded, counters = decode_stream(END + body + END)
+    assert decoded == [] and counters.length_errors == 1
+
+
+def test_endless_frame_is_not_buffered_beyond_the_maximum():
+    decoder = FrameDecoder()
+    chunk = b"\x01" * 65536
+    for _ in range(5):
+        decoder.feed(chunk)
+    assert decoder.pending_bytes <= 2 * (MAX_PAYLOAD + 12)
+    assert decoder.counters.oversize == 1
+    assert decoder.feed(END + encode_frame(FrameType.OK, 3, b"x")) == [Frame(FrameType.OK, 3, b"x")]
+
+
+def test_encoder_rejects_payload_over_the_maximum():
+    with pytest.raises(ValueError, match="65537 bytes"):
+        encode_frame(FrameType.EVENTS, 0, bytes(MAX_PAYLOAD + 1))
+
+
+events_st = st.lists(
+    st.tuples(st.integers(0, 2**40), st.integers(0, 15), st.integers(0, 1023), st.integers(0, 511),
+              st.integers(0, 511)), max_size=200)
+
+
+@FAST
+@given(events_st, st.sampled_from([64, 200, 4096, MAX_PAYLOAD]))
+def test_event_batches_round_trip(records, max_payload):
+    events = np.array(sorted(records), EVENT_DTYPE)
+    payloads = fr.pack_events(events, max_payload)
+    assert all(len(p) <= max_payload for p in payloads)
+    np.testing.assert_array_equal(fr.unpack_events(payloads), events)
+
+
+def test_events_outside_the_wire_ranges_are_named():
+    events = np.zeros(3, EVENT_DTYPE)
+    events["channel"][2] = 1024
+    with pytest.raises(ValueError, match=r"events\[2\]\.channel = 1024.*0\.\.1023"):
+        fr.check_events_fit(events)
+
+
+def test_control_payloads_round_trip():
+    greeting = fr.Greeting(5, 0xDEADBEEF, 4096, 8, "speck2f", "fw 1.2")
+    assert fr.Greeting.unpack(greeting.pack()) == greeting
+    hello = fr.Hello(9, MAX_PAYLOAD, 16)
+    assert fr.Hello.unpack(hello.pack()) == hello
+    end = fr.EndOfRun(3, 10, 4, 999, 1, 0, {0: 10, 2: 3}, {0: 3, 2: 1})
+    assert fr.EndOfRun.unpack(end.pack()) == end
+    status = {name: i for i, name in enumerate(fr.STATUS_FIELDS)}
+    assert fr.unpack_status(fr.pack_status(status)) == status
+    with pytest.raises(ProtocolError, match="GREETING"):
+        fr.Greeting.unpack(b"XXXX" + greeting.pack()[4:])
+    with pytest.raises(ProtocolError, match="END_OF_RUN"):
+        fr.EndOfRun.unpack(end.pack()[:-1])

@@ -1,0 +1,218 @@
+"""snnlib.functional: quantization, thresholding, surrogate shapes and the compiled
+integrate-and-fire operator (exactness against a plain integer loop, and gradients)."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from snnlib import (
+    SURROGATE_SHAPES,
+    IAFParameters,
+    InputShapeError,
+    InvalidParameterError,
+    integrate_and_fire,
+    quantize,
+    stochastic_rounding,
+    surrogate_gradient,
+    threshold_reset,
+    threshold_subtract,
+)
+
+
+def reference_iaf(x, v0, threshold, low, subtract, reset=False, negative=False, saturate=False):
+    """Plain integer loop: x (B, T, N) ints, v0 (B, N) ints -> spikes (B, T, N), final v."""
+    v = v0.astype(np.int64).copy()
+    spikes = np.zeros(x.shape, np.int64)
+    for t in range(x.shape[1]):
+        v = v + x[:, t]
+        if saturate:
+            v = np.clip(v, -32768, 32767)
+        if low is not None:
+            v = np.maximum(v, low)
+        if reset:
+            s = (v >= threshold).astype(np.int64)
+            v = np.where(s > 0, 0, v)
+        else:
+            s = np.where(v >= threshold, v // threshold, 0)
+            if negative:
+                s = s - np.where(v <= -threshold, (-v) // threshold, 0)
+            v = v - s * subtract
+        spikes[:, t] = s
+    return spikes, v
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    data=st.data(),
+    shape=st.tuples(st.integers(1, 3), st.integers(1, 12), st.integers(1, 9)),
+    threshold=st.integers(1, 300),
+    low=st.one_of(st.none(), st.integers(-400, -1)),
+    subtract=st.one_of(st.none(), st.integers(1, 300)),
+    mode=st.sampled_from(["subtract", "reset", "negative"]),
+    saturate=st.booleans(),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+)
+def test_integer_inputs_give_exact_integers_equal_to_reference(data, shape, threshold, low, subtract, mode, saturate, dtype):
+    amplitude = 40000 if saturate else 3000
+    x = np.array(data.draw(st.lists(st.integers(-amplitude, amplitude), min_size=int(np.prod(shape)),
+                                    max_size=int(np.prod(shape))))).reshape(shape)
+    v0 = np.array(data.draw(st.lists(st.integers(-threshold, threshold - 1), min_size=shape[0] * shape[2],
+                                     max_size=shape[0] * shape[2]))).reshape(shape[0], shape[2])
+    if low is not None:
+        v0 = np.maximum(v0, low)
+    params = IAFParameters(threshold, low, subtract, membrane_reset=mode == "reset",
+                           negative_spikes=mode == "negative", saturate_int16=saturate)
+    state = torch.tensor(v0, dtype=dtype)
+    spikes = integrate_and_fire(torch.tensor(x, dtype=dtype), state, params)
+    expected, v_end = reference_iaf(x, v0, threshold, low, params.subtract, mode == "reset", mode == "negative", saturate)
+    np.testing.assert_array_equal(spikes.numpy(), expected)
+    np.testing.assert_array_equal(state.numpy(), v_end)
+
+
+def test_threshold_subtract_and_reset_forward():
+    v = torch.tensor([-3.0, 0.0, 0.99, 1.0, 2.5, 7.0])
+    assert threshold_subtract(v).tolist() == [0, 0, 0, 1, 2, 7]
+    assert threshold_subtract(v, threshold=2).tolist() == [0, 0, 0, 0, 1, 3]
+    assert threshold_reset(v).tolist() == [0, 0, 0, 1, 1, 1]
+
+
+def test_threshold_backward_passes_gradient_at_and_above_threshold_minus_window():
+    v = torch.tensor([0.0, 1.4, 1.5, 2.0, 9.0], requires_grad=True)
+    threshold_subtract(v, threshold=2.0, window=0.5).sum().backward()
+    assert v.grad.tolist() == [0.0, 0.0, 0.5, 0.5, 0.5]  # passed where v >= 1.5, divided by 2
+    v.grad = None
+    threshold_reset(v, threshold=2.0, window=0.5).sum().backward()
+    assert v.grad.tolist() == [0.0, 0.0, 1.0, 1.0, 1.0]  # undivided for reset
+
+
+def test_quantize_floors_with_straight_through_gradient():
+    x = torch.tensor([-1.5, 0.2, 2.9], requires_grad=True)
+    y = quantize(x)
+    assert y.tolist() == [-2.0, 0.0, 2.0]
+    y.sum().backward()
+    assert x.grad.tolist() == [1.0, 1.0, 1.0]
+
+
+def test_stochastic_rounding_is_unbiased_and_straight_through():
+    torch.manual_seed(0)
+    x = torch.full((20000,), 2.25, requires_grad=True)
+    y = stochastic_rounding(x)
+    assert set(y.tolist()) == {2.0, 3.0}
+    assert abs(y.mean().item() - 2.25) < 0.02
+    y.sum().backward()
+    assert torch.equal(x.grad, torch.ones_like(x))
+
+
+def test_surrogate_shapes_values():
+    v = torch.tensor([0.0, 0.5, 1.0, 1.25, 2.0], dtype=torch.float64)
+    expected = {
+        "step": [0, 1, 1, 1, 1],
+        "box": [0, 1, 1, 1, 0],
+        "triangle": [0, 0, 1, 0.5, 0],
+        "fast_sigmoid": [1 / 9, 1 / 4, 1, 1 / 2.25, 1 / 9],
+        "gaussian": list(np.exp(-0.5 * (np.array([0, 0.5, 1, 1.25, 2]) - 1) ** 2 / 0.25)),
+    }
+    assert set(expected) == set(SURROGATE_SHAPES)
+    for shape, values in expected.items():
+        np.testing.assert_allclose(surrogate_gradient(v, 1.0, shape, 0.5).numpy(), values, err_msg=shape)
+
+
+def _torch_reference_iaf(x, threshold, low, reset):
+    """Autograd through a loop of torch ops and the seed's threshold functions."""
+    v = torch.zeros_like(x[:, 0])
+    out = []
+    for t in range(x.shape[1]):
+        v = v + x[:, t]
+        if low is not None:
+            v = torch.clamp(v, min=low)
+        if reset:
+            s = threshold_reset(v, threshold, 0.5 * threshold)
+            v = v * (1 - s)
+        else:
+            s = threshold_subtract(v, threshold, 0.5 * threshold)
+            v = v - s * threshold
+        out.append(s)
+    return torch.stack(out, 1)
+
+
+@pytest.mark.parametrize("reset", [False, True])
+@pytest.mark.parametrize("low", [None, -1.0])
+def test_whole_sequence_gradient_equals_autograd_through_reference_loop(reset, low):
+    torch.manual_seed(1)
+    x = (torch.randint(-6, 9, (2, 15, 11)) / 4).double().requires_grad_()
+    weights = torch.randn(2, 15, 11, dtype=torch.float64)
+    params = IAFParameters(threshold=1.5, threshold_low=low, membrane_reset=reset)
+    spikes = integrate_and_fire(x, torch.zeros(2, 11, dtype=torch.float64), params)
+    (grad,) = torch.autograd.grad((spikes * weights).sum(), x)
+    x_ref = x.detach().clone().requires_grad_()
+    ref = _torch_reference_iaf(x_ref, 1.5, low, reset)
+    (grad_ref,) = torch.autograd.grad((ref * weights).sum(), x_ref)
+    assert torch.equal(spikes, ref)
+    torch.testing.assert_close(grad, grad_ref)
+    assert grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("shape", SURROGATE_SHAPES)
+def test_backward_is_linear_in_the_incoming_gradient_and_nonzero(shape):
+    torch.manual_seed(2)
+    x = torch.randn(1, 6, 4, dtype=torch.float64) * 2
+    params = IAFParameters(threshold=1.0, surrogate=shape)
+
+    def vjp(grad_out):
+        xr = x.clone().requires_grad_()
+        spikes = integrate_and_fire(xr, torch.zeros(1, 4, dtype=torch.float64), params)
+        return torch.autograd.grad(spikes, xr, grad_out)[0]
+
+    g1, g2 = torch.randn(2, 1, 6, 4, dtype=torch.float64)
+    torch.testing.assert_close(vjp(g1 + 3 * g2), vjp(g1) + 3 * vjp(g2))
+    assert vjp(g1).abs().sum() > 0
+
+
+def test_float_inputs_match_threshold_subtract_loop():
+    torch.manual_seed(3)
+    x = torch.rand(2, 30, 50) * 1.3 - 0.3
+    spikes = integrate_and_fire(x, torch.zeros(2, 50), IAFParameters(threshold=0.7, threshold_low=None))
+    v, expected = torch.zeros(2, 50), []
+    for t in range(30):
+        v = v + x[:, t]
+        expected.append(threshold_subtract(v, 0.7))
+        v = v - expected[-1] * 0.7
+    torch.testing.assert_close(spikes, torch.stack(expected, 1))
+
+
+def test_out_buffer_is_reused_for_inference_only():
+    x = torch.ones(1, 4, 3)
+    out = torch.empty(1, 4, 3)
+    assert integrate_and_fire(x, torch.zeros(1, 3), out=out).data_ptr() == out.data_ptr()
+    assert out.sum() == 12 * 1  # threshold 1: one spike per step
+    with pytest.raises(InvalidParameterError, match="out"):
+        integrate_and_fire(x.clone().requires_grad_(), torch.zeros(1, 3), out=out)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(threshold=0), r"threshold=0: expected a positive number"),
+        (dict(threshold=-2.0), r"threshold=-2.0"),
+        (dict(threshold=1.0, threshold_low=1.0), r"threshold_low=1.0: expected None or a number below threshold=1.0"),
+        (dict(membrane_subtract=0), r"membrane_subtract=0"),
+        (dict(surrogate="sigmoidish"), r"surrogate='sigmoidish': expected one of"),
+        (dict(surrogate_window=0.0), r"surrogate_window=0.0"),
+    ],
+)
+def test_bad_parameters_name_argument_and_value(kwargs, match):
+    with pytest.raises(InvalidParameterError, match=match):
+        IAFParameters(**kwargs)
+
+
+def test_bad_inputs_name_argument_and_expected_form():
+    with pytest.raises(InputShapeError, match=r"x: got shape \(4, 3\).*expected a \(B, T, N\)"):
+        integrate_and_fire(torch.zeros(4, 3), torch.zeros(1, 3))
+    with pytest.raises(InputShapeError, match=r"state: got shape \(2, 3\).*expected a contiguous \(1, 3\)"):
+        integrate_and_fire(torch.zeros(1, 4, 3), torch.zeros(2, 3))
+    with pytest.raises(InvalidParameterError, match="threshold=0"):
+        threshold_subtract(torch.zeros(3), threshold=0)
+    with pytest.raises(InvalidParameterError, match="shape='bump'"):
+        surrogate_gradient(torch.zeros(3), shape="bump")

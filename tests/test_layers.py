@@ -1,0 +1,211 @@
+"""snnlib.layers: the seed's spiking layers, their defaults, state handling and errors."""
+
+import inspect
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import snnlib
+from snnlib import (
+    Cropping2dLayer,
+    InputLayer,
+    InputShapeError,
+    InvalidParameterError,
+    SpikingLayer,
+    SpikingMaxPooling2dLayer,
+)
+
+SEED_SIGNATURES = {
+    "SpikingLayer": dict(threshold=1.0, threshold_low=-1.0, membrane_subtract=None, batch_size=None, membrane_reset=False),
+    "Cropping2dLayer": dict(cropping=((0, 0), (0, 0))),
+    "SpikingMaxPooling2dLayer": dict(pool_size=inspect.Parameter.empty, strides=None, padding=(0, 0, 0, 0)),
+    "InputLayer": dict(input_shape=inspect.Parameter.empty, layer_name="input"),
+    "Img2SpikeLayer": dict(image_shape=inspect.Parameter.empty, tw=100, max_rate=1000, norm=255.0, squeeze=False,
+                           negative_spikes=False),
+    "Sig2SpikeLayer": dict(channels_in=inspect.Parameter.empty, tw=1, norm_level=1, spk_out=True),
+    "NeuromorphicReLU": dict(quantize=True, fanout=1, stochastic_rounding=False),
+    "QuantizeLayer": dict(quantize=True),
+    "SumPool2d": dict(kernel_size=inspect.Parameter.empty, stride=None, ceil_mode=False),
+    "threshold_subtract": dict(data=inspect.Parameter.empty, threshold=1, window=0.5),
+    "threshold_reset": dict(data=inspect.Parameter.empty, threshold=1, window=0.5),
+    "quantize": dict(x=inspect.Parameter.empty),
+    "stochastic_rounding": dict(x=inspect.Parameter.empty),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SEED_SIGNATURES))
+def test_every_seed_name_is_importable_with_the_seed_defaults(name):
+    params = inspect.signature(getattr(snnlib, name)).parameters
+    positional = [p for p in params.values() if p.kind is p.POSITIONAL_OR_KEYWORD]
+    assert [p.name for p in positional] == list(SEED_SIGNATURES[name])
+    assert {p.name: p.default for p in positional} == SEED_SIGNATURES[name]
+
+
+def test_seed_keyword_options_and_contract_attributes():
+    layer = SpikingLayer(negative_spikes=True, layer_name="l1")
+    assert (layer.negative_spikes, layer.layer_name) == (True, "l1")
+    layer = SpikingLayer(threshold=3.0)
+    assert layer.membrane_subtract == 3.0  # resolved from None
+    assert (layer.threshold, layer.threshold_low, layer.membrane_reset, layer.batch_size) == (3.0, -1.0, False, None)
+    assert SpikingLayer(threshold_low=None).threshold_low is None
+    assert isinstance(layer, torch.nn.Module) and isinstance(layer.state, torch.Tensor)
+    assert layer.get_output_shape((2, 5, 5)) == (2, 5, 5)
+
+
+def test_forward_counts_multi_spikes_and_state_persists_until_reset():
+    layer = SpikingLayer(threshold=2.0)
+    out = layer(torch.tensor([[5.0], [1.0], [0.0]]))
+    assert out.flatten().tolist() == [2.0, 1.0, 0.0]  # 5 -> 2 spikes, v 1; +1 -> 2 -> 1 spike
+    assert layer.state.tolist() == [0.0]
+    layer(torch.tensor([[1.0]]))
+    assert layer.state.tolist() == [1.0]
+    layer.reset_states()
+    assert layer.state.tolist() == [0.0]
+    layer.reset_states(shape=(3, 4), randomize=True)
+    assert layer.state.shape == (3, 4) and layer.state.min() >= -1.0 and layer.state.max() < 2.0
+
+
+def test_membrane_reset_and_threshold_low():
+    layer = SpikingLayer(threshold=2.0, threshold_low=-3.0, membrane_reset=True)
+    assert layer(torch.tensor([[5.0], [-10.0], [5.0]])).flatten().tolist() == [1.0, 0.0, 1.0]  # -10 clamps at -3, then -3 + 5 = 2 fires
+    assert layer.state.tolist() == [0.0]
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**16), splits=st.lists(st.integers(1, 6), min_size=1, max_size=4),
+       saturate=st.booleans())
+def test_t_steps_in_one_call_equal_several_calls(seed, splits, saturate):
+    generator = torch.Generator().manual_seed(seed)
+    steps = sum(splits)
+    x = torch.randint(-30000, 30000, (steps, 2, 3, 3), generator=generator).float()
+    whole = SpikingLayer(threshold=7.0, threshold_low=-20.0, membrane_subtract=5.0, saturate_int16=saturate)
+    parts = SpikingLayer(threshold=7.0, threshold_low=-20.0, membrane_subtract=5.0, saturate_int16=saturate)
+    expected = whole(x)
+    got = torch.cat([parts(chunk) for chunk in torch.split(x, splits)])
+    assert torch.equal(got, expected)
+    assert torch.equal(parts.state, whole.state)
+    assert torch.equal(expected, expected.round())
+
+
+def test_batch_major_rows_match_separate_samples():
+    torch.manual_seed(0)
+    x = torch.randint(0, 4, (3 * 5, 2, 4)).float()  # B=3, T=5
+    batched = SpikingLayer(threshold=3.0, batch_size=3)
+    out = batched(x)
+    assert batched.state.shape == (3, 2, 4)
+    for b in range(3):
+        assert torch.equal(out[b * 5:(b + 1) * 5], SpikingLayer(threshold=3.0)(x[b * 5:(b + 1) * 5]))
+
+
+def test_saturate_int16_clips_membrane():
+    layer = SpikingLayer(threshold=32767.0, threshold_low=None, saturate_int16=True)
+    layer(torch.full((3, 1), -30000.0))
+    assert layer.state.tolist() == [-32768.0]
+    unbounded = SpikingLayer(threshold=32767.0, threshold_low=None)
+    unbounded(torch.full((3, 1), -30000.0))
+    assert unbounded.state.tolist() == [-90000.0]
+
+
+class ConvSpiking(SpikingLayer):
+    """A subclass whose synaptic output is a convolution (the documented override hook)."""
+
+    def __init__(self):
+        super().__init__(threshold=1.0, batch_size=2)
+        self.conv = torch.nn.Conv2d(1, 3, 3, padding=1)
+
+    def synaptic_output(self, input_spikes):
+        return self.conv(input_spikes)
+
+
+def test_gradients_flow_to_inputs_and_weights_through_conv_and_spiking_layers():
+    torch.manual_seed(0)
+    x = (torch.rand(2 * 6, 1, 5, 5) < 0.5).float().requires_grad_()  # B=2, T=6
+    model = torch.nn.Sequential(ConvSpiking(), torch.nn.Conv2d(3, 2, 3, padding=1), SpikingLayer(batch_size=2))
+    out = model(x)
+    (out * torch.randn_like(out)).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    for conv in (model[0].conv, model[1]):
+        assert conv.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: SpikingLayer(threshold=0), r"threshold=0: expected a positive number"),
+        (lambda: SpikingLayer(threshold=1.0, threshold_low=2.0), r"threshold_low=2.0: expected None or a number below threshold=1.0"),
+        (lambda: SpikingLayer(batch_size=0), r"batch_size=0: expected None or a positive int"),
+        (lambda: Cropping2dLayer(((1, 2), 3)), r"cropping=\(\(1, 2\), 3\): expected \(\(top, bottom\), \(left, right\)\)"),
+        (lambda: Cropping2dLayer(((1, -2), (0, 0))), r"cropping=\(1, -2, 0, 0\)"),
+        (lambda: SpikingMaxPooling2dLayer(0), r"pool_size=0: expected an int or 2 ints, each >= 1"),
+        (lambda: InputLayer((2, 3)), r"input_shape=\(2, 3\): expected an int or 3 ints"),
+    ],
+)
+def test_bad_parameters_raise_specific_errors(make, match):
+    with pytest.raises(InvalidParameterError, match=match):
+        make()
+
+
+def test_bad_input_shapes_raise_specific_errors():
+    with pytest.raises(InputShapeError, match=r"7 rows do not split into batch_size=2"):
+        SpikingLayer(batch_size=2)(torch.zeros(7, 3))
+    with pytest.raises(InputShapeError, match=r"input: got shape \(4, 2, 5\); expected \(T, 1, 5, 5\)"):
+        InputLayer((1, 5, 5))(torch.zeros(4, 2, 5))
+    with pytest.raises(InputShapeError, match=r"expected \(T, channels, height, width\)"):
+        Cropping2dLayer()(torch.zeros(3, 4))
+    layer = SpikingLayer()
+    layer.threshold = -1.0
+    with pytest.raises(InvalidParameterError, match="threshold=-1.0"):
+        layer(torch.zeros(2, 2))
+
+
+def test_cropping_and_input_layer():
+    x = torch.arange(2 * 1 * 5 * 6, dtype=torch.float32).reshape(2, 1, 5, 6)
+    crop = Cropping2dLayer(((1, 2), (0, 3)))
+    assert crop.get_output_shape((1, 5, 6)) == (1, 2, 3)
+    assert torch.equal(crop(x), x[:, :, 1:3, 0:3])
+    assert torch.equal(Cropping2dLayer()(x), x)
+    layer = InputLayer((1, 5, 6))
+    assert layer(x) is x and layer.get_output_shape((1, 5, 6)) == (1, 5, 6) and layer.layer_name == "input"
+
+
+def reference_spiking_max_pool(x, pool, stride):
+    """Loop over steps and windows: pass the spikes of the most active input so far."""
+    steps, channels, height, width = x.shape
+    out_h, out_w = (height - pool) // stride + 1, (width - pool) // stride + 1
+    counts = np.zeros(x.shape[1:])
+    out = np.zeros((steps, channels, out_h, out_w))
+    for t in range(steps):
+        counts += x[t]
+        for c in range(channels):
+            for i in range(out_h):
+                for j in range(out_w):
+                    window = counts[c, i * stride:i * stride + pool, j * stride:j * stride + pool]
+                    a, b = np.unravel_index(np.argmax(window), window.shape)
+                    out[t, c, i, j] = x[t, c, i * stride + a, j * stride + b]
+    return out
+
+
+def test_spiking_max_pooling_passes_the_most_active_inputs_spikes():
+    rng = np.random.default_rng(0)
+    x = (rng.random((12, 2, 6, 6)) < 0.3).astype(np.float32)
+    layer = SpikingMaxPooling2dLayer((2, 2))
+    assert layer.get_output_shape((2, 6, 6)) == (2, 3, 3)
+    first = layer(torch.from_numpy(x[:5]))
+    second = layer(torch.from_numpy(x[5:]))  # counts persist across calls
+    np.testing.assert_array_equal(torch.cat([first, second]).numpy(), reference_spiking_max_pool(x, 2, 2))
+    layer.reset_states()
+    np.testing.assert_array_equal(layer(torch.from_numpy(x)).numpy(), reference_spiking_max_pool(x, 2, 2))
+
+
+def test_spiking_max_pooling_padding_and_strides():
+    layer = SpikingMaxPooling2dLayer(3, strides=(1, 2), padding=(1, 1, 0, 2))
+    assert layer.get_output_shape((4, 5, 6)) == (4, 5, 3)
+    assert layer(torch.ones(2, 4, 5, 6)).shape == (2, 4, 5, 3)
+
+
+def test_auxiliary_layers_are_differentiable():
+    x = torch.randn(2, 1, 5, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(Cropping2dLayer(((1, 0), (2, 1))), (x,))

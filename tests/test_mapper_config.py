@@ -1,0 +1,107 @@
+"""ChipConfig: exact JSON round trip, validation on load naming the field, chip specs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mapper import (ChipConfig, ChipSpecError, ConfigError, CoreConfig, DVSConfig, get_chip,
+                    list_chips, load_chip_spec)
+from snnlib import DVS_LAYER_ID, Destination, IntegerNetwork
+
+
+def _config() -> ChipConfig:
+    rng = np.random.default_rng(0)
+    first = CoreConfig(rng.integers(-128, 128, (4, 2, 3, 3)).astype(np.int8), (2, 16, 16), 300, -300,
+                       padding=(1, 1), destinations=[Destination(5, pooling=2)], monitor=True,
+                       layer_names=["conv1", "spk1"], scale=37.25)
+    second = CoreConfig(rng.integers(-128, 128, (3, 4, 2, 2)).astype(np.int8), (4, 8, 8), 90, -1,
+                        stride=(2, 2), reset="zero", bias=np.array([5, -7, 0], np.int16),
+                        leak_enable=True, initial_state=np.ones((3, 4, 4), np.int16),
+                        monitor=True, layer_names=["fc", "spk2"], scale=0.1)
+    dvs = DVSConfig((2, 32, 32), pooling=(2, 2), destinations=[Destination(3)], monitor=True)
+    return ChipConfig("speck2f", {3: first, 5: second}, dvs, slow_clock_period_us=1000)
+
+
+def test_json_round_trip_is_exact_and_canonical(tmp_path):
+    config = _config()
+    text = config.to_json()
+    assert list(json.loads(text)) == sorted(json.loads(text))
+    again = ChipConfig.from_json(text)
+    assert again.to_json() == text and again == config
+    assert again.cores[5].scale == 0.1 and again.cores[5].weights.dtype == np.int8
+    config.save(tmp_path / "c.json")
+    assert ChipConfig.load(tmp_path / "c.json").digest() == config.digest()
+    assert len(config.digest()) == 64
+
+
+def test_to_network_and_monitored_names():
+    config = _config()
+    net = config.to_network()
+    assert isinstance(net, IntegerNetwork) and net.validate() is net
+    assert sorted(net.layers) == [3, 5] and net.layers[3].destinations[0].layer == 5
+    assert type(net.layers[3]).__name__ == "CoreLayer" and net.dvs.destinations[0].layer == 3
+    assert config.monitored_layer_names() == {3: "spk1", 5: "spk2", DVS_LAYER_ID: "dvs"}
+    assert ChipConfig.from_network(net, "speck2f").to_network().layers[5].threshold_high == 90
+
+
+def _edited(edit) -> str:
+    data = json.loads(_config().to_json())
+    edit(data)
+    return json.dumps(data)
+
+
+@pytest.mark.parametrize("edit, path, fragment", [
+    (lambda d: d["cores"]["3"].update(threshold_low=0), "cores.3.threshold_low", "hardware bug"),
+    (lambda d: d["cores"]["3"].update(threshold_low=400), "cores.3.threshold_low", "below"),
+    (lambda d: d["cores"]["3"].update(threshold_high=40000), "cores.3.threshold_high", "outside"),
+    (lambda d: d["cores"]["3"]["weights"][1][0][2].__setitem__(1, 300), "cores.3.weights[1][0][2][1]",
+     "= 300 is outside [-128, 127]"),
+    (lambda d: d["cores"]["5"].update(stride=[3, 2]), "cores.5.stride", "stride must be one of"),
+    (lambda d: d["cores"]["3"].update(padding=[9, 1]), "cores.3.padding", "padding must be 0..7"),
+    (lambda d: d["cores"]["3"].update(reset="hard"), "cores.3.reset", "one of"),
+    (lambda d: d["cores"]["3"]["destinations"][0].update(layer=7), "cores.3.destinations.0.layer",
+     "not a configured core"),
+    (lambda d: d["cores"]["3"]["destinations"][0].update(pooling=3), "cores.3.destinations.0.pooling",
+     "pooling must be one of"),
+    (lambda d: d["cores"].update({"9": d["cores"].pop("5")}), "cores.9", "has no core"),
+    (lambda d: d["cores"]["3"].update(colour="red"), "cores.3.colour", "unknown field"),
+    (lambda d: d["cores"]["3"].pop("monitor"), "cores.3.monitor", "missing field"),
+    (lambda d: d.update(version=99), "version", "format version 1"),
+    (lambda d: d.update(chip="speck9"), "chip", "speck2e"),
+    (lambda d: d["dvs"].update(pooling=[2, 3]), "dvs.pooling", "must be one of"),
+    (lambda d: d["cores"]["5"].update(bias=[1, 2]), "cores.5.bias", "expected (3,)"),
+])
+def test_hand_edited_errors_name_the_field(edit, path, fragment):
+    with pytest.raises(ConfigError) as err:
+        ChipConfig.from_json(_edited(edit))
+    assert err.value.path == path and fragment in str(err.value)
+
+
+def test_memory_is_checked_on_load():
+    big = CoreConfig(np.zeros((64, 8, 3, 3), np.int8), (8, 64, 64), 10, -10, padding=(1, 1))
+    text = ChipConfig("speck2f", {5: big}).to_json()  # 64 * 64 * 64 = 256 Ki neurons
+    with pytest.raises(ConfigError, match=r"cores.5: needs .* move it to a larger core"):
+        ChipConfig.from_json(text)
+
+
+def test_chip_specs_are_data(tmp_path):
+    assert list_chips() == ["speck2e", "speck2f"]
+    spec = get_chip("speck2f")
+    assert len(spec.cores) == 9 and spec.cores[5].kernel_words == 65536
+    assert spec.cores[0].neuron_words == 65536 and spec.cores[8].bias_words == 1024
+    path = tmp_path / "board.json"
+    path.write_text(json.dumps({"name": "tiny", "cores": {
+        "0": {"kernel_words": 2048, "neuron_words": 4096, "bias_words": 0}},
+        "limits": {"max_kernel_size": 5, "strides": [1, 2]}, "dvs_size": None}))
+    tiny = get_chip(str(path))
+    assert tiny.name == "tiny" and tiny.limits.strides == (1, 2) and tiny.dvs_size is None
+    assert load_chip_spec(path) == tiny
+    with pytest.raises(ChipSpecError, match=r"chip='speck3'.*\['speck2e', 'speck2f'\]"):
+        get_chip("speck3")
+    path.write_text(json.dumps({"name": "x", "cores": {"0": {"kernel_words": -1, "neuron_words": 1,
+                                                              "bias_words": 0}}}))
+    with pytest.raises(ChipSpecError, match="cores.0.kernel_words = -1"):
+        get_chip(str(path))

@@ -1,0 +1,141 @@
+"""Plots render real PNG files; their header says PNG and the size matches the figure."""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backend.plots import (
+    DPI,
+    PlotInputError,
+    _first_divergence_us,
+    plot_confusion_matrix,
+    plot_divergence,
+    plot_event_raster,
+    plot_memory_use,
+)
+from snnlib import empty_events
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """(width, height) in pixels from the PNG's IHDR chunk; asserts it is a PNG."""
+    data = path.read_bytes()
+    assert len(data) > 1000
+    assert data[:8] == PNG_MAGIC
+    assert data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def events(n: int, layer: int, seed: int, t_scale: int = 50_000) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    ev = empty_events(n)
+    ev["t"] = np.sort(rng.integers(0, t_scale, n))
+    ev["layer"] = layer
+    ev["channel"] = rng.integers(0, 4, n)
+    ev["y"] = rng.integers(0, 8, n)
+    ev["x"] = rng.integers(0, 8, n)
+    return ev
+
+
+def test_event_raster_has_one_panel_per_layer(tmp_path):
+    inp = events(300, 0, 1)
+    out = np.sort(np.concatenate([events(80, 0, 2), events(20, 3, 3)]), order="t", kind="stable")
+    path = plot_event_raster(tmp_path / "sub" / "raster.png", inp, out)
+    assert path == tmp_path / "sub" / "raster.png"
+    w, h = png_size(path)
+    assert (w, h) == (8 * DPI, int((1.0 + 1.8 * 3) * DPI))  # in layer 0, out layers 0 and 3
+    only_input = plot_event_raster(tmp_path / "in.png", inp)
+    assert png_size(only_input) == (8 * DPI, int((1.0 + 1.8) * DPI))
+
+
+@dataclass
+class Row:
+    core: int
+    layer: str
+    kernel_used: int
+    kernel_available: int
+    neuron_used: int
+    neuron_available: int
+    bias_used: int
+    bias_available: int
+
+
+def test_memory_use_accepts_dicts_and_objects(tmp_path):
+    rows = [
+        Row(0, "conv1", 4096, 16384, 8192, 65536, 8, 1024),
+        dict(core=3, layer="fc", kernel_used=30000, kernel_available=32768, neuron_used=10,
+             neuron_available=32768, bias_used=10, bias_available=1024),
+    ]
+    path = plot_memory_use(tmp_path / "memory.png", rows)
+    assert png_size(path) == (8 * DPI, int((1.5 + 0.6 * 2) * DPI))
+
+
+def test_divergence_plot_marks_first_difference(tmp_path):
+    exp = events(60, 2, 5)
+    rec = exp.copy()
+    rec["x"][25] = (rec["x"][25] + 1) % 8
+    assert _first_divergence_us(exp, rec) == int(exp["t"][25])
+    other_layer = events(10, 1, 6)
+    path = plot_divergence(tmp_path / "div.png", np.sort(np.concatenate([exp, other_layer]), order="t"),
+                           rec, layer=2)
+    assert png_size(path) == (8 * DPI, int(5.5 * DPI))
+    same = plot_divergence(tmp_path / "same.png", exp, exp, layer=2)
+    assert png_size(same) == (8 * DPI, int(5.5 * DPI))
+    assert path.read_bytes() != same.read_bytes()  # the marked plot differs from the clean one
+
+
+def test_first_divergence_covers_missing_events_and_agreement():
+    exp = events(10, 0, 7)
+    assert _first_divergence_us(exp, exp) is None
+    assert _first_divergence_us(exp, exp[:6]) == int(exp["t"][6])
+    assert _first_divergence_us(exp[:0], exp) == int(exp["t"][0])
+
+
+def test_confusion_matrix_size_follows_classes(tmp_path):
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 10, 200)
+    pred = np.where(rng.random(200) < 0.9, truth, rng.integers(0, 10, 200))
+    path = plot_confusion_matrix(tmp_path / "cm.png", truth, pred)
+    assert png_size(path) == (int((1.5 + 5.0) * DPI), int((1.2 + 5.0) * DPI))
+    named = plot_confusion_matrix(tmp_path / "cm3.png", [0, 1, 2], [0, 2, 2], class_names=["a", "b", "c"])
+    assert png_size(named) == (int((1.5 + 1.5) * DPI), int((1.2 + 1.5) * DPI))
+
+
+def test_bad_inputs_name_the_argument(tmp_path):
+    ev = events(5, 0, 1)
+    with pytest.raises(PlotInputError, match="expected a file name ending in '.png'"):
+        plot_event_raster(tmp_path / "r.jpg", ev)
+    with pytest.raises(PlotInputError, match="both are empty"):
+        plot_event_raster(tmp_path / "r.png", empty_events(0))
+    with pytest.raises(PlotInputError, match="output_events: .*dtype float64"):
+        plot_event_raster(tmp_path / "r.png", ev, np.zeros(3))
+    with pytest.raises(PlotInputError, match=r"rows\[0\]: has no 'bias_available'"):
+        plot_memory_use(tmp_path / "m.png", [dict(core=0, layer="a", kernel_used=1, kernel_available=2,
+                                                  neuron_used=1, neuron_available=2, bias_used=0)])
+    with pytest.raises(PlotInputError, match=r"rows\[0\].kernel_used = -1"):
+        plot_memory_use(tmp_path / "m.png", [Row(0, "a", -1, 2, 1, 2, 0, 1)])
+    with pytest.raises(PlotInputError, match="non-empty list of rows"):
+        plot_memory_use(tmp_path / "m.png", [])
+    with pytest.raises(PlotInputError, match="lengths 2 and 3"):
+        plot_confusion_matrix(tmp_path / "c.png", [0, 1], [0, 1, 1])
+    with pytest.raises(PlotInputError, match=r"predicted_labels\[1\] = 5: outside the 3 classes"):
+        plot_confusion_matrix(tmp_path / "c.png", [0, 1], [0, 5], class_names=["a", "b", "c"])
+    with pytest.raises(PlotInputError, match=r"true_labels\[1\] = -2"):
+        plot_confusion_matrix(tmp_path / "c.png", [0, -2], [0, 1])
+    with pytest.raises(PlotInputError, match="integer class labels"):
+        plot_confusion_matrix(tmp_path / "c.png", [0.5, 1.0], [0, 1])
+    assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_importing_backend_plots_does_not_import_matplotlib():
+    code = "import sys, backend.plots, backend.event_files; print('matplotlib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

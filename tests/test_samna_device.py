@@ -1,0 +1,174 @@
+"""The samna driver against a stand-in samna (tests/samna_standin.py); the real samna is never
+imported here (PyPI's package downloads at import)."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from backend.errors import DeviceNotFound, SamnaUnavailable, UnsupportedURL
+from backend.qualification import NETWORKS, random_input
+from backend.samna_device import (
+    BOARDS,
+    SamnaDevice,
+    events_to_samna,
+    find_samna_devices,
+    neuron_address,
+    parse_samna_url,
+    samna_to_events,
+    write_samna_configuration,
+)
+from samna_standin import SpeckConfiguration, config_to_network, make_samna
+
+KITS = [("Speck2fDevKit", 7), ("Speck2fDevKit", 3), ("Speck2eDevKit", 5), ("DummyBoard", 1)]
+
+
+@pytest.fixture
+def samna(monkeypatch):
+    standin = make_samna(KITS)
+    monkeypatch.setitem(sys.modules, "samna", standin)
+    return standin
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("samna://speck2fdevkit:0", ("speck2fdevkit", 0)),
+    ("samna://speck2edevkit:12", ("speck2edevkit", 12)),
+    ("samna://speck2fmodule", ("speck2fmodule", 0)),
+])
+def test_parse_url(url, expected):
+    assert parse_samna_url(url) == expected
+
+
+@pytest.mark.parametrize("url", ["samna://", "samna://davis346:0", "samna://speck2fdevkit:-1",
+                                 "samna://speck2fdevkit:x", "speck2fdevkit:0"])
+def test_parse_url_rejects_with_the_names(url):
+    with pytest.raises(UnsupportedURL, match="speck2fdevkit"):
+        parse_samna_url(url)
+
+
+def test_discovery_numbers_devkits_by_usb_address(samna):
+    found = find_samna_devices(samna)
+    assert sorted(found) == ["samna://speck2edevkit:0", "samna://speck2fdevkit:0", "samna://speck2fdevkit:1"]
+    assert found["samna://speck2fdevkit:0"].usb_device_address == 3
+    assert found["samna://speck2fdevkit:1"].usb_device_address == 7
+
+
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+def test_configuration_fields_round_trip(name):
+    network = NETWORKS[name](1)
+    config = write_samna_configuration(network, SpeckConfiguration())
+    back = config_to_network(config, network.slow_clock_period_us)
+    assert config.dvs_layer.pass_sensor_events is False
+    assert sorted(back.layers) == sorted(network.layers)
+    for core, layer in network.layers.items():
+        got = back.layers[core]
+        np.testing.assert_array_equal(got.weights, layer.weights)
+        cl = config.cnn_layers[core]
+        assert np.array(cl.weights).shape == layer.weights.shape  # [f][c][x][y], square kernels
+        for field in ("input_shape", "threshold_high", "threshold_low", "stride", "padding",
+                      "reset", "leak_enable", "destinations", "monitor"):
+            assert getattr(got, field) == getattr(layer, field), (core, field)
+        initial = np.zeros(layer.output_shape) if layer.initial_state is None else layer.initial_state
+        np.testing.assert_array_equal(got.initial_state, initial)
+    if network.dvs is not None:
+        d = config.dvs_layer
+        assert (d.pooling.y, d.pooling.x, d.cut.y, d.cut.x, d.mirror.x) == (2, 2, 6, 7, True)
+        assert back.dvs.destinations == network.dvs.destinations
+
+
+def test_weights_are_written_x_before_y():
+    network = NETWORKS["single_core"](0)
+    w = network.layers[0].weights
+    cl = write_samna_configuration(network, SpeckConfiguration()).cnn_layers[0]
+    assert cl.weights[1][0][2][0] == w[1, 0, 0, 2]  # [f][c][x][y] vs torch (f, c, y, x)
+
+
+def test_neuron_address_packs_channel_x_y():
+    assert neuron_address(3, 0, 0, (4, 6, 6)) == 3
+    assert neuron_address(0, 0, 1, (4, 6, 6)) == 4
+    assert neuron_address(0, 1, 0, (4, 6, 6)) == 4 * 8
+    shape = (5, 7, 9)
+    addresses = {neuron_address(c, y, x, shape) for c in range(5) for y in range(7) for x in range(9)}
+    assert len(addresses) == 5 * 7 * 9
+
+
+def test_event_conversion_round_trip(samna):
+    network = NETWORKS["single_core"](0)
+    events = random_input(network, 50)
+    spikes = events_to_samna(events, samna.speck2f.event)
+    assert all(isinstance(s, samna.speck2f.event.Spike) for s in spikes)
+    np.testing.assert_array_equal(samna_to_events(spikes), events)
+    dvs = events.copy()
+    dvs["layer"] = 13
+    converted = events_to_samna(dvs, samna.speck2f.event)
+    assert isinstance(converted[0], samna.speck2f.event.DvsEvent)
+    assert converted[0].p == bool(dvs[0]["channel"])
+
+
+def test_open_unknown_index_lists_what_samna_sees(samna):
+    with pytest.raises(DeviceNotFound, match=r"samna://speck2fdevkit:1"):
+        SamnaDevice("samna://speck2fdevkit:5")
+
+
+def test_open_and_close_drive_graphs_and_handle(samna):
+    dev = SamnaDevice("samna://speck2edevkit")
+    info = dev.info()
+    assert (info.kind, info.chip, info.firmware) == ("samna", "speck2e", "samna 0.0-standin")
+    assert all(g.started for g in dev._graphs)
+    assert len(samna.device.opened) == 1
+    dev.close()
+    dev.close()
+    assert not any(g.started for g in dev._graphs)
+    assert samna.device.opened == {}
+
+
+def test_pypi_stub_is_refused_without_import(monkeypatch):
+    from backend.samna_support import samna_status
+
+    monkeypatch.delitem(sys.modules, "samna", raising=False)
+
+    status = samna_status()
+    if status.state == "real":
+        pytest.skip("a real samna is installed here")
+    with pytest.raises(SamnaUnavailable, match="--index-url|pip install"):
+        SamnaDevice("samna://speck2fdevkit:0")
+    assert "samna" not in sys.modules
+
+
+@pytest.mark.parametrize("name", ["fanout_leak", "dvs_input"])
+def test_flash_run_compare_through_samna_nodes(samna, name):
+    from backend.compare import compare
+    from backend.qualification import qualification_config
+
+    config = qualification_config(name, 4)
+    with SamnaDevice("samna://speck2fdevkit:1") as dev:
+        result = compare(config, dev, random_input(config.to_network(), 600, seed=4))
+        kit = samna.device.opened[next(iter(samna.device.opened))]
+        assert kit.io.period_us == config.to_network().slow_clock_period_us
+        assert kit.watch.resets >= 1 and not kit.watch.running
+    assert result.bit_exact, str(result)
+    assert result.n_received > 0
+    assert samna.device.opened == {}
+
+
+def test_reset_restores_initial_states_read_back_by_neuron_address(samna):
+    from backend.qualification import qualification_config
+    from snnlib import EventSimulator
+
+    config = qualification_config("fanout_leak", 5)
+    network = config.to_network()
+    events = random_input(network, 300, seed=5)
+    with SamnaDevice("samna://speck2fdevkit:0") as dev:
+        dev.flash(config)
+        dev.run(events)
+        engine = EventSimulator(network)
+        engine.run(events)
+        for core, state in dev.read_states().items():
+            np.testing.assert_array_equal(state, engine.states[core])
+        dev.reset()
+        engine.reset()
+        for core, state in dev.read_states().items():
+            np.testing.assert_array_equal(state, engine.states[core])
+            assert np.any(state != 0) == (core == 0)  # only core 0 has initial states

@@ -1,0 +1,154 @@
+"""SerialDevice through a real pseudo-terminal, opened with pyserial exactly as a board."""
+
+from __future__ import annotations
+
+import _thread
+import importlib
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+from test_session import CONFIG, CountingChip, make_events, relabel
+
+from backend.device import open_device
+from backend.emulator_server import EmulatorServer, ServedEmulator
+from backend.errors import DeviceDisconnected, DeviceNotFound, DeviceOpenError, LinkTimeout
+from backend.protocol.session import HostSession
+from backend.serial_device import SerialDevice, open_port
+
+
+@pytest.fixture
+def pty_emulator():
+    with ServedEmulator(EmulatorServer(CountingChip, rto=0.05), "pty") as served:
+        yield served
+
+
+def test_open_by_pty_path_greets_and_closes(pty_emulator):
+    with open_device(pty_emulator.url) as device:
+        assert isinstance(device, SerialDevice)
+        info = device.info()
+        assert (info.kind, info.chip, info.protocol_version) == ("serial", "counting", 1)
+        reader = device.session._reader
+    assert not device.session.port.is_open and not reader.is_alive()
+    device.close()  # twice is fine
+
+
+def test_a_busy_port_is_a_typed_open_error(pty_emulator):
+    with open_device(pty_emulator.url):
+        with pytest.raises(DeviceOpenError, match="cannot open") as info:
+            open_device(pty_emulator.url)
+        assert "another program" in str(info.value)
+
+
+def test_missing_port_and_refused_socket_are_device_not_found():
+    with pytest.raises(DeviceNotFound, match="no such port.*hint"):
+        open_device("/dev/ttyNOSUCHPORT9")
+    with pytest.raises(DeviceNotFound, match="nothing listens"):
+        open_device("socket://127.0.0.1:1")
+
+
+def test_a_silent_port_fails_the_handshake_and_is_released():
+    master, slave = os.openpty()
+    try:
+        path = os.ttyname(slave)
+        with pytest.raises(LinkTimeout, match="no GREETING"):
+            SerialDevice(path, handshake_timeout=0.3)
+        open_port(path).close()  # not left locked
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_runs_through_the_pty_and_survives_garbage_on_the_line(pty_emulator):
+    session = HostSession(open_port(pty_emulator.url), pty_emulator.url, rto=0.05)
+    try:
+        session.handshake()
+        session.flash(CONFIG)
+        os.write(pty_emulator._master, b"\xc0 boot noise \xdb\xc0")  # device-side noise
+        events = make_events(50_000, 3)
+        out, end = session.run(events)
+        np.testing.assert_array_equal(out, relabel(events))
+        assert end.events_out == 50_000 and session.link.stats()["dropped_bytes"] > 0
+    finally:
+        session.close()
+
+
+def test_emulator_going_away_mid_run_raises_device_disconnected():
+    served = ServedEmulator(EmulatorServer(CountingChip), "pty")
+    session = HostSession(open_port(served.url), served.url)
+    session.handshake()
+    session.flash(CONFIG)
+    CountingChip.on_run = staticmethod(lambda: threading.Thread(target=served.close).start())
+    try:
+        with pytest.raises(DeviceDisconnected):
+            session.run(make_events(100_000), timeout=10)
+    finally:
+        CountingChip.on_run = staticmethod(lambda: None)
+        session.close()
+        served.close()
+
+
+def test_ctrl_c_mid_run_leaves_the_device_stopped_and_usable(pty_emulator):
+    session = HostSession(open_port(pty_emulator.url), pty_emulator.url, rto=0.05)
+    session.handshake()
+    session.flash(CONFIG)
+    CountingChip.on_run = staticmethod(_thread.interrupt_main)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            session.run(make_events(200_000))
+    finally:
+        CountingChip.on_run = staticmethod(lambda: None)
+        session.close()  # sends STOP, waits for OK, closes the port
+    assert not session.port.is_open
+    again = HostSession(open_port(pty_emulator.url), pty_emulator.url)
+    again.handshake()
+    again.flash(CONFIG)
+    events = make_events(1000, 9)
+    np.testing.assert_array_equal(again.run(events)[0], relabel(events))
+    again.close()
+
+
+def test_spikeflash_emulate_pty_prints_its_path_and_serves():
+    proc = subprocess.Popen([sys.executable, "-m", "backend.cli", "emulate", "--pty"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        kind, path = proc.stdout.readline().split()
+        assert kind == "PTY" and os.path.exists(path)
+        with open_device(path) as device:
+            assert device.info().firmware.startswith("spikeflash-emulator")
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
+
+
+def test_serial_device_flashes_runs_and_resets_like_emu():
+    if not hasattr(importlib.import_module("snnlib"), "EventSimulator"):
+        pytest.skip("the event-exact engine (snnlib.EventSimulator) has not landed yet")
+    from backend.qualification import qualification_config, random_input
+
+    config = qualification_config("fanout_leak", 1)
+    network = config.to_network()
+    events = random_input(network, 2000, seed=4)
+    with ServedEmulator(EmulatorServer(), "pty") as served, open_device(served.url) as board, \
+            open_device("emu://") as emu:
+        for device in (board, emu):
+            device.flash(config)
+        got, want = board.run(events), emu.run(events)
+        np.testing.assert_array_equal(got.events, want.events)
+        assert got.rasters.keys() == want.rasters.keys()
+        for name in got.rasters:
+            assert got.rasters[name].equal(want.rasters[name])
+        assert (board.counters.sent, board.counters.received) == (len(events), len(want.events))
+        assert board.counters.core_in == emu.counters.core_in
+        assert board.counters.core_out == emu.counters.core_out
+        states = board.read_states()
+        assert states.keys() == emu.read_states().keys()
+        for core, state in emu.read_states().items():
+            np.testing.assert_array_equal(states[core], state)
+        board.reset()
+        for core, state in board.read_states().items():
+            initial = network.layers[core].initial_state
+            np.testing.assert_array_equal(state, 0 if initial is None else initial)

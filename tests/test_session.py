@@ -1,0 +1,332 @@
+"""The host session against the emulator server through a real, fault-injecting TCP link
+(reliability bar B.6 items 7-15, 17): recover with nothing lost, or raise a typed error."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import threading
+import time
+import types
+
+import numpy as np
+import pytest
+
+from backend.emulator_server import EmulatorServer, ServedEmulator
+from backend.errors import (
+    DeviceDisconnected,
+    DeviceError,
+    DeviceReset,
+    FlashError,
+    FlashMismatch,
+    FlashNotApplied,
+    LinkTimeout,
+    NotFlashed,
+    RunTimeout,
+    VersionMismatch,
+)
+from backend.faulty_link import Faults, FaultyLink
+from backend.protocol import frames as fr
+from backend.protocol.codec import FrameDecoder, encode_frame
+from backend.protocol.frames import FrameType
+from backend.protocol.link import Link
+from backend.protocol.session import HostSession
+from backend.serial_device import open_port
+from snnlib.events import EVENT_DTYPE
+
+
+class CountingChip:
+    """Stand-in for the device core: output = input moved to layer+1; state counts inputs."""
+
+    info = types.SimpleNamespace(chip="counting", firmware="test 1")
+    on_run = staticmethod(lambda: None)
+
+    def __init__(self):
+        self.config = None
+        self.state = np.zeros((2, 4, 4), np.int16)
+
+    def apply_config(self, config_json: bytes) -> str:
+        text = json.dumps(json.loads(config_json), sort_keys=True)
+        self.config = types.SimpleNamespace(to_json=lambda: text)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def reset(self):
+        self.state[:] = 0
+
+    def read_states(self):
+        return {0: self.state.copy()}
+
+    def run(self, events):
+        self.on_run()
+        np.add.at(self.state, (events["channel"] % 2, events["y"] % 4, events["x"] % 4), 1)
+        return relabel(events), types.SimpleNamespace(
+            events_in={0: len(events)}, events_out={1: len(events)}, dropped=0,
+            last_t=int(events["t"].max()) if len(events) else -1)
+
+
+def relabel(events):
+    out = events.copy()
+    out["layer"] += 1
+    return out
+
+
+CONFIG = json.dumps({"layers": list(range(3000))}).encode()  # spans several frames
+
+
+def make_events(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    events = np.zeros(n, EVENT_DTYPE)
+    events["t"] = np.sort(rng.integers(0, 10 * n + 1, n))
+    events["channel"] = rng.integers(0, 1024, n)
+    events["y"] = rng.integers(0, 512, n)
+    events["x"] = rng.integers(0, 512, n)
+    return events
+
+
+@pytest.fixture
+def served():
+    with ServedEmulator(EmulatorServer(CountingChip), "tcp") as emulator:
+        yield emulator
+
+
+def connect(url: str, **kw) -> HostSession:
+    session = HostSession(open_port(url), url, rto=kw.pop("rto", 0.05), **kw)
+    session.handshake()
+    return session
+
+
+def device_address(served: ServedEmulator) -> tuple[str, int]:
+    host, port = served.url.removeprefix("socket://").split(":")
+    return host, int(port)
+
+
+def test_clean_link_flash_run_states_reset(served):
+    session = connect(served.url)
+    try:
+        assert session.greeting.chip == "counting" and session.greeting.version == fr.PROTOCOL_VERSION
+        digest = session.flash(CONFIG)
+        assert digest == hashlib.sha256(json.dumps(json.loads(CONFIG), sort_keys=True).encode()).hexdigest()
+        events = make_events(20_000)
+        out, end = session.run(events)
+        np.testing.assert_array_equal(out, relabel(events))
+        assert (end.events_in, end.events_out, end.last_t) == (20_000, 20_000, int(events["t"][-1]))
+        assert end.core_in == {0: 20_000, 1: 0} and end.dropped == 0
+        assert session.read_states([0])[0].sum() == 20_000
+        session.reset_states()
+        assert not session.read_states([0])[0].any()
+        status = session.status()
+        assert status["runs"] == 1 and status["events_in"] == 20_000 and status["events_out"] == 20_000
+        assert session.link.stats()["retransmits"] == 0
+    finally:
+        session.close()
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_recovers_from_drops_duplicates_reordering_corruption_and_delay(seed):
+    noisy = Faults(drop=0.005, duplicate=0.005, reorder=0.005, corrupt=0.005, delay=0.002, piece=700)
+    with ServedEmulator(EmulatorServer(CountingChip, max_payload=4096, rto=0.05), "tcp") as served, \
+            FaultyLink(device_address(served), noisy, noisy, seed=seed) as link:
+        session = connect(link.url, max_payload=4096)  # small frames: most survive this noise
+        try:
+            session.flash(CONFIG)
+            for run in range(3):
+                events = make_events(20_000, seed * 10 + run)
+                out, end = session.run(events, timeout=30)
+                np.testing.assert_array_equal(out, relabel(events))  # nothing lost, nothing doubled
+                assert end.events_in == end.events_out == len(events)
+        finally:
+            session.close()
+        faults = {k: link.counters["to_device"][k] + link.counters["to_host"][k]
+                  for k in ("dropped", "duplicated", "reordered", "corrupted")}
+        assert min(faults.values()) > 0, faults
+        stats = session.link.stats()
+        assert stats["retransmits"] > 0 and stats["dropped_bytes"] > 0
+
+
+def test_stalled_device_output_raises_link_timeout_not_a_hang(served):
+    with FaultyLink(device_address(served)) as link:
+        session = connect(link.url)
+        session.flash(CONFIG)
+        link.stall("to_host")
+        start = time.monotonic()
+        with pytest.raises(LinkTimeout) as info:
+            session.run(make_events(1000), timeout=1.0)
+        assert time.monotonic() - start < 3.0
+        assert isinstance(info.value, TimeoutError) and info.value.counters is not None
+        session.close()
+
+
+def test_device_that_stops_reading_raises_link_timeout(served):
+    with FaultyLink(device_address(served)) as link:
+        session = connect(link.url)
+        session.port.write_timeout = 0.3
+        session.flash(CONFIG)
+        link.stall("to_device")
+        start = time.monotonic()
+        with pytest.raises(LinkTimeout, match="no acknowledgement|accepted no data|window"):
+            session.run(make_events(2_000_000), timeout=60)
+        assert time.monotonic() - start < 10.0
+        session.close()
+
+
+def test_device_reset_mid_run_is_detected_and_the_next_run_resyncs(served):
+    session = connect(served.url)
+    try:
+        session.flash(CONFIG)
+        CountingChip.on_run = staticmethod(served.server.reboot)
+        with pytest.raises(DeviceReset, match="restarted"):
+            session.run(make_events(5000))
+        CountingChip.on_run = staticmethod(lambda: None)
+        assert session.needs_handshake
+        with pytest.raises(DeviceReset):
+            session.run(make_events(10))  # no silent use of a link that lost its device
+        session.handshake()
+        with pytest.raises(NotFlashed):  # the restarted device lost its configuration
+            session.run(make_events(10))
+        session.flash(CONFIG)
+        events = make_events(5000, 7)
+        out, _ = session.run(events)
+        np.testing.assert_array_equal(out, relabel(events))
+    finally:
+        CountingChip.on_run = staticmethod(lambda: None)
+        session.close()
+
+
+def test_unplug_mid_run_raises_device_disconnected(served):
+    with FaultyLink(device_address(served)) as link:
+        session = connect(link.url)
+        session.flash(CONFIG)
+        CountingChip.on_run = staticmethod(link.unplug)
+        try:
+            start = time.monotonic()
+            with pytest.raises(DeviceDisconnected, match="unplugged") as info:
+                session.run(make_events(5000), timeout=5)
+            assert time.monotonic() - start < 5.0 and info.value.counters is not None
+        finally:
+            CountingChip.on_run = staticmethod(lambda: None)
+            session.close()
+        assert not session._reader.is_alive()
+
+
+def test_missing_end_of_run_marker_is_a_run_timeout_naming_progress(served):
+    session = connect(served.url)
+    try:
+        session.flash(CONFIG)
+        CountingChip.on_run = staticmethod(lambda: time.sleep(0.6))
+        events = make_events(100)
+        with pytest.raises(RunTimeout, match=rf"read 0 output events .*last timestamp {events['t'][-1]} µs"):
+            session.run(events, timeout=0.3)
+    finally:
+        CountingChip.on_run = staticmethod(lambda: None)
+        session.close()
+
+
+class LyingChip(CountingChip):
+    def apply_config(self, config_json):
+        super().apply_config(config_json)
+        return hashlib.sha256(b"something else").hexdigest()
+
+
+def test_flash_nothing_written_mismatch_and_invalid_are_different_errors(served):
+    session = connect(served.url)
+    try:
+        with pytest.raises(FlashNotApplied, match="wrote nothing"):
+            session.flash(b"")
+        with pytest.raises(FlashError, match="CONFIG_INVALID") as info:
+            session.flash(b"{not json")
+        assert not isinstance(info.value, (FlashNotApplied, FlashMismatch))
+        with pytest.raises(NotFlashed, match="NOT_CONFIGURED"):
+            session.run(make_events(3))
+    finally:
+        session.close()
+    with ServedEmulator(EmulatorServer(LyingChip), "tcp") as lying:
+        session = connect(lying.url)
+        with pytest.raises(FlashMismatch, match="reads back"):
+            session.flash(CONFIG)
+        session.close()
+
+
+def test_boot_noise_before_the_greeting_is_skipped_and_counted(served):
+    address = device_address(served)
+    with FaultyLink(address, to_host=Faults(corrupt=0.3, piece=16), seed=5) as link:
+        session = connect(link.url)
+        session.close()
+    assert session.link.stats()["dropped_bytes"] > 0
+
+
+def _fake_device(listener: socket.socket, version: int) -> None:
+    conn, _ = listener.accept()
+    decoder = FrameDecoder()
+    with conn:
+        while True:
+            data = conn.recv(4096)
+            if not data:
+                return
+            for frame in decoder.feed(data):
+                if frame.type == FrameType.HELLO:
+                    hello = fr.Hello.unpack(frame.payload)
+                    greeting = fr.Greeting(hello.nonce, 1, 1024, 4, "future", "fw 9", version=version)
+                    conn.sendall(b"booting...\r\n" + encode_frame(FrameType.GREETING, 0, greeting.pack()))
+
+
+def test_version_mismatch_is_typed():
+    listener = socket.create_server(("127.0.0.1", 0))
+    threading.Thread(target=_fake_device, args=(listener, 2), daemon=True).start()
+    url = "socket://127.0.0.1:%d" % listener.getsockname()[1]
+    session = HostSession(open_port(url), url)
+    with pytest.raises(VersionMismatch, match="version 2"):
+        session.handshake()
+    session.close()
+    listener.close()
+
+
+def test_silent_port_handshake_times_out():
+    listener = socket.create_server(("127.0.0.1", 0))
+    url = "socket://127.0.0.1:%d" % listener.getsockname()[1]
+    session = HostSession(open_port(url), url)
+    with pytest.raises(LinkTimeout, match="no GREETING within 0.3 s"):
+        session.handshake(timeout=0.3)
+    session.close()
+    listener.close()
+
+
+def test_retransmission_timer_uses_the_injected_clock():
+    now = [0.0]
+    sent: list[bytes] = []
+    link = Link(sent.append, lambda timeout: b"", lambda frame: None, rto=1.0, max_retries=2,
+                clock=lambda: now[0])
+    link.restart(window=4, max_payload=1024)
+    link.send(FrameType.STATUS, b"", deadline=10.0)
+    link.pump(0)
+    assert len(sent) == 1  # no time has passed
+    now[0] = 1.01
+    link.pump(0)
+    assert len(sent) == 2 and link.counters["retransmits"] == 1
+    now[0] = 3.1  # doubled timeout
+    link.pump(0)
+    assert len(sent) == 3
+    now[0] = 100.0
+    with pytest.raises(LinkTimeout, match="no acknowledgement for frame seq 0 .* after 2 retransmissions"):
+        link.pump(0)
+
+
+def test_window_limits_frames_in_flight_and_ack_releases_them():
+    now = [0.0]
+    sent: list[bytes] = []
+    incoming: list[bytes] = []
+    link = Link(sent.append, lambda timeout: incoming.pop() if incoming else b"", lambda frame: None,
+                clock=lambda: now[0])
+    link.restart(window=2, max_payload=1024)
+    link.send(FrameType.EVENTS, b"a", deadline=1.0)
+    link.send(FrameType.EVENTS, b"b", deadline=1.0)
+    with pytest.raises(LinkTimeout, match="window space"):
+        link.send(FrameType.EVENTS, b"c", deadline=0.0)
+    incoming.append(encode_frame(FrameType.ACK, 0, fr.U16.pack(2)))
+    link.send(FrameType.EVENTS, b"c", deadline=1.0)
+    assert len(sent) == 3
+
+
+def test_every_error_is_a_device_error():
+    for cls in (DeviceDisconnected, DeviceReset, FlashError, LinkTimeout, NotFlashed, RunTimeout, VersionMismatch):
+        assert issubclass(cls, DeviceError)
