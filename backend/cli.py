@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from backend.errors import DeviceError
 
@@ -44,32 +45,236 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0 if result.bit_exact else 3
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    import importlib.metadata
+
+    from backend.samna_support import samna_status
+
+    problems = 0
+    print(f"python      {sys.version.split()[0]}")
+    for dist in ("spikeflash", "torch", "numba", "numpy", "pyserial"):
+        try:
+            print(f"{dist:<11} {importlib.metadata.version(dist)}")
+        except importlib.metadata.PackageNotFoundError:
+            print(f"{dist:<11} MISSING (hint: pip install -e . in the repository)")
+            problems += 1
+    samna = samna_status()  # reads the installed files; never imports samna
+    print(f"{'samna':<11} {samna.version or '-'} ({samna.state})" + (f"\n  hint: {samna.hint}" if samna.hint else ""))
+    problems += _check_serial_ports()
+    problems += _self_test()
+    print("all checks passed" if not problems else f"{problems} problem(s) found")
+    return 0 if not problems else 1
+
+
+def _check_serial_ports() -> int:
+    """Print every serial port and whether this user may open it; return the problem count."""
+    import os
+
+    from serial.tools import list_ports
+
+    ports = sorted(p.device for p in list_ports.comports())
+    if not ports:
+        print("serial      no serial ports found (a board shows up as /dev/ttyACM* or /dev/ttyUSB*)")
+    denied = [port for port in ports if not os.access(port, os.R_OK | os.W_OK)]
+    for port in ports:
+        print(f"serial      {port}: " + ("PERMISSION DENIED" if port in denied else "read/write ok"))
+    if denied:
+        print("  hint: add your user to the port's group (Linux: sudo usermod -aG dialout $USER), "
+              "then log in again")
+    return len(denied)
+
+
+def _self_test() -> int:
+    """Flash a small network to an emulator served on a pty, run random events through it and
+    compare with the event-exact simulation; return 0 when bit-exact, else 1."""
+    import numpy as np
+    import torch
+
+    from backend.compare import compare
+    from backend.device import open_device
+    from backend.emulator_server import EmulatorServer, ServedEmulator
+    from mapper import map_model
+    from snnlib import SpikingLayer, empty_events
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, bias=False), SpikingLayer(threshold=2.0))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.arange(36.0).reshape(4, 1, 3, 3) % 5 - 1)
+    mapping = map_model(model, (1, 8, 8))
+    rng = np.random.default_rng(0)
+    events = empty_events(300)
+    events["t"] = np.sort(rng.integers(0, 10_000, len(events)))
+    events["layer"] = mapping.input_cores[0]
+    events["y"], events["x"] = rng.integers(0, 8, (2, len(events)))
+    with ServedEmulator(EmulatorServer(), "pty") as served, open_device(served.url) as device:
+        result = compare(mapping.config, device, events)
+    verdict = "ok" if result.bit_exact and result.n_expected else "FAILED"
+    print(f"self-test   emulator on a pty ({served.url}): flash, run {len(events)} events: {verdict}, "
+          f"{result.n_received} output events, {result.n_expected} expected")
+    if verdict != "ok":
+        print(f"  {result}\n  hint: reinstall with pip install -e . and rerun with --debug")
+    return 0 if verdict == "ok" else 1
+
+
+def _cmd_map(args: argparse.Namespace) -> int:
+    from mapper import MappingError, map_model
+
+    model = _load_model(args.model)
+    try:
+        result = map_model(model, args.input_shape, args.chip)
+    except MappingError as exc:
+        print(f"error: {args.model} does not fit {exc.report.chip}: {len(exc.report.violations)} problem(s)",
+              file=sys.stderr)
+        print(exc.report, file=sys.stderr)
+        print("hint: apply the fixes listed for each problem, then map again", file=sys.stderr)
+        return 2
+    output = args.output or str(Path(args.model).with_suffix(".json"))
+    result.config.save(output)
+    print(result.report)
+    print(f"input events enter core(s) {result.input_cores}; configuration written to {output}")
+    return 0
+
+
+def _cmd_flash(args: argparse.Namespace) -> int:
+    from backend.device import open_device
+    from mapper import ChipConfig
+
+    config = ChipConfig.load(args.config)
+    with open_device(args.device) as device:
+        device.flash(config)
+    print(f"flashed {args.config} ({len(config.cores)} cores, digest {config.digest()[:16]}) to "
+          f"{args.device}; read-back verified")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from backend.device import open_device
+    from backend.event_files import load_events, save_events
+    from mapper import ChipConfig
+
+    config = ChipConfig.load(args.config)
+    events = load_events(args.events)
+    output = args.output or str(Path(args.events).with_name(Path(args.events).stem + "_out.npz"))
+    with open_device(args.device) as device:
+        device.flash(config)
+        device.reset()
+        result = device.run(events, timeout=args.timeout)
+    save_events(output, result.events)
+    print(f"{len(events)} input events -> {len(result.events)} output events, written to {output}")
+    for core, name in config.monitored_layer_names().items():
+        print(_layer_summary(core, name, result.events[result.events["layer"] == core]))
+    return 0
+
+
+def _layer_summary(core: int, name: str, events) -> str:
+    if len(events) == 0:
+        return f"  core {core:>2} {name:<16} no events"
+    neurons = len({(c, y, x) for c, y, x in zip(events["channel"], events["y"], events["x"])})
+    return (f"  core {core:>2} {name:<16} {len(events):>8} events from {neurons} neuron(s), "
+            f"t {int(events['t'].min())}..{int(events['t'].max())} µs")
+
+
+def _load_model(path: str):
+    """A torch ``nn.Module`` saved whole with ``torch.save`` (``.pt``/``.pth``) or a NIR graph
+    (``.nir``)."""
+    import torch
+
+    file = Path(path)
+    if file.suffix not in (".pt", ".pth", ".nir"):
+        raise ValueError(f"model={path!r}: unknown file type {file.suffix!r}; expected a .pt/.pth file "
+                         "(torch.save(model, path)) or a .nir graph")
+    if not file.is_file():
+        raise FileNotFoundError(f"model={path!r}: no such file")
+    if file.suffix == ".nir":
+        from mapper.nir_interchange import import_nir
+
+        imported = import_nir(file)
+        print(imported.report)
+        return imported.model
+    model = torch.load(file, weights_only=False)
+    if not isinstance(model, torch.nn.Module):
+        raise ValueError(f"model={path!r}: holds a {type(model).__name__}, not a torch.nn.Module; save the "
+                         "whole model with torch.save(model, path), not its state_dict")
+    return model
+
+
+def _shape(text: str) -> tuple[int, int, int]:
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected C,H,W, three positive ints such as 1,8,8")
+    return shape
+
+
+EXAMPLES = {
+    None: """spikeflash demo                                 train, map, flash and verify the digits demo
+  spikeflash doctor                               check the installation and the serial path
+  spikeflash map model.pt --input-shape 1,8,8     map a saved torch model to speck2f
+  spikeflash flash model.json --device /dev/ttyACM0
+  spikeflash run model.json --events input.npz --device emu://""",
+    "demo": "spikeflash demo",
+    "emulate": "spikeflash emulate --pty        # prints e.g. 'PTY /dev/pts/3'\n  spikeflash emulate --tcp 5000",
+    "devices": "spikeflash devices",
+    "doctor": "spikeflash doctor",
+    "compare": "spikeflash compare model.json --events input.npz --device /dev/ttyACM0",
+    "map": "spikeflash map model.pt --input-shape 1,8,8 -o model.json\n  spikeflash map model.nir --input-shape 2,64,64 --chip speck2f",
+    "flash": "spikeflash flash model.json --device /dev/ttyACM0\n  spikeflash flash model.json --device socket://localhost:5000",
+    "run": "spikeflash run model.json --events input.npz --device emu:// -o output.npz",
+}
+
+
+def _subcommand(sub, name: str, func, help_text: str) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=help_text, description=help_text,
+                            epilog="examples:\n  " + EXAMPLES[name],
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.set_defaults(func=func)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spikeflash",
         description="Simulate, map, flash and verify spiking networks on Speck / DYNAP-CNN chips.",
-        epilog="examples:\n  spikeflash demo\n",
+        epilog="examples:\n  " + EXAMPLES[None],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run the end-to-end demo on the bundled emulator")
-    demo.set_defaults(func=_cmd_demo)
-    emulate = sub.add_parser("emulate", help="serve the emulator over the wire protocol on a pty or TCP port")
+    _subcommand(sub, "demo", _cmd_demo, "run the end-to-end demo on the bundled emulator")
+    emulate = _subcommand(sub, "emulate", _cmd_emulate,
+                          "serve the emulator over the wire protocol on a pty or TCP port")
     where = emulate.add_mutually_exclusive_group(required=True)
     where.add_argument("--pty", action="store_true", help="create a pseudo-terminal; prints 'PTY <path>'")
     where.add_argument("--tcp", type=int, metavar="PORT", help="listen on 127.0.0.1:PORT (0: any); prints 'TCP <host>:<port>'")
-    emulate.set_defaults(func=_cmd_emulate)
-    devices = sub.add_parser("devices", help="list emulators, serial ports and samna devkits to open")
-    devices.set_defaults(func=_cmd_devices)
-    comp = sub.add_parser("compare", help="run events on a device and in simulation; report the first divergence "
-                          "(exit code 3 when they differ)")
+    _subcommand(sub, "devices", _cmd_devices, "list emulators, serial ports and samna devkits to open")
+    _subcommand(sub, "doctor", _cmd_doctor, "versions, samna, serial port permissions and a loopback "
+                "self-test against an emulator on a pty (exit code 1 when a check fails)")
+    comp = _subcommand(sub, "compare", _cmd_compare, "run events on a device and in simulation; report the "
+                       "first divergence (exit code 3 when they differ)")
     comp.add_argument("config", help="ChipConfig JSON file (from the mapper)")
     comp.add_argument("--events", required=True, help="input events: .npy / .npz event file")
     comp.add_argument("--device", default="emu://", help="device URL (default: emu://)")
     comp.add_argument("--no-flash", action="store_true", help="run what the device holds instead of flashing")
     comp.add_argument("--timeout", type=float, help="seconds for the device run (default: scales with the input)")
-    comp.set_defaults(func=_cmd_compare)
+    mapping = _subcommand(sub, "map", _cmd_map, "map a model file to a ChipConfig JSON and print the fit "
+                          "report (exit code 2 and every problem when it does not fit)")
+    mapping.add_argument("model", help="a torch.save'd nn.Module (.pt/.pth) or a NIR graph (.nir)")
+    mapping.add_argument("--input-shape", required=True, type=_shape, metavar="C,H,W",
+                         help="shape of one input frame, e.g. 1,8,8")
+    mapping.add_argument("--chip", default="speck2f", help="target chip (default: speck2f)")
+    mapping.add_argument("-o", "--output", help="config JSON to write (default: the model path with .json)")
+    flash = _subcommand(sub, "flash", _cmd_flash, "write a ChipConfig JSON to a device and verify the read-back")
+    flash.add_argument("config", help="ChipConfig JSON file (from `spikeflash map`)")
+    flash.add_argument("--device", required=True, help="device URL: emu://, a port such as /dev/ttyACM0, "
+                       "socket://host:port or samna://speck2fdevkit:0")
+    run = _subcommand(sub, "run", _cmd_run, "flash a config, run an event file through the device, write the "
+                      "output events and print a summary per monitored layer")
+    run.add_argument("config", help="ChipConfig JSON file (from `spikeflash map`)")
+    run.add_argument("--events", required=True, help="input events: .npy / .npz event file")
+    run.add_argument("--device", default="emu://", help="device URL (default: emu://)")
+    run.add_argument("-o", "--output", help="output event file (.npz / .npy; default: <events>_out.npz)")
+    run.add_argument("--timeout", type=float, help="seconds for the device run (default: scales with the input)")
     return parser
 
 
@@ -81,12 +286,23 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, OSError, RuntimeError, DeviceError) as exc:
+    except (ValueError, OSError, RuntimeError, ImportError, DeviceError) as exc:
         if args.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
-        print("hint: rerun with --debug for the full traceback", file=sys.stderr)
+        print(f"hint: {_hint(exc)}", file=sys.stderr)
         return 1
+
+
+def _hint(exc: Exception) -> str:
+    """What to try next for ``exc`` (a DeviceError carries its own hint in its message)."""
+    if isinstance(exc, ImportError):
+        return "install the optional extras: pip install 'spikeflash[demo,nir]'"
+    if isinstance(exc, FileNotFoundError):
+        return "check the path; relative paths start in the current directory"
+    if isinstance(exc, DeviceError) and exc.hint is None:
+        return "run `spikeflash doctor` to check the installation and the serial path"
+    return "rerun with --debug for the full traceback"
 
 
 if __name__ == "__main__":

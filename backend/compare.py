@@ -123,7 +123,7 @@ def compare(
         device.flash(config)
     device.reset()
     network = config.to_network()
-    expected = simulate(network, events)
+    expected = simulate(network, events).events
     received = device.run(events, timeout=timeout).events
     names = config.monitored_layer_names()
     layers = sorted(set(names) | set(np.unique(expected["layer"]).tolist())

@@ -27,7 +27,7 @@ def run_demo(time_steps: int = 50, seed: int = 0) -> int:
         SpikingLayer(threshold=2.0, layer_name="spiking1"),
         SumPool2d(2),
         torch.nn.Conv2d(4, 8, 3, padding=1, bias=False),
-        SpikingLayer(threshold=4.0, layer_name="spiking2"),
+        SpikingLayer(threshold=16.0, layer_name="spiking2"),
     )
     with torch.no_grad():
         for conv in (network[0], network[3]):

@@ -29,7 +29,8 @@ from backend.protocol.link import Link
 #: input events the chip processes per step, so output streams while a long run goes on
 RUN_SLICE = 65536
 #: frames inside a multi-frame transaction; an error there is answered at its end
-TRANSACTION_BODY = frozenset({FrameType.CONFIG_BEGIN, FrameType.CONFIG_CHUNK, FrameType.RUN_BEGIN, FrameType.EVENTS})
+TRANSACTION_BODY = frozenset({FrameType.CONFIG_BEGIN, FrameType.CONFIG_CHUNK,
+                              FrameType.RUN_BEGIN, FrameType.EVENTS})
 #: seconds a write may wait for the host to read before the session is dropped
 WRITE_DEADLINE = 5.0
 
@@ -83,6 +84,8 @@ class EmulatorServer:
                 return b""
             try:
                 data = os.read(fd, 1 << 20)
+            except BlockingIOError:
+                return b""
             except OSError as exc:
                 raise PeerClosed from exc
             if not data:
@@ -99,9 +102,12 @@ class EmulatorServer:
                     raise LinkTimeout(f"host read nothing for {WRITE_DEADLINE} s")
                 try:
                     view = view[os.write(fd, view):]
+                except BlockingIOError:
+                    pass
                 except OSError as exc:
                     raise PeerClosed from exc
 
+        os.set_blocking(fd, False)  # a write never blocks past WRITE_DEADLINE
         self.link = Link(write, receive, self._on_control, rto=self.rto)
         self._greet(0)
         while not stop.is_set():
@@ -171,8 +177,10 @@ class EmulatorServer:
         else:
             if frame_type == FrameType.CONFIG_END:
                 code = ErrorCode.CONFIG_INVALID
+            elif isinstance(exc, (ProtocolError, ValueError)):
+                code = ErrorCode.BAD_PAYLOAD
             else:
-                code = ErrorCode.BAD_PAYLOAD if isinstance(exc, (ProtocolError, ValueError)) else ErrorCode.INTERNAL
+                code = ErrorCode.INTERNAL
             message = f"{type(exc).__name__}: {exc}"
         return fr.ERROR.pack(code, frame_type) + message.encode()[:self.link.max_payload - fr.ERROR.size]
 
@@ -199,7 +207,8 @@ class EmulatorServer:
         if self._end_transaction():
             return
         if not upload:
-            self._reply(FrameType.CONFIG_APPLIED, fr.CONFIG_APPLIED.pack(fr.ConfigStatus.NOTHING_WRITTEN, 0, bytes(32)))
+            nothing = fr.CONFIG_APPLIED.pack(fr.ConfigStatus.NOTHING_WRITTEN, 0, bytes(32))
+            self._reply(FrameType.CONFIG_APPLIED, nothing)
             return
         digest = self.chip.apply_config(bytes(upload))
         self.applied = self.chip.config.to_json().encode()  # what the chip holds, for read-back
@@ -209,7 +218,8 @@ class EmulatorServer:
     def _config_read(self, payload: bytes) -> None:
         offset, length = fr.unpack_struct(fr.CONFIG_READ, payload, "CONFIG_READ")
         length = min(length, self.link.max_payload - fr.CONFIG_OFFSET.size)
-        self._reply(FrameType.CONFIG_DATA, fr.CONFIG_OFFSET.pack(offset) + self.applied[offset:offset + length])
+        data = self.applied[offset:offset + length]
+        self._reply(FrameType.CONFIG_DATA, fr.CONFIG_OFFSET.pack(offset) + data)
 
     def _reset_states(self, payload: bytes) -> None:
         self._require_config()
@@ -250,7 +260,8 @@ class EmulatorServer:
         self._run = None
         events = fr.unpack_events(payloads)
         if len(events) != n_expected:
-            raise _Refused(ErrorCode.BAD_EVENTS, f"run {run_id} announced {n_expected} events, got {len(events)}")
+            raise _Refused(ErrorCode.BAD_EVENTS,
+                           f"run {run_id} announced {n_expected} events, got {len(events)}")
         n_out, last_t, dropped, core_in, core_out = 0, -1, 0, {}, {}
         for start in range(0, len(events), RUN_SLICE):
             out, stats = self.chip.run(events[start:start + RUN_SLICE])

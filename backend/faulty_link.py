@@ -52,10 +52,15 @@ class FaultyLink:
                 host, _ = self._listener.accept()
             except (socket.timeout, OSError):
                 continue
-            device = socket.create_connection(self.device)
+            try:
+                device = socket.create_connection(self.device)
+            except OSError:  # no device: the host sees the link close
+                host.close()
+                continue
             self._sockets += [host, device]
             for src, dst, direction, salt in ((host, device, "to_device", 1), (device, host, "to_host", 2)):
-                threading.Thread(target=self._relay, args=(src, dst, direction, random.Random(self.seed * 7 + salt)),
+                rng = random.Random(self.seed * 7 + salt)
+                threading.Thread(target=self._relay, args=(src, dst, direction, rng),
                                  daemon=True, name=f"faulty-link {direction}").start()
 
     def _relay(self, src: socket.socket, dst: socket.socket, direction: str, rng: random.Random) -> None:
@@ -80,13 +85,16 @@ class FaultyLink:
                 if faults.delay:
                     time.sleep(rng.uniform(0, faults.delay))
                 dst.sendall(b"".join(out))
-        except OSError:
+        except (OSError, ValueError):  # the other relay thread or unplug() closed the sockets
             pass
         finally:
             self.unplug()
 
     @staticmethod
-    def _mangle(piece: bytes, faults: Faults, counters: dict, rng: random.Random, out: list, held: bytes) -> bytes:
+    def _mangle(piece: bytes, faults: Faults, counters: dict, rng: random.Random, out: list,
+                held: bytes) -> bytes:
+        """Apply the faults to ``piece``, appending what to send to ``out``; return the piece
+        now held back for reordering (or b"")."""
         if rng.random() < faults.drop:
             counters["dropped"] += 1
             return held

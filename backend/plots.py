@@ -243,7 +243,8 @@ def _memory_row(index: int, row: Any) -> dict:
             raise PlotInputError(
                 f"rows[{index}]: has no '{key}'; each row needs {', '.join(keys)}"
             )
-        if key != "layer" and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0):
+        is_count = isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 0
+        if key != "layer" and not is_count:
             raise PlotInputError(f"rows[{index}].{key} = {value!r}; expected an integer >= 0")
     return values
 

@@ -10,7 +10,7 @@ import numpy as np
 import serial
 
 from backend.device import Device, DeviceInfo
-from backend.errors import DeviceNotFound, DeviceOpenError, FlashMismatch
+from backend.errors import DeviceNotFound, DeviceOpenError, FlashMismatch, VersionMismatch
 from backend.protocol.session import HostSession
 
 if TYPE_CHECKING:
@@ -37,7 +37,8 @@ def open_port(url: str, baudrate: int = 115200) -> serial.SerialBase:
                                  hint="start `spikeflash emulate --tcp PORT` or check host and port") from exc
         if code in (errno.EACCES, errno.EPERM) or "Permission denied" in text:
             raise DeviceOpenError(f"{url}: permission denied ({text})",
-                                  hint="add your user to the 'dialout' group (Linux), then log in again") from exc
+                                  hint="add your user to the 'dialout' group (Linux), then log in again"
+                                  ) from exc
         raise DeviceOpenError(f"{url}: cannot open ({text})",
                               hint="is another program (or another spikeflash) using the port?") from exc
 
@@ -82,6 +83,9 @@ class SerialDevice(Device):
 
     def _flash(self, config: "ChipConfig") -> str:
         self._resync()
+        if config.chip != self.greeting.chip:
+            raise VersionMismatch(f"{self.url}: the device is a {self.greeting.chip}, the configuration "
+                                  f"is for {config.chip}", hint=f"map the model with chip={self.greeting.chip!r}")
         return self.session.flash(config.to_json().encode())
 
     def _reset(self) -> None:

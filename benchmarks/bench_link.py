@@ -4,9 +4,9 @@ Measures, in one run: the raw pty byte rate (two threads, os.write/os.read of 64
 host -> emulator input events/s, emulator -> host output events/s, the round trip of a single
 event, and the soak (``--soak``: 1,000 consecutive runs, >= 1e7 events, counters checked).
 The emulator runs in its own process behind a real pty (as ``spikeflash emulate --pty``);
-the host opens the pty with pyserial exactly as it would a board. To time the link and not the neuron engine, the
-device core here is a link-test core (``LinkTestChip``): it discards input, or answers each
-input event with ``fanout`` output events. Run:
+the host opens the pty with pyserial exactly as it would a board. To time the link and not
+the neuron engine, the device core here is a link-test core (``LinkTestChip``): it discards
+the input, or answers each input event with ``fanout`` output events. Run:
 
     .venv/bin/python benchmarks/bench_link.py [--events 4000000] [--soak]
 """
@@ -131,7 +131,8 @@ def main() -> None:
     events = make_events(n)
 
     raw = raw_pty_rate(8 * n)
-    print(f"raw pty:            {raw / 1e6:7.1f} MB/s = {raw / BYTES_PER_EVENT / 1e6:5.2f} M events/s at 8 B/event")
+    print(f"raw pty:            {raw / 1e6:7.1f} MB/s = {raw / BYTES_PER_EVENT / 1e6:5.2f} M events/s "
+          "at 8 B/event")
     proc, path = start_device()
     try:
         session = HostSession(open_port(path), path)

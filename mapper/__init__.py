@@ -14,3 +14,20 @@ __all__ = [
     "CoreSpec", "DVSConfig", "Limits", "MappingError", "MemoryNeed", "get_chip",
     "kernel_words", "list_chips", "load_chip_spec", "neuron_words",
 ]
+from mapper.graph import extract_graph
+from mapper.pipeline import MappingResult, map_model
+from mapper.report import FitReport
+
+__all__ += ["FitReport", "MappingResult", "extract_graph", "map_model"]
+from mapper.nir_interchange import (
+    LegalizationReport,
+    LegalizationWarning,
+    LossyImportError,
+    NIRExportError,
+    NIRImportError,
+    export_nir,
+    import_nir,
+)
+
+__all__ += ["LegalizationReport", "LegalizationWarning", "LossyImportError", "NIRExportError",
+            "NIRImportError", "export_nir", "import_nir"]

@@ -75,7 +75,9 @@ def check_core(name: str, core, limits: Limits) -> list[Violation]:
     oh, ow = limits.max_output_size
     if ho > oh or wo > ow:
         need = max(-(-ho // oh), -(-wo // ow))
-        stride = next((s for s in limits.strides if s >= need * max(core.stride)), limits.strides[-1])
+        stride = next((st for st in limits.strides
+                       if conv_output_size(h, kh, st, core.padding[0]) <= oh
+                       and conv_output_size(w, kw, st, core.padding[1]) <= ow), limits.strides[-1])
         bad(f"output map must be <= {oh}x{ow} before pooling", f"{ho}x{wo}",
             f"use stride {stride} or add {need}x{need} pooling before this layer", "weights")
     if ho < 1 or wo < 1:

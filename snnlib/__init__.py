@@ -1,7 +1,15 @@
 """snnlib: spiking layers with integer-exact time-stepped simulation, and an event-exact
 simulator with the chip's integer semantics. Knows nothing of chips' cores or devices."""
 
-from snnlib.events import EVENT_DTYPE, empty_events
+from snnlib.events import (
+    EVENT_DTYPE,
+    InvalidEventsError,
+    check_events,
+    empty_events,
+    events_to_raster,
+    raster_to_events,
+)
+from snnlib.engine import ChipModelOptions, EventSimulator, SimulationResult, simulate
 from snnlib.network import (
     DVS_LAYER_ID,
     CoreLayer,
@@ -27,3 +35,4 @@ from snnlib.encoders import Img2SpikeLayer, Sig2SpikeLayer
 from snnlib.ann import NeuromorphicReLU, QuantizeLayer, SumPool2d
 from snnlib.conversion import from_torch, normalize_weights
 from snnlib.synops import LayerActivity, SynOpCounter
+from snnlib.integer_model import UnsupportedModelError, network_from_sequential

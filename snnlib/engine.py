@@ -40,10 +40,6 @@ DEST_LAYER, DEST_POOL, DEST_SHIFT = range(3)
 NEXT_TICK, PERIOD, LAST_T = range(3)
 
 
-class SimulationError(RuntimeError):
-    """The simulator cannot continue (e.g. a cyclic network)."""
-
-
 @dataclass(frozen=True)
 class ChipModelOptions:
     """Rules that a real chip could implement differently; the defaults are chip-facts §12.
@@ -97,12 +93,12 @@ def _grow(a, need):
     size = a.shape[0]
     while size < need:
         size *= 2
-    b = np.empty((size, a.shape[1]), a.dtype)
+    b = np.empty((size,) + a.shape[1:], a.dtype)
     b[: a.shape[0]] = a
     return b
 
 
-@njit(inline="always")
+@njit(cache=True)
 def _integrate(li, c, y, x, lp, weights, state, opts, counters, spikes):
     """Update every neuron of layer ``li`` that input (c, y, x) reaches, in (f, y, x) order;
     write the spikes to ``spikes`` and return how many."""
@@ -169,12 +165,12 @@ def _preprocess(dvs, c, y, x, spikes):
 
 @njit(inline="always")
 def _emit(n, spikes, t, out_id, out, n_out):
-    """Append ``n`` spikes of the layer with id ``out_id`` to the monitor output."""
+    """Append ``n`` spikes of the layer with id ``out_id`` to the monitor output (events)."""
     if n_out + n > out.shape[0]:
         out = _grow(out, n_out + n)
     for i in range(n):
-        out[n_out, 0], out[n_out, 1] = t, out_id
-        out[n_out, 2], out[n_out, 3], out[n_out, 4] = spikes[i, 0], spikes[i, 1], spikes[i, 2]
+        e = out[n_out]
+        e.t, e.layer, e.channel, e.y, e.x = t, out_id, spikes[i, 0], spikes[i, 1], spikes[i, 2]
         n_out += 1
     return out, n_out
 
@@ -236,12 +232,10 @@ def _ticks_until(t, clock, lp, weights, bias, state, dest, opts, counters, spike
 
 @njit(cache=True)
 def _run(ev_t, ev_src, ev_c, ev_y, ev_x, until_us, lp, weights, bias, dest, dvs, opts,
-         state, counters, clock, spikes):
-    """Process the (validated) input events; return the monitor output ``(n, 5)`` rows
-    (t, layer id, channel, y, x)."""
+         state, counters, clock, spikes, stack, out):
+    """Process the (validated) input events; return the work stack and the output buffer
+    (either may have grown) and the number of output events written to it."""
     n_layers = lp.shape[0]
-    stack = np.empty((64, 4), np.int64)
-    out = np.empty((max(16, ev_t.size), 5), np.int64)
     n_out = 0
     for i in range(ev_t.size):
         t = ev_t[i]
@@ -265,7 +259,7 @@ def _run(ev_t, ev_src, ev_c, ev_y, ev_x, until_us, lp, weights, bias, dest, dvs,
     stack, out, n_out = _ticks_until(until_us, clock, lp, weights, bias, state, dest, opts, counters,
                                      spikes, stack, out, n_out)
     clock[LAST_T] = until_us
-    return out[:n_out]
+    return stack, out, n_out
 
 
 # ----------------------------------------------------------------------------- Python API
@@ -337,6 +331,8 @@ class EventSimulator:
         self._opts = self.options.as_array()
         largest = int(max([lp[i, F_OUT] * lp[i, H_OUT] * lp[i, W_OUT] for i in range(len(ids))], default=1))
         self._spikes = np.empty((max(largest, 1), 3), dtype=np.int64)
+        self._stack = np.empty((64, 4), dtype=np.int64)  # work buffers, grown on demand and kept
+        self._out = np.empty(1024, dtype=EVENT_DTYPE)
         self._shapes = {lid: net.layers[lid].input_shape for lid in ids}
         if net.dvs is not None:
             self._shapes[DVS_LAYER_ID] = net.dvs.input_shape
@@ -371,16 +367,13 @@ class EventSimulator:
             raise InvalidEventsError(
                 f"until_us={until_us} is before the last event (t = {int(events['t'][-1])})", "until_us", until_us
             )
-        rows = _run(
+        self._stack, self._out, n_out = _run(
             events["t"].astype(np.int64), self._source_of[events["layer"]],
             *(events[name].astype(np.int64) for name in ("channel", "y", "x")), np.int64(until_us),
             self._lp, self._weights, self._bias, self._dest, self._dvs, self._opts,
-            self._state, self._counters, self._clock, self._spikes,
+            self._state, self._counters, self._clock, self._spikes, self._stack, self._out,
         )
-        out = np.empty(len(rows), dtype=EVENT_DTYPE)
-        for k, name in enumerate(EVENT_DTYPE.names):
-            out[name] = rows[:, k]
-        return out
+        return self._out[:n_out].copy()
 
     @property
     def states(self) -> dict[int, np.ndarray]:

@@ -228,7 +228,8 @@ def integrate_and_fire(x: torch.Tensor, state: torch.Tensor, params: IAFParamete
     Returns the spike counts ``(B, T, N)``. Per step: ``v += x[t]`` (clipped to int16 if
     ``params.saturate_int16``), ``v = max(v, threshold_low)``, then the spikes
     ``floor(v / threshold)`` leave and ``membrane_subtract`` is removed per spike (or one spike
-    and ``v = 0`` with ``membrane_reset``). Integer inputs and parameters give exact integers.
+    and ``v = 0`` with ``membrane_reset``). Integer inputs and parameters give exact integers
+    while |membrane| < 2**24 in float32 (2**53 in float64); saturate_int16 keeps it there.
     """
     if not isinstance(params, IAFParameters):
         raise InvalidParameterError(f"params={params!r}: expected an IAFParameters")

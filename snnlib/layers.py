@@ -35,7 +35,8 @@ class SpikingLayer(torch.nn.Module):
     membrane_subtract: removed per spike (None: threshold; ignored with membrane_reset).
     batch_size: B when the input is ``(B*T, ...)``, batch-major. membrane_reset: one spike at
     most per step and the membrane reset to 0. negative_spikes: a linear transfer through
-    negative spikes, ``trunc(v / threshold)`` (ignored with membrane_reset). layer_name: a name.
+    negative spikes, ``trunc(v / threshold)`` (ignored with membrane_reset; the membrane is still
+    clamped at threshold_low, so pass threshold_low=None for a symmetric transfer). layer_name: a name.
     saturate_int16: clip the membrane to the chip's [-32768, 32767] after each input.
     surrogate / surrogate_window: the surrogate gradient shape (functional.SURROGATE_SHAPES) and
     its width in units of threshold.
@@ -61,10 +62,10 @@ class SpikingLayer(torch.nn.Module):
         self.saturate_int16 = bool(saturate_int16)
         self.surrogate = surrogate
         self.surrogate_window = surrogate_window
-        self.parameters_checked()
+        self.neuron_parameters()
         self.register_buffer("state", torch.zeros(0), persistent=False)
 
-    def parameters_checked(self) -> IAFParameters:
+    def neuron_parameters(self) -> IAFParameters:
         """The neuron parameters as an ``IAFParameters``; raises InvalidParameterError if bad."""
         return IAFParameters(self.threshold, self.threshold_low, self.membrane_subtract, self.membrane_reset,
                              self.negative_spikes, self.saturate_int16, self.surrogate, self.surrogate_window)
@@ -96,7 +97,7 @@ class SpikingLayer(torch.nn.Module):
     def forward(self, input_spikes: torch.Tensor) -> torch.Tensor:
         """Spike counts, same shape as the synaptic output of ``input_spikes`` ``(T, ...)`` or
         ``(B*T, ...)``."""
-        params = self.parameters_checked()
+        params = self.neuron_parameters()
         current = self.synaptic_output(input_spikes)
         if current.ndim < 1 or current.shape[0] == 0:
             raise InputShapeError(f"{self.layer_name} input: got shape {tuple(current.shape)}; expected (T, ...) with T >= 1")

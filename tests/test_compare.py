@@ -48,7 +48,8 @@ def test_first_divergence_is_located(device):
     assert not result.bit_exact
     d = result.first_divergence
     assert d.layer == 4 and d.neuron[0] == 1  # only output channel 1 of core 4 changed
-    expected, received = simulate(config.to_network(), events), simulate(wrong.to_network(), events)
+    expected = simulate(config.to_network(), events).events
+    received = simulate(wrong.to_network(), events).events
     key = ["t", "layer", "channel", "y", "x"]
     before = lambda e: np.sort(e[e["t"] < d.t_us], order=key)  # noqa: E731
     np.testing.assert_array_equal(before(expected), before(received))  # nothing earlier differs

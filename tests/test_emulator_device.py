@@ -69,13 +69,13 @@ def test_states_persist_across_runs_and_reset_restores_initial(device):
     events = random_input(network, 800, seed=2)
     half = len(events) // 2
     split = np.concatenate([device.run(events[:half]).events, device.run(events[half:]).events])
-    np.testing.assert_array_equal(split, simulate(network, events))
+    np.testing.assert_array_equal(split, simulate(network, events).events)
     device.reset()
     for core, state in device.read_states().items():
         np.testing.assert_array_equal(state, network.layers[core].initial_state
                                       if network.layers[core].initial_state is not None
                                       else np.zeros(network.layers[core].output_shape))
-    np.testing.assert_array_equal(device.run(events).events, simulate(network, events))
+    np.testing.assert_array_equal(device.run(events).events, simulate(network, events).events)
 
 
 def test_counters_accumulate(device):

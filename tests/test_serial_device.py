@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import _thread
-import importlib
 import os
 import subprocess
 import sys
@@ -15,7 +14,15 @@ from test_session import CONFIG, CountingChip, make_events, relabel
 
 from backend.device import open_device
 from backend.emulator_server import EmulatorServer, ServedEmulator
-from backend.errors import DeviceDisconnected, DeviceNotFound, DeviceOpenError, LinkTimeout
+from backend.errors import (
+    DeviceDisconnected,
+    DeviceNotFound,
+    DeviceOpenError,
+    DeviceReset,
+    LinkTimeout,
+    VersionMismatch,
+)
+from backend.qualification import qualification_config, random_input
 from backend.protocol.session import HostSession
 from backend.serial_device import SerialDevice, open_port
 
@@ -125,10 +132,6 @@ def test_spikeflash_emulate_pty_prints_its_path_and_serves():
 
 
 def test_serial_device_flashes_runs_and_resets_like_emu():
-    if not hasattr(importlib.import_module("snnlib"), "EventSimulator"):
-        pytest.skip("the event-exact engine (snnlib.EventSimulator) has not landed yet")
-    from backend.qualification import qualification_config, random_input
-
     config = qualification_config("fanout_leak", 1)
     network = config.to_network()
     events = random_input(network, 2000, seed=4)
@@ -152,3 +155,27 @@ def test_serial_device_flashes_runs_and_resets_like_emu():
         for core, state in board.read_states().items():
             initial = network.layers[core].initial_state
             np.testing.assert_array_equal(state, 0 if initial is None else initial)
+
+
+def test_after_a_device_restart_the_next_run_greets_and_reflashes():
+    config = qualification_config("pooled_chain", 2)
+    events = random_input(config.to_network(), 1500, seed=5)
+    with ServedEmulator(EmulatorServer(), "pty") as served, open_device(served.url) as board, \
+            open_device("emu://") as emu:
+        board.flash(config)
+        emu.flash(config)
+        board.run(events[:700])
+        emu.run(events[:700])
+        served.server.reboot()
+        with pytest.raises(DeviceReset, match="restarted"):
+            board.status()
+        emu.reset()  # the restarted board starts from initial states
+        np.testing.assert_array_equal(board.run(events).events, emu.run(events).events)
+        assert board.status()["runs"] == 1  # the run after the restart, on the re-flashed config
+
+
+def test_a_configuration_for_another_chip_is_refused():
+    config = qualification_config("single_core", 0, chip="speck2e")
+    with ServedEmulator(EmulatorServer(), "pty") as served, open_device(served.url) as board:
+        with pytest.raises(VersionMismatch, match="device is a speck2f.*for speck2e"):
+            board.flash(config)

@@ -328,5 +328,6 @@ def test_window_limits_frames_in_flight_and_ack_releases_them():
 
 
 def test_every_error_is_a_device_error():
-    for cls in (DeviceDisconnected, DeviceReset, FlashError, LinkTimeout, NotFlashed, RunTimeout, VersionMismatch):
+    for cls in (DeviceDisconnected, DeviceReset, FlashError, LinkTimeout, NotFlashed, RunTimeout,
+                VersionMismatch):
         assert issubclass(cls, DeviceError)

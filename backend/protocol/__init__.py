@@ -4,3 +4,6 @@ side (:mod:`.session`)."""
 
 from backend.protocol.codec import MAX_PAYLOAD, Frame, FrameDecoder, decode_stream, encode_frame
 from backend.protocol.frames import PROTOCOL_VERSION, ErrorCode, FrameType
+
+__all__ = ["MAX_PAYLOAD", "PROTOCOL_VERSION", "ErrorCode", "Frame", "FrameDecoder", "FrameType",
+           "decode_stream", "encode_frame"]

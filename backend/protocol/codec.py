@@ -137,10 +137,12 @@ class FrameDecoder:
     def _decode_body(self, piece: bytes) -> Frame | None:
         c = self.counters
         if ESC in piece:
-            if piece.count(ESC) != piece.count(ESC_END) + piece.count(ESC_ESC):
+            escapes = piece.count(ESC)
+            decoded = piece.replace(ESC_END, END).replace(ESC_ESC, ESC)
+            if len(piece) - len(decoded) != escapes:  # a DB not followed by DC or DD
                 c.escape_errors += 1
                 return None
-            piece = piece.replace(ESC_END, END).replace(ESC_ESC, ESC)
+            piece = decoded
         if len(piece) < HEADER.size + CRC.size:
             c.short_frames += 1
             return None

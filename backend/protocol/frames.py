@@ -84,6 +84,11 @@ def events_per_frame(max_payload: int) -> int:
     return (max_payload - EVENT_BATCH_HEADER.size) // WIRE_EVENT.itemsize
 
 
+def count_events(payload: bytes) -> int:
+    """How many events an ``EVENTS`` payload holds."""
+    return (len(payload) - EVENT_BATCH_HEADER.size) // WIRE_EVENT.itemsize
+
+
 def check_events_fit(events: np.ndarray) -> None:
     """Raise ValueError naming the first event whose field the wire format cannot carry."""
     for name, (_, bits) in EVENT_FIELD_BITS.items():
@@ -190,7 +195,8 @@ class Greeting:
 
     @classmethod
     def unpack(cls, payload: bytes) -> "Greeting":
-        magic, version, max_payload, window, nonce, boot_id, chip = unpack_struct(GREETING, payload, "GREETING")
+        fields = unpack_struct(GREETING, payload, "GREETING")
+        magic, version, max_payload, window, nonce, boot_id, chip = fields
         _check_magic(magic, "GREETING")
         firmware = payload[GREETING.size:].decode("utf-8", "replace")
         return cls(nonce, boot_id, max_payload, window, chip.rstrip(b"\0").decode("ascii", "replace"),
@@ -248,7 +254,8 @@ class EndOfRun:
 
     @classmethod
     def unpack(cls, payload: bytes) -> "EndOfRun":
-        run_id, n_in, n_out, last_t, dropped, overflow, n_cores = unpack_struct(cls.HEAD, payload, "END_OF_RUN")
+        fields = unpack_struct(cls.HEAD, payload, "END_OF_RUN")
+        run_id, n_in, n_out, last_t, dropped, overflow, n_cores = fields
         if len(payload) != cls.HEAD.size + n_cores * cls.CORE.itemsize:
             raise ProtocolError(f"END_OF_RUN of {len(payload)} bytes does not hold {n_cores} core records")
         table = np.frombuffer(payload, cls.CORE, offset=cls.HEAD.size)

@@ -20,6 +20,8 @@ from backend.errors import LinkTimeout
 from backend.protocol.codec import Frame, FrameDecoder, encode_frame
 from backend.protocol.frames import CONTROL_TYPES, U16, FrameType
 
+#: in-order frames received before an ACK is sent even while more data keeps arriving
+ACK_EVERY = 4
 #: the slowest byte rate the retransmission timeout allows for (bytes/s)
 MIN_LINK_RATE = 1_000_000
 
@@ -44,7 +46,7 @@ class Link:
         on_control: Callable[[Frame], None],
         *,
         rto: float = 0.2,
-        max_retries: int = 5,
+        max_retries: int = 3,
         clock: Callable[[], float] = time.monotonic,
     ):
         self._write, self._receive, self._on_control = write, receive, on_control
@@ -61,6 +63,7 @@ class Link:
         self.window, self.max_payload = max(1, window), max_payload
         self._tx_seq = 0
         self._rx_expected = 0
+        self._ack_pending = 0
         self._unacked: OrderedDict[int, bytes] = OrderedDict()
         self._sent_at = 0.0
         self._retries = 0
@@ -104,8 +107,12 @@ class Link:
         return self.inbox.popleft()
 
     def pump(self, timeout: float) -> None:
-        """Read what arrives within ``timeout`` s, handle it, retransmit if a timer expired."""
-        data = self._receive(timeout)
+        """Read what arrives within ``timeout`` s, handle it, retransmit if a timer expired.
+        Acknowledgements are sent before waiting, or every :data:`ACK_EVERY` frames."""
+        data = self._receive(0.0)
+        if not data:
+            self._send_ack()
+            data = self._receive(timeout)
         if data:
             self.counters["bytes_rx"] += len(data)
             self._handle(self.decoder.feed(data))
@@ -117,7 +124,6 @@ class Link:
         self.pump(min(0.05, max(0.0, deadline - self.clock())))
 
     def _handle(self, frames: list[Frame]) -> None:
-        acknowledge = False
         for frame in frames:
             self.counters["frames_rx"] += 1
             if frame.type == FrameType.ACK or frame.type == FrameType.NACK:
@@ -125,26 +131,31 @@ class Link:
             elif frame.type in CONTROL_TYPES:
                 self._on_control(frame)
             else:
-                acknowledge |= self._on_data(frame)
+                self._on_data(frame)
         if self.decoder.counters.rejected != self._rejected_seen:
             self._rejected_seen = self.decoder.counters.rejected
             self._nack()
-        if acknowledge:
+        if self._ack_pending >= ACK_EVERY:
+            self._send_ack()
+
+    def _send_ack(self) -> None:
+        if self._ack_pending:
+            self._ack_pending = 0
             self.counters["acks_tx"] += 1
             self._put(encode_frame(FrameType.ACK, 0, U16.pack(self._rx_expected)))
 
-    def _on_data(self, frame: Frame) -> bool:
+    def _on_data(self, frame: Frame) -> None:
         ahead = _ahead(frame.seq, self._rx_expected)
         if ahead == 0:
             self._rx_expected = (self._rx_expected + 1) & 0xFFFF
             self.inbox.append(frame)
-            return True
-        if ahead < 0:
+            self._ack_pending += 1
+        elif ahead < 0:  # the peer missed our ACK: repeat it now
             self.counters["duplicates"] += 1
-            return True
-        self.counters["out_of_order"] += 1
-        self._nack()
-        return False
+            self._ack_pending = ACK_EVERY
+        else:
+            self.counters["out_of_order"] += 1
+            self._nack()
 
     def _nack(self) -> None:
         expected, at = self._last_nack

@@ -42,28 +42,35 @@ from backend.protocol.link import MIN_LINK_RATE, Link
 READ_SIZE = 1 << 20
 #: frames the host lets the device send before acknowledging (announced in HELLO)
 HOST_WINDOW = 16
-#: seconds the device may take per input event beyond the transfer time (default run deadline)
+#: seconds of device work allowed per input event in the default run deadline
 RUN_SECONDS_PER_EVENT = 10e-6
+#: device error codes with their own exception class; the others raise ProtocolError
+ERROR_CLASSES = {fr.ErrorCode.CONFIG_INVALID: FlashError, fr.ErrorCode.NOT_CONFIGURED: NotFlashed}
 
 
 class HostSession:
-    """Talks to one device on an open pyserial ``port`` (switched to non-blocking reads). ``name``: shown in errors (the URL). ``rto``: base retransmission timeout in s;
-    ``clock``: monotonic seconds (injectable for tests)."""
+    """Talks to one device on an open pyserial ``port`` (switched to non-blocking reads).
 
-    def __init__(self, port: serial.SerialBase, name: str, *, rto: float = 0.2, max_payload: int = MAX_PAYLOAD,
-                 clock: Callable[[], float] = time.monotonic):
+    ``name``: shown in errors (the URL). ``rto``: base retransmission timeout in s.
+    ``max_payload``: the largest frame payload the host accepts (bytes; smaller frames suit
+    noisy links). ``clock``: monotonic seconds, injectable for tests.
+    """
+
+    def __init__(self, port: serial.SerialBase, name: str, *, rto: float = 0.2,
+                 max_payload: int = MAX_PAYLOAD, clock: Callable[[], float] = time.monotonic):
         self.port, self.name, self.clock, self.max_payload = port, name, clock, max_payload
-        port.timeout = 0  # the reader waits in select (or polls), reads never block
+        port.timeout = 0  # the reader waits in select (or polls); reads never block
         self.greeting: Optional[fr.Greeting] = None
         self.needs_handshake = True
         self.runs = 0
         self._nonce = 0
-        self._out_of_step = False  # a request was cut short: replies may still be in flight
+        self._out_of_step = False  # a request was cut short: its replies may still come
         self._bytes: queue.Queue = queue.Queue()
         self._error: Optional[BaseException] = None
         self._closing = threading.Event()
         self.link = Link(self._write, self._receive, self._on_control, rto=rto, clock=clock)
-        self._reader = threading.Thread(target=self._read_loop, name=f"spikeflash-reader {name}", daemon=True)
+        self._reader = threading.Thread(target=self._read_loop, name=f"spikeflash-reader {name}",
+                                        daemon=True)
         self._reader.start()
 
     # -- transport ----------------------------------------------------------------------------
@@ -83,24 +90,24 @@ class HostSession:
                 self._bytes.put(exc)
 
     def _receive(self, timeout: float) -> bytes:
+        """Bytes the reader queued within ``timeout`` s; raises once the reader has failed
+        (after the bytes it read before)."""
         if self._error is not None:
             raise self._disconnected(self._error)
         try:
-            item = self._bytes.get(timeout=timeout)
+            item = self._bytes.get(timeout=timeout) if timeout > 0 else self._bytes.get_nowait()
         except queue.Empty:
             return b""
         chunks = []
-        while True:
-            if isinstance(item, BaseException):
-                self._error = item
-                break
+        while not isinstance(item, BaseException):
             chunks.append(item)
             try:
                 item = self._bytes.get_nowait()
             except queue.Empty:
-                break
+                return b"".join(chunks)
+        self._error = item
         if not chunks:
-            raise self._disconnected(self._error)
+            raise self._disconnected(item)
         return b"".join(chunks)
 
     def _write(self, data: bytes) -> None:
@@ -115,7 +122,8 @@ class HostSession:
     def _disconnected(self, exc: BaseException) -> DeviceDisconnected:
         self.needs_handshake = True
         return DeviceDisconnected(f"{self.name}: port closed or device unplugged ({exc})",
-                                  counters=self.link.stats(), hint="check the cable, then open the device again")
+                                  counters=self.link.stats(),
+                                  hint="check the cable, then open the device again")
 
     def _on_control(self, frame: Frame) -> None:
         if frame.type != FrameType.GREETING:
@@ -130,13 +138,13 @@ class HostSession:
         self.needs_handshake = True
         raise DeviceReset(f"{self.name}: the device restarted (boot id {greeting.boot_id:#x}, "
                           f"was {self.greeting.boot_id:#x}); its configuration and states are gone",
-                          counters=self.link.stats(), hint="the next run() flashes the configuration again")
+                          counters=self.link.stats(), hint="greet it again and flash the configuration")
 
     # -- handshake ----------------------------------------------------------------------------
     def handshake(self, timeout: float = 3.0) -> fr.Greeting:
-        """Greet the device (HELLO, repeated) and wait for its GREETING; start both sequences."""
-        self.needs_handshake = True
-        self.greeting = None
+        """Greet the device (HELLO, repeated every ``rto``) and wait up to ``timeout`` s for
+        its GREETING; both sequence spaces restart at 0."""
+        self.needs_handshake, self.greeting = True, None
         self._nonce = secrets.randbits(32) | 1
         hello = fr.Hello(self._nonce, self.max_payload, HOST_WINDOW).pack()
         deadline = self.clock() + timeout
@@ -151,12 +159,13 @@ class HostSession:
         greeting = self.greeting
         if greeting.version != fr.PROTOCOL_VERSION:
             raise VersionMismatch(f"{self.name}: device speaks protocol version {greeting.version}, "
-                                  f"this host {fr.PROTOCOL_VERSION}", hint="update the firmware or spikeflash")
+                                  f"this host {fr.PROTOCOL_VERSION}",
+                                  hint="update the firmware or spikeflash")
         self.link.restart(window=greeting.window, max_payload=min(greeting.max_payload, self.max_payload))
-        self.needs_handshake = False
+        self.needs_handshake, self._out_of_step = False, False
         return greeting
 
-    # -- requests -----------------------------------------------------------------------------
+    # -- request plumbing ---------------------------------------------------------------------
     def _deadline(self, n_bytes: int, floor: float = 2.0) -> float:
         return self.clock() + floor + n_bytes / MIN_LINK_RATE
 
@@ -176,8 +185,6 @@ class HostSession:
             raise
 
     def _send(self, frame_type: FrameType, payload: bytes, deadline: float) -> None:
-        if self.needs_handshake:
-            raise DeviceReset(f"{self.name}: the link needs a new handshake", counters=self.link.stats())
         self.link.send(frame_type, payload, deadline)
 
     def _expect(self, expected: FrameType, deadline: float, what: str) -> Frame:
@@ -193,32 +200,34 @@ class HostSession:
         return frame
 
     def _device_error(self, frame: Frame, what: str) -> DeviceError:
-        code, op = fr.unpack_struct(fr.ERROR, frame.payload, "ERROR")
+        code, _ = fr.unpack_struct(fr.ERROR, frame.payload, "ERROR")
         message = frame.payload[fr.ERROR.size:].decode("utf-8", "replace")
-        name = fr.ErrorCode(code).name if code in fr.ErrorCode._value2member_map_ else f"code {code}"
-        text = f"{self.name}: device error {name} during {what}: {message}"
-        cls = {fr.ErrorCode.CONFIG_INVALID: FlashError, fr.ErrorCode.NOT_CONFIGURED: NotFlashed}.get(code, ProtocolError)
-        return cls(text, counters=self.link.stats())
+        name = fr.ErrorCode(code).name if code in set(fr.ErrorCode) else f"code {code}"
+        return ERROR_CLASSES.get(code, ProtocolError)(
+            f"{self.name}: device error {name} during {what}: {message}", counters=self.link.stats())
 
+    # -- requests -----------------------------------------------------------------------------
     def flash(self, config: bytes) -> str:
         """Upload ``config`` (canonical JSON bytes) in chunks, let the device apply it, read it
         back; return the sha256 hex digest the device reports for what it applied."""
         with self._request():
             deadline = self._deadline(3 * len(config))
             chunk = self.link.max_payload - fr.CONFIG_OFFSET.size
-            self._send(FrameType.CONFIG_BEGIN, fr.CONFIG_BEGIN.pack(len(config), hashlib.sha256(config).digest()), deadline)
+            sha = hashlib.sha256(config).digest()
+            self._send(FrameType.CONFIG_BEGIN, fr.CONFIG_BEGIN.pack(len(config), sha), deadline)
             for offset in range(0, len(config), chunk):
-                self._send(FrameType.CONFIG_CHUNK, fr.CONFIG_OFFSET.pack(offset) + config[offset:offset + chunk], deadline)
+                data = fr.CONFIG_OFFSET.pack(offset) + config[offset:offset + chunk]
+                self._send(FrameType.CONFIG_CHUNK, data, deadline)
             self._send(FrameType.CONFIG_END, b"", deadline)
-            reply = self._expect(FrameType.CONFIG_APPLIED, deadline, "flash")
-            status, size, digest = fr.unpack_struct(fr.CONFIG_APPLIED, reply.payload, "CONFIG_APPLIED")
+            reply = self._expect(FrameType.CONFIG_APPLIED, deadline, "flash").payload
+            status, size, digest = fr.unpack_struct(fr.CONFIG_APPLIED, reply, "CONFIG_APPLIED")
             if status == fr.ConfigStatus.NOTHING_WRITTEN:
                 raise FlashNotApplied(f"{self.name}: the device wrote nothing ({len(config)} bytes sent)",
                                       counters=self.link.stats(), hint="flash a non-empty configuration")
-            readback = self._read_config(size, deadline)
-            if hashlib.sha256(readback).digest() != digest:
-                raise FlashMismatch(f"{self.name}: the device reports digest {digest.hex()[:16]}... but reads "
-                                    f"back {hashlib.sha256(readback).hexdigest()[:16]}...", counters=self.link.stats())
+            held = hashlib.sha256(self._read_config(size, deadline)).digest()
+            if held != digest:
+                raise FlashMismatch(f"{self.name}: the device reports digest {digest.hex()[:16]}... but "
+                                    f"reads back {held.hex()[:16]}...", counters=self.link.stats())
             return digest.hex()
 
     def _read_config(self, size: int, deadline: float) -> bytes:
@@ -230,7 +239,8 @@ class HostSession:
             (got,) = fr.unpack_struct(fr.CONFIG_OFFSET, data, "CONFIG_DATA")
             if got != offset or len(data) - fr.CONFIG_OFFSET.size != length:
                 raise ProtocolError(f"{self.name}: read-back asked {length} bytes at {offset}, got "
-                                    f"{len(data) - fr.CONFIG_OFFSET.size} at {got}", counters=self.link.stats())
+                                    f"{len(data) - fr.CONFIG_OFFSET.size} at {got}",
+                                    counters=self.link.stats())
             parts.append(data[fr.CONFIG_OFFSET.size:])
             offset += length
         return b"".join(parts)
@@ -248,21 +258,21 @@ class HostSession:
             return {core: self._read_core_states(core) for core in cores}
 
     def _read_core_states(self, core: int) -> np.ndarray:
-        deadline = self._deadline(0)
-        values, offset, total, shape = [], 0, None, None
+        chunks, offset, total, shape = [], 0, None, None
         while total is None or offset < total:
-            self._send(FrameType.READ_STATES, fr.READ_STATES.pack(core, offset), deadline)
             deadline = self._deadline(self.link.max_payload)
+            self._send(FrameType.READ_STATES, fr.READ_STATES.pack(core, offset), deadline)
             payload = self._expect(FrameType.STATE_DATA, deadline, f"read_states(core {core})").payload
             got_core, f, h, w, got_offset, total = fr.unpack_struct(fr.STATE_DATA, payload, "STATE_DATA")
             chunk = np.frombuffer(payload, "<i2", offset=fr.STATE_DATA.size)
-            if got_core != core or got_offset != offset or total != f * h * w or not len(chunk) and offset < total:
+            stuck = not len(chunk) and offset < total
+            if (got_core, got_offset, total) != (core, offset, f * h * w) or stuck:
                 raise ProtocolError(f"{self.name}: STATE_DATA for core {got_core} at {got_offset} of {total} "
                                     f"does not answer core {core} at {offset}", counters=self.link.stats())
-            values.append(chunk)
+            chunks.append(chunk)
             offset += len(chunk)
             shape = (f, h, w)
-        return np.concatenate(values).astype(np.int16).reshape(shape)
+        return np.concatenate(chunks).astype(np.int16).reshape(shape)
 
     def status(self) -> dict[str, int]:
         """The device's counters (:data:`frames.STATUS_FIELDS`)."""
@@ -272,58 +282,62 @@ class HostSession:
             return fr.unpack_status(self._expect(FrameType.STATUS_DATA, deadline, "status").payload)
 
     def run(self, events: np.ndarray, timeout: Optional[float] = None) -> tuple[np.ndarray, fr.EndOfRun]:
-        """Send ``events`` (EVENT_DTYPE), stream the output back until the end-of-run marker.
-        ``timeout`` in s; None: 2 s + transfer at 1 MB/s + 10 µs per event."""
+        """Send ``events`` (EVENT_DTYPE), stream the output events back until the device's
+        end-of-run marker; return them (EVENT_DTYPE, device order) and the marker.
+        ``timeout`` in s; None: 2 s + the transfer at 1 MB/s + 10 µs per input event."""
+        fr.check_events_fit(events)
+        if timeout is None:
+            timeout = 2.0 + 2 * 8 * len(events) / MIN_LINK_RATE + RUN_SECONDS_PER_EVENT * len(events)
         with self._request():
-            fr.check_events_fit(events)
-            payloads = fr.pack_events(events, self.link.max_payload)
-            if timeout is None:
-                timeout = 2.0 + 2 * 8 * len(events) / MIN_LINK_RATE + RUN_SECONDS_PER_EVENT * len(events)
             deadline = self.clock() + timeout
             self.runs += 1
             run_id = self.runs & 0xFFFFFFFF
             self._send(FrameType.RUN_BEGIN, fr.RUN_BEGIN.pack(run_id, len(events)), deadline)
-            for payload in payloads:
+            for payload in fr.pack_events(events, self.link.max_payload):
                 self._send(FrameType.EVENTS, payload, deadline)
             self._send(FrameType.RUN_END, fr.RUN_END.pack(run_id), deadline)
-            received: list[bytes] = []
-            n_out = 0
-            while True:
-                frame = self.link.recv(deadline)
-                if frame is None:
-                    last = unpack_last_t(received)
-                    raise RunTimeout(
-                        f"{self.name}: run {run_id} got no end-of-run marker within {timeout:.1f} s; read "
-                        f"{n_out} output events (last timestamp {last} µs), sent {len(events)} input events "
-                        f"(last timestamp {int(events['t'][-1]) if len(events) else -1} µs)",
-                        counters=self.link.stats(), hint="pass a longer timeout= if the network is large")
-                if frame.type == FrameType.EVENTS:
-                    received.append(frame.payload)
-                    n_out += (len(frame.payload) - fr.EVENT_BATCH_HEADER.size) // fr.WIRE_EVENT.itemsize
-                elif frame.type == FrameType.END_OF_RUN:
-                    break
-                elif frame.type == FrameType.ERROR:
-                    raise self._device_error(frame, f"run {run_id}")
-                else:
-                    raise ProtocolError(f"{self.name}: frame type 0x{frame.type:02x} inside run {run_id}",
-                                        counters=self.link.stats())
-            end = fr.EndOfRun.unpack(frame.payload)
-            if end.run_id != run_id or end.events_in != len(events) or end.events_out != n_out:
+            received, end = self._collect_output(run_id, events, deadline, timeout)
+            n_out = sum(fr.count_events(p) for p in received)
+            if (end.run_id, end.events_in, end.events_out) != (run_id, len(events), n_out):
                 raise ProtocolError(
                     f"{self.name}: end-of-run marker says run {end.run_id}, {end.events_in} events in, "
                     f"{end.events_out} out; host sent run {run_id} with {len(events)} events and received "
                     f"{n_out}", counters=self.link.stats())
             return fr.unpack_events(received), end
 
-    def stop(self, timeout: float = 1.0) -> None:
-        """Ask the device to abandon any run in progress and wait for its OK."""
-        deadline = self.clock() + timeout
-        self._send(FrameType.STOP, b"", deadline)
-        while True:  # skip what a run that was cut short still had in flight
+    def _collect_output(self, run_id: int, events: np.ndarray, deadline: float,
+                        timeout: float) -> tuple[list[bytes], fr.EndOfRun]:
+        received: list[bytes] = []
+        while True:
             frame = self.link.recv(deadline)
             if frame is None:
-                raise LinkTimeout(f"{self.name}: no OK for STOP within {timeout} s", counters=self.link.stats())
-            if frame.type == FrameType.OK:
+                raise RunTimeout(
+                    f"{self.name}: run {run_id} got no end-of-run marker within {timeout:.1f} s; read "
+                    f"{sum(fr.count_events(p) for p in received)} output events (last timestamp "
+                    f"{last_timestamp(received)} µs), sent {len(events)} input events (last timestamp "
+                    f"{int(events['t'][-1]) if len(events) else -1} µs)",
+                    counters=self.link.stats(), hint="pass a longer timeout= if the network is large")
+            if frame.type == FrameType.EVENTS:
+                received.append(frame.payload)
+            elif frame.type == FrameType.END_OF_RUN:
+                return received, fr.EndOfRun.unpack(frame.payload)
+            elif frame.type == FrameType.ERROR:
+                raise self._device_error(frame, f"run {run_id}")
+            else:
+                raise ProtocolError(f"{self.name}: frame type 0x{frame.type:02x} inside run {run_id}",
+                                    counters=self.link.stats())
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """Ask the device to abandon any run or upload in progress; skip every frame still in
+        flight up to its OK."""
+        deadline = self.clock() + timeout
+        self._send(FrameType.STOP, b"", deadline)
+        while True:
+            frame = self.link.recv(deadline)
+            if frame is None:
+                raise LinkTimeout(f"{self.name}: no OK for STOP within {timeout} s",
+                                  counters=self.link.stats())
+            if frame.type == FrameType.OK and frame.payload == bytes([FrameType.STOP]):
                 return
 
     def close(self) -> None:
@@ -343,7 +357,7 @@ class HostSession:
             self._reader.join(timeout=1.0)
 
 
-def unpack_last_t(payloads: list[bytes]) -> int:
+def last_timestamp(payloads: list[bytes]) -> int:
     """Timestamp (µs) of the last event in ``EVENTS`` payloads; -1 if there are none."""
     for payload in reversed(payloads):
         events = fr.unpack_events([payload])

@@ -1,0 +1,161 @@
+"""map_model: extract -> legalize -> check -> allocate -> quantize -> emit, one named pass
+after the other, every problem of every pass collected into one :class:`FitReport`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from snnlib import Destination
+
+from mapper.allocate import allocate
+from mapper.checks import Violation, check_core
+from mapper.chips import ChipSpec, get_chip
+from mapper.config import ChipConfig, CoreConfig, DVSConfig
+from mapper.errors import MappingError
+from mapper.graph import extract_graph
+from mapper.legalize import DVSPlan, LegalNetwork, legalize
+from mapper.memory import MemoryNeed
+from mapper.quantize import quantize_core
+from mapper.report import CoreUsage, FitReport
+
+
+@dataclass
+class MappingResult:
+    """``config``: the validated chip configuration; ``report``: what was done and the memory
+    and quantization tables; ``input_cores``: the cores that model input events enter when
+    there is no DVS stage (send events with ``layer`` = one of these ids)."""
+
+    config: ChipConfig
+    report: FitReport
+    input_cores: list[int]
+
+
+def map_model(model: nn.Module, input_shape, chip: str | ChipSpec = "speck2f", *,
+              monitor=None, layer2core: dict[str, int] | None = None,
+              dvs: bool | DVSConfig = False, slow_clock_period_us: int | None = None) -> MappingResult:
+    """Map a torch model onto ``chip``.
+
+    ``input_shape``: ``(c, h, w)`` of the model input. ``monitor``: model layer names whose
+    core's spikes are read out (None: the output layers; ``"all"``: every core).
+    ``layer2core``: model layer name (any layer merged into a core) -> core id, checked.
+    ``dvs``: True (or a :class:`DVSConfig` template for mirroring / polarity settings) when
+    the input comes from the DVS stage, which then also does input pooling and cropping.
+    ``slow_clock_period_us``: leak tick period for layers with a bias.
+    Raises :class:`MappingError` whose ``report`` lists every problem found.
+    """
+    spec = get_chip(chip)
+    shape = _check_shape(input_shape)
+    if monitor is not None and monitor != "all" and (
+            isinstance(monitor, str) or not all(isinstance(m, str) for m in monitor)):
+        raise TypeError(f"monitor={monitor!r}: expected None, 'all' or a list of model layer names")
+    if layer2core is not None and not isinstance(layer2core, dict):
+        raise TypeError(f"layer2core={layer2core!r}: expected a dict model layer name -> core id")
+    if not isinstance(dvs, (bool, DVSConfig)):
+        raise TypeError(f"dvs={dvs!r}: expected True/False or a mapper.DVSConfig template")
+
+    legal = legalize(extract_graph(model, shape), dvs=dvs is not False)
+    report = FitReport(spec.name, list(legal.notes), list(legal.violations))
+    for plan in legal.cores.values():
+        report.violations += check_core(plan.name, plan, spec.limits)
+    if legal.dvs is not None:
+        report.violations += _check_dvs(legal.dvs, spec)
+    core_of_name = {n: key for key, plan in legal.cores.items() for n in plan.layer_names}
+    pinned = _resolve(layer2core or {}, core_of_name, "layer2core", report)
+    monitored = _monitored(monitor, legal, core_of_name, report)
+    infos = {k: (MemoryNeed.of(p.weights.shape, p.output_shape, p.bias is not None),
+                 p.weights.shape, p.output_shape, p.bias is not None) for k, p in legal.cores.items()}
+    assignment, problems = allocate(infos, spec, pinned)
+    report.violations += problems
+    if report.violations:
+        raise MappingError(report)
+
+    cores = {}
+    for key, plan in legal.cores.items():
+        q = quantize_core(plan)
+        report.quantization.append(q.row)
+        report.transformations += q.notes
+        cid = assignment[key]
+        cores[cid] = CoreConfig(
+            weights=q.weights, input_shape=plan.input_shape, threshold_high=q.threshold_high,
+            threshold_low=q.threshold_low, stride=plan.stride, padding=plan.padding, reset=plan.reset,
+            bias=q.bias, leak_enable=q.bias is not None,
+            destinations=[Destination(assignment[r.layer], r.pooling) for r in plan.destinations],
+            monitor=key in monitored, layer_names=plan.layer_names, scale=q.row.scale)
+        report.memory.append(CoreUsage(cid, plan.layer_names[-1], infos[key][0], spec.cores[cid]))
+    report.memory.sort(key=lambda u: u.core)
+    config = ChipConfig(spec.name, dict(sorted(cores.items())),
+                        _dvs_config(legal.dvs, dvs, assignment), slow_clock_period_us)
+    config = ChipConfig.from_json(config.to_json(), chip=spec)  # verify what we emit
+    return MappingResult(config, report, [assignment[r.layer] for r in legal.entries])
+
+
+def _check_shape(input_shape) -> tuple[int, int, int]:
+    try:
+        shape = tuple(int(v) for v in input_shape)
+    except (TypeError, ValueError):
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1 or shape != tuple(input_shape):
+        raise ValueError(f"input_shape={input_shape!r}: expected (channels, height, width), 3 positive ints")
+    return shape
+
+
+def _resolve(names: dict, core_of_name: dict, arg: str, report: FitReport) -> dict[str, int]:
+    out = {}
+    for name, core in names.items():
+        if name not in core_of_name:
+            report.violations.append(Violation(str(name), f"{arg} names no layer of the model", name,
+                                               f"use one of {sorted(core_of_name)}"))
+        elif not isinstance(core, int) or isinstance(core, bool):
+            report.violations.append(Violation(name, f"{arg} values must be core ids", core, "use an int"))
+        else:
+            out[core_of_name[name]] = core
+    return out
+
+
+def _monitored(monitor, legal: LegalNetwork, core_of_name: dict, report: FitReport) -> set[str]:
+    if monitor is None:
+        return {k for k, p in legal.cores.items() if p.exit}
+    if monitor == "all":
+        return set(legal.cores)
+    return set(_resolve({m: 0 for m in monitor}, core_of_name, "monitor", report))
+
+
+def _check_dvs(dvs: DVSPlan, spec: ChipSpec) -> list[Violation]:
+    out = []
+    c, h, w = dvs.input_shape
+    if spec.dvs_size is None:
+        return [Violation("input", f"{spec.name} has no DVS stage", "dvs=True", "map with dvs=False")]
+    if c not in (1, 2):
+        out.append(Violation("input", "DVS input has 1 or 2 polarity channels", c, "use 1 or 2 input channels"))
+    if h > spec.dvs_size[0] or w > spec.dvs_size[1]:
+        out.append(Violation("input", f"DVS input must be <= {spec.dvs_size[0]}x{spec.dvs_size[1]}",
+                             f"{h}x{w}", "crop the events to the sensor size"))
+    for p in dvs.pooling:
+        if p not in spec.limits.poolings:
+            out.append(Violation("input", f"DVS pooling must be one of {spec.limits.poolings}", dvs.pooling,
+                                 "use input pooling 1, 2 or 4 per axis"))
+            break
+    if len(dvs.destinations) > spec.limits.max_destinations:
+        out.append(Violation("input", f"the DVS stage feeds at most {spec.limits.max_destinations} cores",
+                             len(dvs.destinations), "feed fewer layers from the input"))
+    return out
+
+
+def _dvs_config(plan: DVSPlan | None, template, assignment: dict[str, int]) -> DVSConfig | None:
+    if plan is None:
+        return None
+    base = template if isinstance(template, DVSConfig) else DVSConfig()
+    c, h, w = plan.input_shape
+    top, bottom, left, right = plan.crop
+    ph, pw = h // plan.pooling[0], w // plan.pooling[1]
+    cropped = plan.crop != (0, 0, 0, 0)
+    return DVSConfig(
+        input_shape=(2, h, w), merge_polarities=c == 1, on_channel=base.on_channel,
+        off_channel=base.off_channel, pooling=plan.pooling,
+        origin=(top, left) if cropped else base.origin,
+        cut=(ph - bottom - 1, pw - right - 1) if cropped else base.cut,
+        mirror_x=base.mirror_x, mirror_y=base.mirror_y, mirror_diagonal=base.mirror_diagonal,
+        destinations=[Destination(assignment[r.layer]) for r in plan.destinations],
+        monitor=base.monitor)

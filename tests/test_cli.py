@@ -1,0 +1,164 @@
+"""The ``spikeflash`` command line: help with examples, map / flash / run / doctor, and errors
+as one line plus a hint (a traceback only with --debug)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from backend.cli import main
+from backend.emulator_server import EmulatorServer, ServedEmulator
+from backend.event_files import load_events, save_events
+from mapper import ChipConfig
+from snnlib import SpikingLayer, SumPool2d, empty_events, simulate
+
+SUBCOMMANDS = ["demo", "emulate", "devices", "doctor", "compare", "map", "flash", "run"]
+
+
+def small_model() -> torch.nn.Sequential:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1, bias=False), SpikingLayer(threshold=1.0), SumPool2d(2),
+        torch.nn.Conv2d(4, 2, 3, bias=False), SpikingLayer(threshold=1.0))
+    with torch.no_grad():
+        for conv in (model[0], model[3]):
+            conv.weight.copy_(torch.rand(conv.weight.shape) * 0.6)
+    return model
+
+
+@pytest.fixture
+def mapped(tmp_path) -> Path:
+    """A small model saved as .pt and mapped with ``spikeflash map``; the config path."""
+    torch.save(small_model(), tmp_path / "model.pt")
+    assert main(["map", str(tmp_path / "model.pt"), "--input-shape", "1,8,8"]) == 0
+    return tmp_path / "model.json"
+
+
+def input_events(config: ChipConfig, n: int = 200) -> np.ndarray:
+    rng = np.random.default_rng(1)
+    events = empty_events(n)
+    events["t"] = np.sort(rng.integers(0, 20_000, n))
+    events["layer"] = min(config.cores)  # the first core takes the input
+    events["y"], events["x"] = rng.integers(0, 8, (2, n))
+    return events
+
+
+def test_help_lists_every_subcommand_with_examples(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0
+    for name in SUBCOMMANDS:
+        assert name in out
+    assert "examples:\n  spikeflash demo" in out
+    for name in SUBCOMMANDS:
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        assert f"examples:\n  spikeflash {name}" in capsys.readouterr().out
+
+
+def test_map_writes_a_loadable_config_and_prints_the_fit_report(tmp_path, capsys):
+    torch.save(small_model(), tmp_path / "model.pt")
+    output = tmp_path / "out" / "config.json"
+    output.parent.mkdir()
+    assert main(["map", str(tmp_path / "model.pt"), "--input-shape", "1,8,8", "-o", str(output)]) == 0
+    out = capsys.readouterr().out
+    config = ChipConfig.load(output)
+    assert config.chip == "speck2f" and len(config.cores) == 2
+    assert "memory (needed/available):" in out
+    assert f"input events enter core(s) [0]; configuration written to {output}" in out
+
+
+def test_map_of_a_model_that_does_not_fit_lists_every_problem_and_exits_2(tmp_path, capsys):
+    too_big = torch.nn.Sequential(torch.nn.Conv2d(1, 300, 3, bias=False), SpikingLayer(),
+                                  torch.nn.Conv2d(300, 4, 3, stride=7, bias=False), SpikingLayer())
+    torch.save(too_big, tmp_path / "big.pt")
+    assert main(["map", str(tmp_path / "big.pt"), "--input-shape", "1,64,64"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path / 'big.pt'} does not fit speck2f: 4 problem(s)\n")
+    problems = [line for line in err.splitlines() if line.startswith("  - ")]
+    assert sum("fits no core's memory" in p for p in problems) == 2
+    assert sum("stride must be one of" in p for p in problems) == 2
+    assert err.rstrip().endswith("hint: apply the fixes listed for each problem, then map again")
+    assert not (tmp_path / "big.json").exists()
+
+
+def test_run_writes_the_device_output_and_a_summary_per_layer(mapped, tmp_path, capsys):
+    config = ChipConfig.load(mapped)
+    events = input_events(config)
+    save_events(tmp_path / "in.npz", events)
+    capsys.readouterr()
+    assert main(["run", str(mapped), "--events", str(tmp_path / "in.npz"), "--device", "emu://"]) == 0
+    out = capsys.readouterr().out
+    produced = load_events(tmp_path / "in_out.npz")
+    expected = simulate(config.to_network(), events).events
+    assert len(expected) > 0
+    np.testing.assert_array_equal(produced, expected)
+    core, name = next(iter(config.monitored_layer_names().items()))
+    assert f"200 input events -> {len(expected)} output events" in out
+    assert f"core {core:>2} {name:<16} {len(expected):>8} events from" in out
+
+
+def test_flash_verifies_over_a_pty(mapped, capsys):
+    with ServedEmulator(EmulatorServer(), "pty") as served:
+        assert main(["flash", str(mapped), "--device", served.url]) == 0
+    assert f"to {served.url}; read-back verified" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message, hint", [
+    (["map", "missing.pt", "--input-shape", "1,8,8"], "error: model='missing.pt': no such file",
+     "hint: check the path"),
+    (["map", "model.onnx", "--input-shape", "1,8,8"], "error: model='model.onnx': unknown file type '.onnx'",
+     "hint: rerun with --debug"),
+    (["flash", "missing.json", "--device", "emu://"], "error:", "hint:"),
+])
+def test_errors_are_one_line_plus_a_hint(argv, message, hint, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and err[0].startswith(message) and err[1].startswith(hint)
+
+
+def test_a_state_dict_is_refused_with_the_fix(tmp_path, capsys):
+    torch.save(small_model().state_dict(), tmp_path / "weights.pt")
+    assert main(["map", str(tmp_path / "weights.pt"), "--input-shape", "1,8,8"]) == 1
+    assert "save the whole model with torch.save(model, path)" in capsys.readouterr().err
+
+
+def test_debug_shows_the_exception(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        main(["--debug", "map", str(tmp_path / "missing.pt"), "--input-shape", "1,8,8"])
+
+
+def test_bad_input_shape_is_an_argument_error(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["map", "model.pt", "--input-shape", "1,8"])
+    assert exit_.value.code == 2
+    assert "expected C,H,W, three positive ints" in capsys.readouterr().err
+
+
+def test_doctor_reports_versions_samna_and_a_bit_exact_self_test(capsys):
+    status = main(["doctor"])
+    out = capsys.readouterr().out
+    for name in ("spikeflash", "torch", "numba", "pyserial", "samna"):
+        assert any(line.startswith(name) for line in out.splitlines()), name
+    assert "self-test   emulator on a pty (/dev/" in out and ": ok," in out
+    assert status == (1 if "PERMISSION DENIED" in out else 0)
+    assert "samna" not in sys.modules  # doctor inspects samna without importing it
+
+
+def test_installed_console_script_runs_and_reports_errors_without_traceback(tmp_path):
+    script = Path(sys.executable).parent / "spikeflash"
+    if not script.exists():
+        pytest.skip("the spikeflash console script is not installed (pip install -e .)")
+    done = subprocess.run([str(script), "map", str(tmp_path / "none.pt"), "--input-shape", "1,8,8"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: model=") and "Traceback" not in done.stderr
+    helped = subprocess.run([str(script), "run", "--help"], capture_output=True, text=True, timeout=120)
+    assert helped.returncode == 0 and "examples:\n  spikeflash run" in helped.stdout

@@ -1,0 +1,69 @@
+"""backend.digits_demo: the end-to-end demo trains, maps, flashes an emulator process over a
+pty, runs the test digits on it and proves the device matched the simulation."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from backend.digits_demo import N_BINS, predict, rate_code, run_demo
+from snnlib import empty_events
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end_on_an_emulator_process(tmp_path, capsys):
+    assert run_demo(tmp_path / "out", n_test=30) == 0
+    out = capsys.readouterr().out
+
+    accuracy = {name: float(v) for name, v in re.findall(
+        r"^  (device|event-exact simulation|time-stepped float SNN)\b.*?(\d+\.\d+) %$", out, re.M)}
+    assert set(accuracy) == {"device", "event-exact simulation", "time-stepped float SNN"}
+    assert accuracy["device"] == accuracy["event-exact simulation"] >= 90.0
+    assert accuracy["time-stepped float SNN"] >= 90.0
+    assert re.search(r"^accuracy on 30 test digits$", out, re.M)
+
+    exact = re.search(r"BIT-EXACT: all (\d+) output events on (\d+) monitored layer\(s\) of 30 samples agree", out)
+    assert exact and int(exact.group(1)) > 30 and int(exact.group(2)) == 1
+
+    assert re.search(r"^memory \(needed/available\):$", out, re.M)
+    assert len(re.findall(r"^\s+\d+\s+relu\d\s+\d+/16384", out, re.M)) == 3  # one row per core
+    assert re.search(r"on /dev/pts/\d+; flashing", out)  # went through a pty
+
+    pngs = re.findall(r"^  (\S+\.png)$", out, re.M)
+    assert len(pngs) == 3
+    for path in pngs:
+        data = open(path, "rb").read()
+        assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5000, path
+        assert path.startswith(str(tmp_path / "out"))
+
+
+def test_rate_code_turns_pixel_values_into_that_many_spikes_spread_over_the_bins():
+    images = np.arange(N_BINS + 1).reshape(1, 1, N_BINS + 1)
+    raster = rate_code(images)
+    assert raster.shape == (1, N_BINS, 1, N_BINS + 1)
+    assert raster.max() == 1
+    np.testing.assert_array_equal(raster.sum(1)[0, 0], np.arange(N_BINS + 1))
+    half = raster[0, :, 0, N_BINS // 2]  # v = 8: every other bin
+    np.testing.assert_array_equal(half, np.tile([0, 1], N_BINS // 2))
+
+
+def test_rate_code_rejects_values_outside_the_bin_count():
+    with pytest.raises(ValueError, match=r"values 0\.\.17; expected 0\.\.16"):
+        rate_code(np.array([[[0, 17]]]))
+
+
+def test_predict_takes_most_spikes_then_earliest_first_spike():
+    events = empty_events(5)
+    events["t"] = [0, 10, 20, 30, 40]
+    events["channel"] = [3, 5, 5, 3, 7]
+    assert predict(events, 10) == 3  # tie 2:2, class 3 fired first
+    events["channel"][4] = 5
+    assert predict(events, 10) == 5
+    assert predict(empty_events(0), 10) == 0
+
+
+def test_run_demo_rejects_a_bad_n_test():
+    with pytest.raises(ValueError, match=r"n_test=0"):
+        run_demo(n_test=0)

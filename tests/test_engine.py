@@ -1,0 +1,283 @@
+"""The event-exact engine against the pure-Python reference, plus its API and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine_reference import ReferenceChip
+from snnlib import (
+    DVS_LAYER_ID,
+    EVENT_DTYPE,
+    ChipModelOptions,
+    CoreLayer,
+    Destination,
+    DVSInput,
+    EventSimulator,
+    IntegerNetwork,
+    InvalidEventsError,
+    InvalidNetworkError,
+    simulate,
+)
+
+
+def as_events(rows) -> np.ndarray:
+    return np.array([tuple(r) for r in rows], dtype=EVENT_DTYPE)
+
+
+# ----------------------------------------------------------------------------- strategies
+
+
+@st.composite
+def networks(draw):
+    """Random feed-forward networks: 1-4 core layers in a random DAG (fan-out of 2, merges),
+    mixed-sign weights (some above threshold), tight lower bounds, both resets, leak, strides,
+    padding, pooling, feature shifts, and sometimes a DVS stage."""
+    n = draw(st.integers(1, 4))
+    ids = draw(st.lists(st.integers(0, 12), min_size=n, max_size=n, unique=True))
+    shapes = [(draw(st.integers(1, 4)), draw(st.integers(2, 7)), draw(st.integers(2, 7))) for _ in ids]
+    feats = [draw(st.integers(1, 4)) for _ in ids]
+    layers = {}
+    for i, lid in enumerate(ids):
+        c, h, w = shapes[i]
+        k = draw(st.integers(1, min(3, h + 2, w + 2)))
+        pad = (draw(st.integers(0, k - 1)), draw(st.integers(0, k - 1)))
+        k = min(k, h + 2 * pad[0], w + 2 * pad[1])
+        stride = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+        thr = draw(st.integers(1, 12))
+        wmax = draw(st.sampled_from([thr, 2 * thr, 127]))
+        weights = np.array(draw(st.lists(st.integers(-min(wmax, 128), min(wmax, 127)),
+                                         min_size=feats[i] * c * k * k, max_size=feats[i] * c * k * k)),
+                           dtype=np.int8).reshape(feats[i], c, k, k)
+        layer = CoreLayer(weights, (c, h, w), thr, draw(st.integers(-3 * thr, thr - 1)), stride, pad,
+                          draw(st.sampled_from(["subtract", "zero"])), monitor=draw(st.booleans()))
+        f, ho, wo = layer.output_shape
+        if draw(st.booleans()):
+            layer.bias = np.array(draw(st.lists(st.integers(-thr, thr), min_size=f, max_size=f)), np.int16)
+            layer.leak_enable = draw(st.booleans())
+        if draw(st.booleans()):
+            layer.initial_state = draw(st.integers(0, 2**32)) % (4 * thr) - thr + np.zeros((f, ho, wo), np.int16)
+        layers[lid] = layer
+    for i, lid in enumerate(ids):
+        later = [j for j in range(i + 1, n) if feats[i] <= shapes[j][0]]
+        targets = draw(st.lists(st.sampled_from(later), max_size=2)) if later else []
+        layers[lid].destinations = [
+            Destination(ids[j], draw(st.sampled_from([1, 2, 4])),
+                        draw(st.integers(0, shapes[j][0] - feats[i]))) for j in targets]
+    dvs = None
+    if draw(st.booleans()):
+        merge = draw(st.booleans())
+        pool = (draw(st.sampled_from([1, 2])), draw(st.sampled_from([1, 2])))
+        size = (draw(st.integers(2, 8)), draw(st.integers(2, 8)))
+        ph, pw = size[0] // pool[0], size[1] // pool[1]
+        oy, ox = draw(st.integers(0, ph - 1)), draw(st.integers(0, pw - 1))
+        cut = draw(st.none() | st.tuples(st.integers(oy, ph - 1), st.integers(ox, pw - 1)))
+        channels = 1 if merge else 2
+        ok = [j for j in range(n) if shapes[j][0] >= channels]
+        targets = draw(st.lists(st.sampled_from(ok), max_size=2)) if ok else []
+        dvs = DVSInput((2, *size), merge, draw(st.booleans()), draw(st.booleans()), pool, (oy, ox), cut,
+                       draw(st.booleans()), draw(st.booleans()), draw(st.booleans()),
+                       [Destination(ids[j], draw(st.sampled_from([1, 2])),
+                                    draw(st.integers(0, shapes[j][0] - channels))) for j in targets],
+                       draw(st.booleans()))
+    period = draw(st.none() | st.integers(3, 40))
+    return IntegerNetwork(layers, dvs, period)
+
+
+@st.composite
+def event_streams(draw, net, max_events=40):
+    sources = {lid: layer.input_shape for lid, layer in net.layers.items()}
+    if net.dvs is not None:
+        sources[DVS_LAYER_ID] = net.dvs.input_shape
+    rows, t = [], draw(st.integers(0, 20))
+    for _ in range(draw(st.integers(0, max_events))):
+        t += draw(st.sampled_from([0, 0, 1, 7]))
+        lid = draw(st.sampled_from(sorted(sources)))
+        c, h, w = sources[lid]
+        rows.append((t, lid, draw(st.integers(0, c - 1)), draw(st.integers(0, h - 1)), draw(st.integers(0, w - 1))))
+    return as_events(rows)
+
+
+options = st.builds(ChipModelOptions, st.sampled_from(["saturate", "wrap"]),
+                    st.sampled_from(["clamp", "reject"]), st.booleans())
+
+
+def assert_matches_reference(sim: EventSimulator, ref: ReferenceChip, out: np.ndarray, ref_out) -> None:
+    assert out.tolist() == [tuple(r) for r in ref_out]
+    for lid, state in sim.states.items():
+        assert state.dtype == np.int16
+        assert state.tolist() == ref.states()[lid], f"state of layer {lid}"
+    assert sim.counters == ref.count
+
+
+# ----------------------------------------------------------------------------- against the reference
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), net=networks(), opts=options)
+def test_engine_equals_reference(data, net, opts):
+    events = data.draw(event_streams(net))
+    until = data.draw(st.none() | st.integers(0, 60)) if events.size == 0 else None
+    sim = EventSimulator(net, opts)
+    ref = ReferenceChip(net, opts.overflow, opts.lower_bound, opts.leak_can_fire)
+    assert_matches_reference(sim, ref, sim.run(events, until), ref.run(events.tolist(), until))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), net=networks())
+def test_state_clock_and_counters_persist_across_runs(data, net):
+    events = data.draw(event_streams(net, max_events=30))
+    cut = data.draw(st.integers(0, len(events)))
+    split = EventSimulator(net)
+    out = np.concatenate([split.run(events[:cut]), split.run(events[cut:])])
+    whole = simulate(net, events)
+    assert out.tolist() == whole.events.tolist()
+    assert split.counters == whole.counters
+    assert {k: v.tolist() for k, v in split.states.items()} == {k: v.tolist() for k, v in whole.states.items()}
+    split.reset()
+    again = split.run(events)
+    assert again.tolist() == whole.events.tolist()
+
+
+# ----------------------------------------------------------------------------- worked rules
+
+
+def single_neuron(weight, thr=10, low=-5, reset="subtract", **kw):
+    w = np.full((1, 1, 1, 1), weight, np.int8)
+    return IntegerNetwork({0: CoreLayer(w, (1, 1, 1), thr, low, reset=reset, monitor=True, **kw)})
+
+
+def test_one_spike_per_update_even_far_above_threshold():
+    sim = EventSimulator(single_neuron(100, thr=10))
+    out = sim.run(as_events([(5, 0, 0, 0, 0)]))
+    assert out.tolist() == [(5, 0, 0, 0, 0)]
+    assert sim.states[0][0, 0, 0] == 90  # subtract leaves it far above threshold, silent until next input
+
+
+def test_lower_bound_clamps_then_threshold_and_reset_to_zero():
+    sim = EventSimulator(single_neuron(-4, thr=10, low=-5))
+    sim.run(as_events([(0, 0, 0, 0, 0)] * 3))
+    assert sim.states[0][0, 0, 0] == -5
+    sim = EventSimulator(single_neuron(-4, thr=10, low=-5), ChipModelOptions(lower_bound="reject"))
+    sim.run(as_events([(0, 0, 0, 0, 0)] * 3))
+    assert sim.states[0][0, 0, 0] == -4
+    sim = EventSimulator(single_neuron(7, thr=10, reset="zero"))
+    out = sim.run(as_events([(1, 0, 0, 0, 0), (2, 0, 0, 0, 0)]))
+    assert out["t"].tolist() == [2] and sim.states[0][0, 0, 0] == 0
+
+
+def test_int16_saturation_and_wrap_option():
+    state = np.full((1, 1, 1), 32760, np.int16)
+    net = single_neuron(100, thr=32767, low=-32768, initial_state=state)
+    sim = EventSimulator(net)
+    assert sim.run(as_events([(0, 0, 0, 0, 0)])).tolist() == [(0, 0, 0, 0, 0)]  # saturates at 32767 -> fires
+    assert sim.states[0][0, 0, 0] == 0
+    sim = EventSimulator(net, ChipModelOptions(overflow="wrap"))
+    assert sim.run(as_events([(0, 0, 0, 0, 0)])).size == 0
+    assert sim.states[0][0, 0, 0] == 32760 + 100 - 65536
+
+
+def test_leak_ticks_before_event_at_same_time_and_can_fire():
+    net = single_neuron(1, thr=10, bias=np.array([4], np.int16), leak_enable=True)
+    net.slow_clock_period_us = 100
+    sim = EventSimulator(net)
+    # ticks at 100, 200 (-> 8), then the event at 200 (-> 9), tick 300 (-> 13: fires, 3)
+    out = sim.run(as_events([(200, 0, 0, 0, 0)]), until_us=300)
+    assert out.tolist() == [(300, 0, 0, 0, 0)]
+    assert sim.states[0][0, 0, 0] == 3
+    sim = EventSimulator(net, ChipModelOptions(leak_can_fire=False))
+    assert sim.run(as_events([(200, 0, 0, 0, 0)]), until_us=300).size == 0
+    assert sim.states[0][0, 0, 0] == 13
+
+
+def test_fan_out_order_depth_first_and_pooled_drops():
+    # layer 0: 1x1 identity-ish conv, 2 features -> layer 1 (pool 2) and layer 2 (pool 1)
+    w0 = np.ones((2, 1, 1, 1), np.int8) * 10
+    w1 = np.ones((1, 2, 1, 1), np.int8) * 10
+    net = IntegerNetwork({
+        0: CoreLayer(w0, (1, 3, 3), 10, -10, monitor=True, destinations=[Destination(1, 2), Destination(2)]),
+        1: CoreLayer(w1, (2, 1, 1), 10, -10, monitor=True),
+        2: CoreLayer(w1, (2, 3, 3), 10, -10, monitor=True),
+    })
+    sim = EventSimulator(net)
+    out = sim.run(as_events([(0, 0, 0, 0, 0), (1, 0, 0, 2, 2)]))
+    assert out.tolist() == [
+        (0, 0, 0, 0, 0), (0, 0, 1, 0, 0),          # both features of layer 0 fire (f order)
+        (0, 1, 0, 0, 0), (0, 2, 0, 0, 0),          # spike f=0 -> dest 0, then dest 1
+        (0, 1, 0, 0, 0), (0, 2, 0, 0, 0),          # spike f=1 -> dest 0, then dest 1
+        (1, 0, 0, 2, 2), (1, 0, 1, 2, 2),          # (2, 2) // 2 = (1, 1) is outside layer 1's 1x1 map
+        (1, 2, 0, 2, 2), (1, 2, 0, 2, 2),
+    ]
+    assert sim.counters[1]["dropped"] == 2 and sim.counters[1]["events_in"] == 2
+    assert sim.counters[2] == {"events_in": 4, "synaptic_updates": 4, "spikes_out": 4, "dropped": 0}
+
+
+def test_dvs_stage_order_merge_pool_crop_mirror():
+    net = IntegerNetwork({}, DVSInput((2, 8, 8), merge_polarities=True, pooling=(2, 2), origin=(1, 0),
+                                      cut=(3, 2), mirror_x=True, mirror_diagonal=True, monitor=True))
+    assert net.dvs.output_shape == (1, 3, 3)
+    sim = EventSimulator(net)
+    out = sim.run(as_events([(0, DVS_LAYER_ID, 1, 2, 1), (1, DVS_LAYER_ID, 0, 1, 1), (2, DVS_LAYER_ID, 0, 7, 6)]))
+    # (y, x) = (2, 1) -> pool (1, 0) -> crop (0, 0) -> mirror x (0, 2) -> swap (2, 0); (1, 1) pools to row 0: cropped
+    # (7, 6) -> pool (3, 3): x 3 > cut 2: cropped
+    assert out.tolist() == [(0, DVS_LAYER_ID, 0, 2, 0)]
+    assert sim.counters[DVS_LAYER_ID] == {"events_in": 3, "synaptic_updates": 0, "spikes_out": 1, "dropped": 2}
+
+
+# ----------------------------------------------------------------------------- API and bad input
+
+
+def test_set_state_states_are_copies_and_reset():
+    net = single_neuron(3)
+    sim = EventSimulator(net)
+    sim.set_state(0, np.array([[[9]]]))
+    sim.states[0][0, 0, 0] = 0  # a copy: no effect
+    assert sim.run(as_events([(0, 0, 0, 0, 0)])).size == 1 and sim.states[0][0, 0, 0] == 2
+    sim.reset()
+    assert sim.states[0][0, 0, 0] == 0 and sim.counters[0]["events_in"] == 0
+    with pytest.raises(ValueError, match=r"state\[0, 0, 0\] = 40000"):
+        sim.set_state(0, np.array([[[40000]]]))
+    with pytest.raises(ValueError, match=r"shape \(2,\); expected \(1, 1, 1\)"):
+        sim.set_state(0, np.zeros(2))
+    with pytest.raises(KeyError, match="layer=5"):
+        sim.set_state(5, np.zeros((1, 1, 1)))
+
+
+@pytest.mark.parametrize("rows, fragment", [
+    ([(0, 3, 0, 0, 0)], "events[0].layer = 3: not a layer of the network (layers: [0])"),
+    ([(0, 0, 0, 0, 0), (0, 0, 1, 0, 0)], "events[1].channel = 1: out of range for layer 0: expected 0 <= channel < 1"),
+    ([(0, 0, 0, 0, -1)], "events[0].x = -1"),
+    ([(0, 0, 0, 1, 0)], "events[0].y = 1"),
+    ([(5, 0, 0, 0, 0), (4, 0, 0, 0, 0)], "events[1].t = 4 is earlier than events[0].t = 5"),
+])
+def test_bad_events_name_field_value_and_index(rows, fragment):
+    with pytest.raises(InvalidEventsError) as err:
+        EventSimulator(single_neuron(1)).run(as_events(rows))
+    assert fragment in str(err.value)
+
+
+def test_time_continues_across_runs():
+    sim = EventSimulator(single_neuron(1))
+    sim.run(as_events([(10, 0, 0, 0, 0)]))
+    with pytest.raises(InvalidEventsError, match="earlier than the last event of the previous run"):
+        sim.run(as_events([(9, 0, 0, 0, 0)]))
+    with pytest.raises(InvalidEventsError, match="1-D numpy array of snnlib.EVENT_DTYPE"):
+        sim.run(np.zeros(3))
+
+
+def test_bad_networks_are_rejected():
+    w = np.ones((1, 1, 1, 1), np.int8)
+    loop = IntegerNetwork({0: CoreLayer(w, (1, 1, 1), 1, -1, destinations=[Destination(1)]),
+                           1: CoreLayer(w, (1, 1, 1), 1, -1, destinations=[Destination(0)])})
+    with pytest.raises(InvalidNetworkError, match="layers 0 -> 1 -> 0 form a cycle"):
+        EventSimulator(loop)
+    with pytest.raises(InvalidNetworkError, match="threshold_high = 0"):
+        EventSimulator(single_neuron(1, thr=0, low=-1))
+    with pytest.raises(InvalidNetworkError, match="id 13 is taken"):
+        EventSimulator(IntegerNetwork({13: CoreLayer(w, (1, 1, 1), 1, -1)}, DVSInput()))
+    with pytest.raises(InvalidNetworkError, match="ROI y from origin 3 to cut 1"):
+        EventSimulator(IntegerNetwork({}, DVSInput((2, 4, 4), origin=(3, 0), cut=(1, 1))))
+    with pytest.raises(ValueError, match="overflow='clip'"):
+        ChipModelOptions(overflow="clip")

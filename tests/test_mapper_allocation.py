@@ -1,0 +1,90 @@
+"""Memory formulas (§1.4 worked examples), allocation, diagnostics, quantization."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from torch import nn
+
+from mapper import MappingError, kernel_words, map_model, neuron_words
+from mapper.legalize import CorePlan
+from mapper.quantize import quantize_core, tensor_scale
+from snnlib import SpikingLayer
+
+
+def test_memory_worked_examples():
+    assert kernel_words((32, 16, 3, 3)) == 8 * 1024
+    assert neuron_words((32, 64, 64)) == 128 * 1024
+    assert kernel_words((500, 128, 1, 1)) == 64 * 1024
+    assert neuron_words((5, 3, 5)) == 5 * 4 * 8 and kernel_words((3, 2, 5, 5)) == 2 * 32 * 4
+
+
+def test_16_to_32_on_64x64_fits_nowhere_with_a_fix():
+    with pytest.raises(MappingError) as err:
+        map_model(nn.Sequential(nn.Conv2d(16, 32, 3, padding=1, bias=False), SpikingLayer()), (16, 64, 64))
+    (v,) = err.value.report.violations
+    assert v.rule == "fits no core's memory" and "neuron 131072/65536" in str(v.value)
+    assert "reduce out_channels of 0 from 32 to <= 16" in v.fix and "stride 2" in v.fix
+
+
+def test_linear_128_to_500_goes_to_core_5_or_6():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(128, 500, bias=False), SpikingLayer())
+    result = map_model(model, (128, 1, 1))
+    assert list(result.config.cores) == [5] and result.input_cores == [5]
+    (row,) = result.report.memory
+    assert row.need.kernel == 65536 and "65536/65536 (100.0%)" in str(result.report)
+    with pytest.raises(MappingError, match=r"does not fit core 0.*use a core it fits: \[5, 6\]"):
+        map_model(model, (128, 1, 1), layer2core={"1": 0})
+    assert list(map_model(model, (128, 1, 1), layer2core={"2": 6}).config.cores) == [6]
+
+
+def test_three_big_linears_compete_for_two_cores():
+    model = nn.Sequential(nn.Flatten(), *[m for _ in range(3) for m in (nn.Linear(128, 128, bias=False), SpikingLayer())])
+    model[1] = nn.Linear(128, 500, bias=False)
+    model[3] = nn.Linear(500, 128, bias=False)
+    model[5] = nn.Linear(128, 500, bias=False)
+    model.append(nn.Linear(500, 10, bias=False))
+    model.append(SpikingLayer())
+    with pytest.raises(MappingError) as err:
+        map_model(model, (128, 1, 1))
+    (v,) = err.value.report.violations
+    assert v.layer == "1, 3, 5" and v.rule == "3 layers compete for 2 cores" and "[5, 6]" in str(v.value)
+    assert v.fix.startswith("reduce out_channels of") and "fits core 3" in v.fix
+
+
+def test_allocation_is_deterministic_and_ordered():
+    model = nn.Sequential(*[m for c in (2, 4, 4, 4) for m in (nn.Conv2d(c, 4, 3, padding=1), SpikingLayer())])
+    a = map_model(model, (2, 16, 16))
+    assert a.config.to_json() == map_model(model, (2, 16, 16)).config.to_json()
+    assert list(a.config.cores) == [0, 1, 2, 3] and a.input_cores == [0]
+    assert [d.layer for d in a.config.cores[0].destinations] == [1]
+    assert a.config.monitored_layer_names() == {3: "7"}
+    assert set(map_model(model, (2, 16, 16), monitor="all").config.monitored_layer_names()) == {0, 1, 2, 3}
+    with pytest.raises(MappingError, match="layer2core puts two layers on one core"):
+        map_model(model, (2, 16, 16), layer2core={"0": 4, "2": 4})
+    with pytest.raises(MappingError, match="layer2core names a core the chip lacks"):
+        map_model(model, (2, 16, 16), layer2core={"0": 11})
+
+
+def test_too_many_layers():
+    model = nn.Sequential(*[m for _ in range(10) for m in (nn.Conv2d(2, 2, 1), SpikingLayer())])
+    with pytest.raises(MappingError, match="speck2f has 9 cores"):
+        map_model(model, (2, 4, 4))
+
+
+def test_tensor_scale_and_rounding():
+    assert tensor_scale(np.array([1.0, -0.5]), 8) == 127.0
+    assert tensor_scale(np.array([-2.0, 1.0]), 8) == 64.0
+    assert tensor_scale(np.zeros(3), 8) == float("inf")
+    plan = CorePlan("c", ["c", "s"], np.array([0.5, -1.0, 0.25]).reshape(3, 1, 1, 1), np.array([0.01, 0, 0]),
+                    (1, 1, 1), (1, 1), (0, 0), threshold=2.0, threshold_low=-0.001)
+    q = quantize_core(plan)
+    assert q.row.scale == 128.0
+    assert q.weights.ravel().tolist() == [64, -128, 32] and q.threshold_high == 256
+    assert q.bias.tolist() == [1, 0, 0]  # 1.28 -> 1
+    assert q.threshold_low == -1 and "hardware bug" in q.notes[0].action  # -0.128 rounds to 0
+    assert q.row.max_error == pytest.approx(0.28 / 128)
+    half = CorePlan("c", ["c", "s"], np.array([1.0, 2.5 / 127, 3.5 / 127]).reshape(3, 1, 1, 1), None,
+                    (1, 1, 1), (1, 1), (0, 0), threshold=1.0, threshold_low=None)
+    q = quantize_core(half)
+    assert q.weights.ravel().tolist() == [127, 2, 4] and q.threshold_low == -32768  # half to even

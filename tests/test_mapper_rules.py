@@ -1,0 +1,115 @@
+"""Every §3 rule triggered once, with its message; all violations come in one report."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from mapper import MappingError, map_model
+from snnlib import Cropping2dLayer, SpikingLayer, SumPool2d
+
+
+def _problems(model, shape, **kw) -> list[str]:
+    with pytest.raises(MappingError) as err:
+        map_model(model, shape, **kw)
+    assert err.value.report.violations and not err.value.report.ok
+    return [str(v) for v in err.value.report.violations]
+
+
+def _has(problems, *fragments):
+    assert any(all(f in p for f in fragments) for p in problems), problems
+
+
+def _per_neuron_threshold():
+    layer = SpikingLayer()
+    layer.threshold = torch.ones(4)  # set after construction: the layer itself takes scalars
+    return layer
+
+
+def seq(*layers):
+    return nn.Sequential(*layers)
+
+
+@pytest.mark.parametrize("model, shape, fragments", [
+    (seq(nn.Conv2d(2, 4, (3, 5)), SpikingLayer()), (2, 8, 8), ["0: kernel must be square", "3x5", "5x5 kernel"]),
+    (seq(nn.Conv2d(2, 4, 17), SpikingLayer()), (2, 20, 20), ["kernel size must be <= 16", "17x17"]),
+    (seq(nn.Conv2d(2, 4, 3, stride=3), SpikingLayer()), (2, 16, 16), ["stride must be one of (1, 2, 4, 8)", "3 (y)", "use stride 2 or add 2x2 pooling"]),
+    (seq(nn.Conv2d(2, 4, 3, padding=8), SpikingLayer()), (2, 8, 8), ["padding must be 0..7", "8 (y)"]),
+    (seq(nn.Conv2d(2, 4, 1), SpikingLayer(), SumPool2d(3), nn.Conv2d(4, 2, 1), SpikingLayer()), (2, 9, 9),
+     ["0: pooling must be one of (1, 2, 4)", "got 3"]),
+    (seq(nn.Conv2d(2, 1100, 1), SpikingLayer()), (2, 2, 2), ["at most 1024 output channels", "1100", "reduce out_channels to <= 1024"]),
+    (seq(nn.Conv2d(1100, 4, 1), SpikingLayer()), (1100, 2, 2), ["at most 1024 input channels", "1100"]),
+    (seq(nn.Conv2d(2, 4, 1, stride=2), SpikingLayer()), (2, 130, 128), ["input map must be <= 128x128", "130x128"]),
+    (seq(nn.Conv2d(2, 4, 3, padding=1), SpikingLayer()), (2, 128, 128), ["output map must be <= 64x64 before pooling", "128x128", "use stride 2 or add 2x2 pooling"]),
+    (seq(nn.Conv2d(2, 4, 1), SpikingLayer(), nn.Conv2d(4, 4, 1), SpikingLayer()), (2, 4, 4), []),  # control: fits
+    (seq(nn.Conv2d(2, 4, 3), nn.ReLU()), (2, 8, 8), ["1: unsupported layer type", "ReLU"]),
+    (seq(nn.Conv2d(2, 4, 3), nn.MaxPool2d(2)), (2, 8, 8), ["unsupported layer type", "MaxPool2d"]),
+    (seq(nn.Conv2d(2, 4, 3), nn.Conv2d(4, 4, 1), SpikingLayer()), (2, 8, 8), ["must be followed by a SpikingLayer"]),
+    (seq(nn.Conv2d(2, 4, 3), _per_neuron_threshold()), (2, 8, 8), ["one threshold pair per core", "4 values"]),
+    (seq(nn.Conv2d(2, 4, 3), SpikingLayer(membrane_subtract=0.5)), (2, 8, 8), ["subtracts exactly the threshold"]),
+    (seq(nn.Conv2d(2, 4, 3, groups=2), SpikingLayer()), (2, 8, 8), ["grouped convolution", "groups=2"]),
+    (seq(nn.Conv2d(2, 4, 3, dilation=2), SpikingLayer()), (2, 8, 8), ["dilated convolution"]),
+    (seq(nn.Conv2d(2, 4, 1), SpikingLayer(), nn.AvgPool2d(2, stride=1), nn.Conv2d(4, 2, 1), SpikingLayer()), (2, 8, 8),
+     ["pooling stride must equal its kernel size"]),
+    (seq(SumPool2d(2), nn.Conv2d(2, 4, 1), SpikingLayer()), (2, 8, 8), ["input: pooling or cropping the input needs the DVS stage", "dvs=True"]),
+    (seq(nn.Conv2d(2, 4, 1), SpikingLayer(), Cropping2dLayer(((1, 1), (1, 1))), nn.Conv2d(4, 2, 1), SpikingLayer()), (2, 8, 8),
+     ["cropping is only possible on the input"]),
+    (seq(nn.Conv2d(2, 4, 1), SpikingLayer(), SpikingLayer()), (2, 8, 8), ["two spiking layers in a row"]),
+    (seq(nn.Flatten(), nn.Linear(2 * 3 * 4, 5), SpikingLayer()), (2, 3, 4), ["kernel must be square", "3x4"]),
+])
+def test_each_rule_is_reported_with_a_fix(model, shape, fragments):
+    if not fragments:
+        assert map_model(model, shape).report.ok
+        return
+    _has(_problems(model, shape), *fragments)
+
+
+def test_more_than_two_destinations():
+    class Fan(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.spk = nn.Conv2d(2, 4, 1), SpikingLayer()
+            self.heads = nn.ModuleList([nn.Sequential(nn.Conv2d(4, 2, 1), SpikingLayer()) for _ in range(3)])
+
+        def forward(self, x):
+            s = self.spk(self.conv(x))
+            return self.heads[0](s) + self.heads[1](s) + self.heads[2](s)
+
+    _has(_problems(Fan(), (2, 4, 4)), "conv: at most 2 destinations", "got 3")
+
+
+def test_all_violations_at_once_and_fast():
+    model = seq(nn.Conv2d(2, 1100, (3, 5), stride=3, padding=9), SpikingLayer(), SumPool2d(3),
+                nn.Conv2d(1100, 4, 17), nn.ReLU())
+    start = time.perf_counter()
+    problems = _problems(model, (2, 140, 140))
+    assert time.perf_counter() - start < 1.0
+    for fragment in ["kernel must be square", "stride must be one of", "padding must be 0..7",
+                     "at most 1024 output channels", "input map must be <= 128x128",
+                     "pooling must be one of", "kernel size must be <= 16", "unsupported layer type"]:
+        _has(problems, fragment)
+
+
+def test_dvs_stage_takes_input_pooling_and_crop():
+    model = seq(SumPool2d(2), Cropping2dLayer(((1, 2), (3, 0))), nn.Conv2d(2, 4, 3), SpikingLayer())
+    config = map_model(model, (2, 128, 128), dvs=True).config
+    dvs = config.dvs
+    assert dvs.pooling == (2, 2) and dvs.origin == (1, 3) and dvs.cut == (61, 63)
+    assert [d.layer for d in dvs.destinations] == list(config.cores)
+    assert config.cores[next(iter(config.cores))].input_shape == (2, 61, 61)
+    _has(_problems(seq(SumPool2d(3), nn.Conv2d(2, 4, 3), SpikingLayer()), (2, 96, 96), dvs=True),
+         "DVS pooling must be one of")
+
+
+def test_bad_arguments_name_the_argument():
+    model = seq(nn.Conv2d(2, 4, 3), SpikingLayer())
+    with pytest.raises(ValueError, match=r"input_shape=\(2, 8\)"):
+        map_model(model, (2, 8))
+    with pytest.raises(ValueError, match="chip='speck9'"):
+        map_model(model, (2, 8, 8), chip="speck9")
+    with pytest.raises(TypeError, match="monitor='1'"):
+        map_model(model, (2, 8, 8), monitor="1")
+    _has(_problems(model, (2, 8, 8), monitor=["nope"]), "monitor names no layer", "'0', '1'")
