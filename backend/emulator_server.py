@@ -60,7 +60,7 @@ class EmulatorServer:
     def _boot(self) -> None:
         self.chip = self.make_chip()
         self.boot_id = secrets.randbits(32)
-        self.counters["boot_id"] = self.boot_id
+        self.counters.update(boot_id=self.boot_id, runs=0, events_in=0, events_out=0, dropped=0)
         self.in_session = False
         self.applied = b""
         self._upload: Optional[bytearray] = None
@@ -109,9 +109,12 @@ class EmulatorServer:
 
         os.set_blocking(fd, False)  # a write never blocks past WRITE_DEADLINE
         self.link = Link(write, receive, self._on_control, rto=self.rto)
-        self._greet(0)
+        announce = True  # a device greets unasked when it starts
         while not stop.is_set():
             try:
+                if announce:
+                    announce = False
+                    self._greet(0)
                 self.link.pump(0.05)
                 while self.link.inbox:
                     self._answer(self.link.inbox.popleft())
@@ -119,11 +122,12 @@ class EmulatorServer:
                 self._reboot.clear()
                 self._boot()
                 self.link.restart(window=1, max_payload=0)
-                self._greet(0)
+                announce = True
             except PeerClosed:
                 return
             except LinkTimeout:  # the host went away mid-session: wait for a new HELLO
                 self.in_session = False
+                self.link.restart(window=1, max_payload=0)
             finally:
                 self.counters.update(frames_rx=self.link.counters["frames_rx"],
                                      frames_tx=self.link.counters["frames_tx"],

@@ -24,7 +24,7 @@ DT_US, STEPS, THRESHOLD = 1000, 100, 64
 
 
 def conv_weights(rng, f, c):
-    return rng.integers(-8, 17, (f, c, 3, 3)).astype(np.int8)
+    return rng.integers(-12, 15, (f, c, 3, 3)).astype(np.int8)
 
 
 def networks(rng):
@@ -111,12 +111,12 @@ def sinabs_seconds(layers, raster, repeats):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--numpy-events", type=int, default=1000, help="events for the numpy baseline")
     parser.add_argument("--densities", type=float, nargs="+", default=[0.01, 0.05, 0.20])
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    print(f"{STEPS} bins of {DT_US} us, threshold {THRESHOLD}, weights in [-8, 16], best of {args.repeats}")
+    print(f"{STEPS} bins of {DT_US} us, threshold {THRESHOLD}, weights in [-12, 14], best of {args.repeats}")
     print(f"{'network':22} {'density':>7} {'events':>8} {'updates':>10} {'engine':>9} {'M upd/s':>8} "
           f"{'numpy M/s':>9} {'x numpy':>8} {'sinabs ms':>9} {'x sinabs':>8}")
     for name, (net, shape, layers) in networks(rng).items():

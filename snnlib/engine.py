@@ -71,21 +71,39 @@ class ChipModelOptions:
 
 
 @njit(inline="always")
-def _update(state, j, w, hi, lo, reset_zero, wrap, reject, test):
-    """One synaptic (or leak) update of neuron ``j``; True if it spikes."""
-    old = np.int64(state[j])
-    v = old + w
-    if wrap:
-        v = ((v + 32768) & 0xFFFF) - 32768
-    else:
-        v = min(max(v, -32768), 32767)
-    if v < lo:
-        v = old if reject else lo
-    if v >= hi and test:
-        state[j] = 0 if reset_zero else v - hi
-        return True
-    state[j] = v
-    return False
+def _update_features(state, s_base, add, a_base, n_f, hi, lo, reset_zero, wrap, reject, test, fired, f_base):
+    """Update features 0..n_f-1 of one neuron position, each by ``add[a_base + f]``: saturate
+    (or wrap), lower bound, threshold test (if ``test``), reset. Flags the spikes in
+    ``fired[f_base + f]`` and returns their number. Branch-free, so that it vectorizes over f
+    (states are stored (y, x, f), weights (c, ky, kx, f)); unsigned indices for the same reason."""
+    sb, ab, fb = np.uint64(s_base), np.uint64(a_base), np.uint64(f_base)
+    n = 0
+    for f in range(np.uint64(n_f)):
+        old = np.int64(state[sb + f])
+        v = old + np.int64(add[ab + f])
+        v = (((v + 32768) & 0xFFFF) - 32768) if wrap else min(max(v, -32768), 32767)
+        v = (old if reject else lo) if v < lo else v
+        spiked = (v >= hi) & test
+        v = (0 if reset_zero else v - hi) if spiked else v
+        state[sb + f] = v
+        fired[fb + f] = spiked
+        n += spiked
+    return n
+
+
+@njit(inline="always")
+def _collect(fired, n, n_f, n_pos, width, y0, x0, spikes):
+    """Write the ``n`` spikes flagged in ``fired`` (a block of ``n_pos`` positions, rows of
+    ``width`` starting at (y0, x0), features innermost) to ``spikes`` in (f, y, x) order."""
+    k = 0
+    for f in range(n_f):
+        for j in range(n_pos):
+            if fired[j * n_f + f]:
+                spikes[k, 0], spikes[k, 1], spikes[k, 2] = f, y0 + j // width, x0 + j % width
+                k += 1
+                if k == n:
+                    return n
+    return n
 
 
 @njit(cache=True)
@@ -99,47 +117,41 @@ def _grow(a, need):
 
 
 @njit(cache=True)
-def _integrate(li, c, y, x, lp, weights, state, opts, counters, spikes):
-    """Update every neuron of layer ``li`` that input (c, y, x) reaches, in (f, y, x) order;
-    write the spikes to ``spikes`` and return how many."""
+def _integrate(li, c, y, x, lp, weights, state, opts, counters, spikes, fired):
+    """Update every neuron of layer ``li`` that input (c, y, x) reaches; write its spikes to
+    ``spikes`` in (f, y, x) order and return how many."""
     k, sy, sx = lp[li, KERNEL], lp[li, STRIDE_Y], lp[li, STRIDE_X]
     ty, tx = y + lp[li, PAD_Y], x + lp[li, PAD_X]
     y0, y1 = max(0, -((k - 1 - ty) // sy)), min(lp[li, H_OUT] - 1, ty // sy)
     x0, x1 = max(0, -((k - 1 - tx) // sx)), min(lp[li, W_OUT] - 1, tx // sx)
-    n_f, n_c, h_out, w_out = lp[li, F_OUT], lp[li, C_IN], lp[li, H_OUT], lp[li, W_OUT]
+    if y1 < y0 or x1 < x0:
+        return 0
+    n_f, w_out, width = lp[li, F_OUT], lp[li, W_OUT], x1 - x0 + 1
     hi, lo, rz = lp[li, THR_HIGH], lp[li, THR_LOW], lp[li, RESET_ZERO]
-    w_off, s_off = lp[li, W_OFFSET], lp[li, S_OFFSET]
-    wrap, reject = opts[0], opts[1]
+    w_off, s_off = lp[li, W_OFFSET] + c * k * k * n_f, lp[li, S_OFFSET]
     n = 0
-    for f in range(n_f):
-        w_base = w_off + (f * n_c + c) * k * k
-        for yo in range(y0, y1 + 1):
-            w_row = w_base + (ty - yo * sy) * k + tx
-            s_row = s_off + (f * h_out + yo) * w_out
-            for xo in range(x0, x1 + 1):
-                if _update(state, s_row + xo, weights[w_row - xo * sx], hi, lo, rz, wrap, reject, True):
-                    spikes[n, 0], spikes[n, 1], spikes[n, 2] = f, yo, xo
-                    n += 1
-    if y1 >= y0 and x1 >= x0:
-        counters[li, SYNAPTIC_UPDATES] += n_f * (y1 - y0 + 1) * (x1 - x0 + 1)
-    return n
+    for yo in range(y0, y1 + 1):
+        w_row = w_off + (ty - yo * sy) * k * n_f
+        for xo in range(x0, x1 + 1):
+            n += _update_features(state, s_off + (yo * w_out + xo) * n_f, weights, w_row + (tx - xo * sx) * n_f,
+                                  n_f, hi, lo, rz, opts[0], opts[1], True, fired, ((yo - y0) * width + xo - x0) * n_f)
+    n_pos = (y1 - y0 + 1) * width
+    counters[li, SYNAPTIC_UPDATES] += n_f * n_pos
+    return _collect(fired, n, n_f, n_pos, width, y0, x0, spikes) if n else 0
 
 
 @njit(inline="always")
-def _leak(li, lp, bias, state, opts, spikes):
-    """Add ``bias[f]`` to every neuron of layer ``li`` in (f, y, x) order; return the spike count."""
-    n_f, h_out, w_out = lp[li, F_OUT], lp[li, H_OUT], lp[li, W_OUT]
+def _leak(li, lp, bias, state, opts, spikes, fired):
+    """Add ``bias[f]`` to every neuron of layer ``li``; write its spikes to ``spikes`` in
+    (f, y, x) order and return how many."""
+    n_f, n_pos, w_out = lp[li, F_OUT], lp[li, H_OUT] * lp[li, W_OUT], lp[li, W_OUT]
     hi, lo, rz = lp[li, THR_HIGH], lp[li, THR_LOW], lp[li, RESET_ZERO]
     s_off, b_off = lp[li, S_OFFSET], lp[li, B_OFFSET]
     n = 0
-    for f in range(n_f):
-        b = np.int64(bias[b_off + f])
-        for yo in range(h_out):
-            for xo in range(w_out):
-                if _update(state, s_off + (f * h_out + yo) * w_out + xo, b, hi, lo, rz, opts[0], opts[1], opts[2]):
-                    spikes[n, 0], spikes[n, 1], spikes[n, 2] = f, yo, xo
-                    n += 1
-    return n
+    for j in range(n_pos):
+        n += _update_features(state, s_off + j * n_f, bias, b_off, n_f, hi, lo, rz, opts[0], opts[1],
+                              opts[2] != 0, fired, j * n_f)
+    return _collect(fired, n, n_f, n_pos, w_out, 0, 0, spikes) if n else 0
 
 
 @njit(inline="always")
@@ -198,41 +210,43 @@ def _push_routes(src, n, spikes, dest, lp, counters, stack, sp):
 
 
 @njit(inline="always")
-def _drain(t, stack, sp, lp, weights, state, dest, opts, counters, spikes, out, n_out):
+def _drain(t, stack, sp, lp, weights, state, dest, opts, counters, spikes, fired, out, n_out):
     """Process deliveries depth-first until the stack is empty."""
     while sp > 0:
         sp -= 1
         li, c, y, x = stack[sp, 0], stack[sp, 1], stack[sp, 2], stack[sp, 3]
         counters[li, EVENTS_IN] += 1
-        n = _integrate(li, c, y, x, lp, weights, state, opts, counters, spikes)
-        counters[li, SPIKES_OUT] += n
-        if lp[li, MONITOR]:
-            out, n_out = _emit(n, spikes, t, lp[li, LAYER_ID], out, n_out)
-        stack, sp = _push_routes(li, n, spikes, dest, lp, counters, stack, sp)
+        n = _integrate(li, c, y, x, lp, weights, state, opts, counters, spikes, fired)
+        if n:
+            counters[li, SPIKES_OUT] += n
+            if lp[li, MONITOR]:
+                out, n_out = _emit(n, spikes, t, lp[li, LAYER_ID], out, n_out)
+            if dest[li, 0, DEST_LAYER] >= 0:
+                stack, sp = _push_routes(li, n, spikes, dest, lp, counters, stack, sp)
     return stack, out, n_out
 
 
 @njit(inline="always")
-def _ticks_until(t, clock, lp, weights, bias, state, dest, opts, counters, spikes, stack, out, n_out):
+def _ticks_until(t, clock, lp, weights, bias, state, dest, opts, counters, spikes, fired, stack, out, n_out):
     """Apply every leak tick with tick time <= t (ascending layer, then (f, y, x))."""
     while clock[PERIOD] > 0 and clock[NEXT_TICK] <= t:
         tick = clock[NEXT_TICK]
         for li in range(lp.shape[0]):
             if lp[li, LEAK]:
-                n = _leak(li, lp, bias, state, opts, spikes)
+                n = _leak(li, lp, bias, state, opts, spikes, fired)
                 counters[li, SPIKES_OUT] += n
                 if lp[li, MONITOR]:
                     out, n_out = _emit(n, spikes, tick, lp[li, LAYER_ID], out, n_out)
                 stack, sp = _push_routes(li, n, spikes, dest, lp, counters, stack, 0)
                 stack, out, n_out = _drain(tick, stack, sp, lp, weights, state, dest, opts, counters,
-                                           spikes, out, n_out)
+                                           spikes, fired, out, n_out)
         clock[NEXT_TICK] = tick + clock[PERIOD]
     return stack, out, n_out
 
 
 @njit(cache=True)
 def _run(ev_t, ev_src, ev_c, ev_y, ev_x, until_us, lp, weights, bias, dest, dvs, opts,
-         state, counters, clock, spikes, stack, out):
+         state, counters, clock, spikes, fired, stack, out):
     """Process the (validated) input events; return the work stack and the output buffer
     (either may have grown) and the number of output events written to it."""
     n_layers = lp.shape[0]
@@ -240,7 +254,7 @@ def _run(ev_t, ev_src, ev_c, ev_y, ev_x, until_us, lp, weights, bias, dest, dvs,
     for i in range(ev_t.size):
         t = ev_t[i]
         stack, out, n_out = _ticks_until(t, clock, lp, weights, bias, state, dest, opts, counters,
-                                         spikes, stack, out, n_out)
+                                         spikes, fired, stack, out, n_out)
         clock[LAST_T] = t
         src = ev_src[i]
         if src == n_layers:
@@ -255,9 +269,9 @@ def _run(ev_t, ev_src, ev_c, ev_y, ev_x, until_us, lp, weights, bias, dest, dvs,
             stack[0, 0], stack[0, 1], stack[0, 2], stack[0, 3] = src, ev_c[i], ev_y[i], ev_x[i]
             sp = 1
         stack, out, n_out = _drain(t, stack, sp, lp, weights, state, dest, opts, counters,
-                                   spikes, out, n_out)
+                                   spikes, fired, out, n_out)
     stack, out, n_out = _ticks_until(until_us, clock, lp, weights, bias, state, dest, opts, counters,
-                                     spikes, stack, out, n_out)
+                                     spikes, fired, stack, out, n_out)
     clock[LAST_T] = until_us
     return stack, out, n_out
 
@@ -313,10 +327,10 @@ class EventSimulator:
             lp[i, [THR_HIGH, THR_LOW, RESET_ZERO]] = layer.threshold_high, layer.threshold_low, layer.reset == "zero"
             lp[i, [LEAK, MONITOR, LAYER_ID]] = layer.leak_enable and layer.bias is not None, layer.monitor, lid
             lp[i, [W_OFFSET, S_OFFSET, B_OFFSET]] = w_off, s_off, b_off
-            weights.append(w.ravel())
+            weights.append(w.transpose(1, 2, 3, 0).ravel())  # (c, ky, kx, f): features innermost
             bias.append(np.zeros(f, np.int16) if layer.bias is None else np.asarray(layer.bias).astype(np.int16))
             initial.append(np.zeros(f * h_out * w_out, np.int16) if layer.initial_state is None
-                           else np.asarray(layer.initial_state).astype(np.int16).ravel())
+                           else np.asarray(layer.initial_state).astype(np.int16).transpose(1, 2, 0).ravel())
             w_off, s_off, b_off = w_off + w.size, s_off + f * h_out * w_out, b_off + f
         dest = np.full((len(ids) + 1, 2, 3), -1, dtype=np.int64)
         sources = [net.layers[lid].destinations for lid in ids] + [net.dvs.destinations if net.dvs else []]
@@ -331,6 +345,7 @@ class EventSimulator:
         self._opts = self.options.as_array()
         largest = int(max([lp[i, F_OUT] * lp[i, H_OUT] * lp[i, W_OUT] for i in range(len(ids))], default=1))
         self._spikes = np.empty((max(largest, 1), 3), dtype=np.int64)
+        self._fired = np.empty(max(largest, 1), dtype=np.bool_)
         self._stack = np.empty((64, 4), dtype=np.int64)  # work buffers, grown on demand and kept
         self._out = np.empty(1024, dtype=EVENT_DTYPE)
         self._shapes = {lid: net.layers[lid].input_shape for lid in ids}
@@ -371,20 +386,20 @@ class EventSimulator:
             events["t"].astype(np.int64), self._source_of[events["layer"]],
             *(events[name].astype(np.int64) for name in ("channel", "y", "x")), np.int64(until_us),
             self._lp, self._weights, self._bias, self._dest, self._dvs, self._opts,
-            self._state, self._counters, self._clock, self._spikes, self._stack, self._out,
+            self._state, self._counters, self._clock, self._spikes, self._fired, self._stack, self._out,
         )
         return self._out[:n_out].copy()
 
     @property
     def states(self) -> dict[int, np.ndarray]:
         """Copies of the membrane states, int16 ``(f, h, w)`` per layer id."""
-        return {lid: self._state_view(lid).copy() for lid in self._ids}
+        return {lid: self._state_view(lid).transpose(2, 0, 1).copy() for lid in self._ids}
 
     def set_state(self, layer: int, state: np.ndarray) -> None:
         """Overwrite the membrane state of ``layer`` with an int16-range ``(f, h, w)`` array."""
         if layer not in self._index:
             raise KeyError(f"layer={layer!r}: not a layer of the network (layers: {self._ids})")
-        view = self._state_view(layer)
+        view = self._state_view(layer).transpose(2, 0, 1)
         s = np.asarray(state)
         if s.shape != view.shape:
             raise ValueError(f"state for layer {layer}: shape {s.shape}; expected {view.shape}")
@@ -397,7 +412,7 @@ class EventSimulator:
     def _state_view(self, lid: int) -> np.ndarray:
         row = self._lp[self._index[lid]]
         size = row[F_OUT] * row[H_OUT] * row[W_OUT]
-        return self._state[row[S_OFFSET]: row[S_OFFSET] + size].reshape(row[F_OUT], row[H_OUT], row[W_OUT])
+        return self._state[row[S_OFFSET]: row[S_OFFSET] + size].reshape(row[H_OUT], row[W_OUT], row[F_OUT])
 
     @property
     def counters(self) -> dict[int, dict[str, int]]:

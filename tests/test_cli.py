@@ -80,10 +80,10 @@ def test_map_of_a_model_that_does_not_fit_lists_every_problem_and_exits_2(tmp_pa
     torch.save(too_big, tmp_path / "big.pt")
     assert main(["map", str(tmp_path / "big.pt"), "--input-shape", "1,64,64"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"error: {tmp_path / 'big.pt'} does not fit speck2f: 4 problem(s)\n")
+    assert err.startswith(f"error: {tmp_path / 'big.pt'} does not fit speck2f: 3 problem(s)\n")
     problems = [line for line in err.splitlines() if line.startswith("  - ")]
-    assert sum("fits no core's memory" in p for p in problems) == 2
-    assert sum("stride must be one of" in p for p in problems) == 2
+    assert sum(p.startswith("  - 0: fits no core's memory") for p in problems) == 1
+    assert sum(p.startswith("  - 2: stride must be one of") for p in problems) == 2
     assert err.rstrip().endswith("hint: apply the fixes listed for each problem, then map again")
     assert not (tmp_path / "big.json").exists()
 
@@ -162,3 +162,14 @@ def test_installed_console_script_runs_and_reports_errors_without_traceback(tmp_
     assert done.stderr.startswith("error: model=") and "Traceback" not in done.stderr
     helped = subprocess.run([str(script), "run", "--help"], capture_output=True, text=True, timeout=120)
     assert helped.returncode == 0 and "examples:\n  spikeflash run" in helped.stdout
+
+
+def test_map_reads_a_nir_graph(tmp_path, capsys):
+    import nir
+
+    from mapper.nir_interchange import export_nir
+
+    nir.write(tmp_path / "model.nir", export_nir(small_model(), (1, 8, 8)))
+    assert main(["map", str(tmp_path / "model.nir"), "--input-shape", "1,8,8"]) == 0
+    assert "memory (needed/available):" in capsys.readouterr().out
+    assert len(ChipConfig.load(tmp_path / "model.json").cores) == 2

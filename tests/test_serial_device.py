@@ -102,7 +102,14 @@ def test_ctrl_c_mid_run_leaves_the_device_stopped_and_usable(pty_emulator):
     session = HostSession(open_port(pty_emulator.url), pty_emulator.url, rto=0.05)
     session.handshake()
     session.flash(CONFIG)
-    CountingChip.on_run = staticmethod(_thread.interrupt_main)
+    interrupted = threading.Event()
+
+    def ctrl_c_once():
+        if not interrupted.is_set():
+            interrupted.set()
+            _thread.interrupt_main()
+
+    CountingChip.on_run = staticmethod(ctrl_c_once)
     try:
         with pytest.raises(KeyboardInterrupt):
             session.run(make_events(200_000))

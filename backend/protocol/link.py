@@ -20,8 +20,6 @@ from backend.errors import LinkTimeout
 from backend.protocol.codec import Frame, FrameDecoder, encode_frame
 from backend.protocol.frames import CONTROL_TYPES, U16, FrameType
 
-#: in-order frames received before an ACK is sent even while more data keeps arriving
-ACK_EVERY = 4
 #: the slowest byte rate the retransmission timeout allows for (bytes/s)
 MIN_LINK_RATE = 1_000_000
 
@@ -63,7 +61,7 @@ class Link:
         self.window, self.max_payload = max(1, window), max_payload
         self._tx_seq = 0
         self._rx_expected = 0
-        self._ack_pending = 0
+        self._ack_pending = False
         self._unacked: OrderedDict[int, bytes] = OrderedDict()
         self._sent_at = 0.0
         self._retries = 0
@@ -107,12 +105,9 @@ class Link:
         return self.inbox.popleft()
 
     def pump(self, timeout: float) -> None:
-        """Read what arrives within ``timeout`` s, handle it, retransmit if a timer expired.
-        Acknowledgements are sent before waiting, or every :data:`ACK_EVERY` frames."""
-        data = self._receive(0.0)
-        if not data:
-            self._send_ack()
-            data = self._receive(timeout)
+        """Read what arrives within ``timeout`` s, handle it (one ACK for all the frames it
+        delivers, sent before the owner acts on them), retransmit if a timer expired."""
+        data = self._receive(timeout)
         if data:
             self.counters["bytes_rx"] += len(data)
             self._handle(self.decoder.feed(data))
@@ -135,12 +130,8 @@ class Link:
         if self.decoder.counters.rejected != self._rejected_seen:
             self._rejected_seen = self.decoder.counters.rejected
             self._nack()
-        if self._ack_pending >= ACK_EVERY:
-            self._send_ack()
-
-    def _send_ack(self) -> None:
         if self._ack_pending:
-            self._ack_pending = 0
+            self._ack_pending = False
             self.counters["acks_tx"] += 1
             self._put(encode_frame(FrameType.ACK, 0, U16.pack(self._rx_expected)))
 
@@ -149,10 +140,10 @@ class Link:
         if ahead == 0:
             self._rx_expected = (self._rx_expected + 1) & 0xFFFF
             self.inbox.append(frame)
-            self._ack_pending += 1
-        elif ahead < 0:  # the peer missed our ACK: repeat it now
+            self._ack_pending = True
+        elif ahead < 0:  # the peer missed our ACK: repeat it
             self.counters["duplicates"] += 1
-            self._ack_pending = ACK_EVERY
+            self._ack_pending = True
         else:
             self.counters["out_of_order"] += 1
             self._nack()

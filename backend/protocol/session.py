@@ -42,7 +42,9 @@ from backend.protocol.link import MIN_LINK_RATE, Link
 READ_SIZE = 1 << 20
 #: frames the host lets the device send before acknowledging (announced in HELLO)
 HOST_WINDOW = 16
-#: seconds of device work allowed per input event in the default run deadline
+#: the default run deadline: this floor (s; covers e.g. an emulator compiling its engine) plus
+#: the transfer at 1 MB/s plus RUN_SECONDS_PER_EVENT per input event
+RUN_FLOOR_SECONDS = 10.0
 RUN_SECONDS_PER_EVENT = 10e-6
 #: device error codes with their own exception class; the others raise ProtocolError
 ERROR_CLASSES = {fr.ErrorCode.CONFIG_INVALID: FlashError, fr.ErrorCode.NOT_CONFIGURED: NotFlashed}
@@ -284,10 +286,11 @@ class HostSession:
     def run(self, events: np.ndarray, timeout: Optional[float] = None) -> tuple[np.ndarray, fr.EndOfRun]:
         """Send ``events`` (EVENT_DTYPE), stream the output events back until the device's
         end-of-run marker; return them (EVENT_DTYPE, device order) and the marker.
-        ``timeout`` in s; None: 2 s + the transfer at 1 MB/s + 10 µs per input event."""
+        ``timeout`` in s; None: 10 s + the transfer at 1 MB/s + 10 µs per input event."""
         fr.check_events_fit(events)
         if timeout is None:
-            timeout = 2.0 + 2 * 8 * len(events) / MIN_LINK_RATE + RUN_SECONDS_PER_EVENT * len(events)
+            timeout = (RUN_FLOOR_SECONDS + 2 * 8 * len(events) / MIN_LINK_RATE
+                       + RUN_SECONDS_PER_EVENT * len(events))
         with self._request():
             deadline = self.clock() + timeout
             self.runs += 1
