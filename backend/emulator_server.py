@@ -75,8 +75,11 @@ class EmulatorServer:
 
     # -- serving ------------------------------------------------------------------------------
     def serve_fd(self, fd: int, stop: threading.Event) -> None:
-        """Serve the byte stream on ``fd`` until ``stop`` is set or the peer closes it."""
+        """Serve the byte stream on ``fd`` until ``stop`` is set (which cuts even a request
+        short, as pulling the plug would) or the peer closes it."""
         def receive(timeout: float) -> bytes:
+            if stop.is_set():
+                raise PeerClosed
             if self._reboot.is_set():
                 raise Rebooted
             readable, _, _ = select.select([fd], [], [], timeout)
@@ -93,6 +96,8 @@ class EmulatorServer:
             return data
 
         def write(data: bytes) -> None:
+            if stop.is_set():
+                raise PeerClosed
             if self._reboot.is_set():
                 raise Rebooted
             view, deadline = memoryview(data), time.monotonic() + WRITE_DEADLINE
@@ -314,7 +319,8 @@ class _Refused(Exception):
 # -- transports -----------------------------------------------------------------------------
 class ServedEmulator:
     """An :class:`EmulatorServer` serving on a thread; ``url`` is what a host opens
-    (a pty path or ``socket://127.0.0.1:PORT``). Close it (or use ``with``) to stop it."""
+    (a pty path or ``socket://127.0.0.1:PORT``). Close it (or use ``with``) to stop it;
+    :meth:`unplug` drops the host at once, as pulling the cable would."""
 
     def __init__(self, server: EmulatorServer, kind: str = "pty", port: int = 0):
         if kind not in ("pty", "tcp"):
@@ -331,12 +337,17 @@ class ServedEmulator:
             host, bound = self._listener.getsockname()[:2]
             self.url = f"socket://{host}:{bound}"
             target = self._serve_tcp
-        self._thread = threading.Thread(target=target, name=f"spikeflash-emulator {self.url}", daemon=True)
+        self._thread = threading.Thread(target=target, name=f"spikeflash-emulator {self.url}",
+                                        daemon=True)
         self._thread.start()
 
     def _serve_pty(self) -> None:
-        # the emulator keeps the slave end open, so a host closing it never ends the pty
-        self.server.serve_fd(self._master, self._stop)
+        # the emulator keeps the slave end open, so a host closing it never ends the pty;
+        # closing the master end when serving stops hangs the pty up for the host
+        try:
+            self.server.serve_fd(self._master, self._stop)
+        finally:
+            os.close(self._master)
 
     def _serve_tcp(self) -> None:
         self._listener.settimeout(0.1)
@@ -350,14 +361,19 @@ class ServedEmulator:
                 self.server.in_session = False
                 self.server.serve_fd(conn.fileno(), self._stop)
 
+    def unplug(self) -> None:
+        """Stop serving at once, even mid-request (thread-safe, returns immediately): the pty
+        hangs up / the TCP connection closes, and the host sees a disconnect."""
+        self._stop.set()
+
     def close(self) -> None:
         """Stop serving and release the pty / socket. Safe to call twice."""
-        if self._stop.is_set():
+        if self._thread is None:
             return
         self._stop.set()
         self._thread.join(timeout=5.0)
+        self._thread = None
         if self.kind == "pty":
-            os.close(self._master)
             os.close(self._slave)
         else:
             self._listener.close()

@@ -67,14 +67,16 @@ class FaultyLink:
         faults, counters, held = self.faults[direction], self.counters[direction], b""
         try:
             while not self._closed.is_set():
-                if self._stalled[direction].is_set() or not select.select([src], [], [], 0.05)[0]:
-                    if held and not self._stalled[direction].is_set():
+                if not select.select([src], [], [], 0.05)[0]:
+                    if held:  # nothing followed the held-back piece: send it now
                         dst.sendall(held)
                         held = b""
                     continue
                 data = src.recv(65536)
                 if not data:
                     break
+                while self._stalled[direction].is_set() and not self._closed.is_set():
+                    time.sleep(0.01)  # hold the data and read no more: the sender's buffers fill
                 out = []
                 for start in range(0, len(data), faults.piece):
                     cut = rng.randint(1, faults.piece)

@@ -11,6 +11,7 @@ import serial
 
 from backend.device import Device, DeviceInfo
 from backend.errors import DeviceNotFound, DeviceOpenError, FlashMismatch, VersionMismatch
+from backend.protocol.codec import MAX_PAYLOAD
 from backend.protocol.session import HostSession
 
 if TYPE_CHECKING:
@@ -46,14 +47,16 @@ def open_port(url: str, baudrate: int = 115200) -> serial.SerialBase:
 class SerialDevice(Device):
     """A device on the wire protocol. Opening greets it (handshake); a device that restarted
     raises :class:`DeviceReset` once, and the next operation greets it again and re-flashes
-    the last configuration. ``rto``: base retransmission timeout in s."""
+    the last configuration. ``rto``: base retransmission timeout in s; ``max_payload``: the
+    largest frame payload the host accepts (bytes; smaller frames suit noisy links)."""
 
-    def __init__(self, url: str, *, baudrate: int = 115200, rto: float = 0.2, handshake_timeout: float = 3.0):
+    def __init__(self, url: str, *, baudrate: int = 115200, rto: float = 0.2,
+                 max_payload: int = MAX_PAYLOAD, handshake_timeout: float = 3.0):
         super().__init__(url)
         port = open_port(url, baudrate)
         if hasattr(port, "reset_input_buffer"):
             port.reset_input_buffer()  # whatever an earlier session left behind
-        self.session = HostSession(port, url, rto=rto)
+        self.session = HostSession(port, url, rto=rto, max_payload=max_payload)
         try:
             self.greeting = self.session.handshake(handshake_timeout)
         except BaseException:
@@ -84,8 +87,9 @@ class SerialDevice(Device):
     def _flash(self, config: "ChipConfig") -> str:
         self._resync()
         if config.chip != self.greeting.chip:
-            raise VersionMismatch(f"{self.url}: the device is a {self.greeting.chip}, the configuration "
-                                  f"is for {config.chip}", hint=f"map the model with chip={self.greeting.chip!r}")
+            raise VersionMismatch(f"{self.url}: the device is a {self.greeting.chip}, the "
+                                  f"configuration is for {config.chip}",
+                                  hint=f"map the model with chip={self.greeting.chip!r}")
         return self.session.flash(config.to_json().encode())
 
     def _reset(self) -> None:

@@ -9,7 +9,10 @@ after their time. Rules a real chip might do differently are :class:`ChipModelOp
 
 The network is packed once into flat arrays; the whole event loop, the fan-out and the leak
 run in numba. Layers are addressed by *source index*: core layers in ascending id order are
-0..L-1 and the DVS stage is L.
+0..L-1 and the DVS stage is L. Internally states are stored (y, x, f) and weights
+(c, ky, k-1-kx, f), features innermost and kx reversed, so that the targets of one input in a
+kernel row and their taps are both contiguous (for stride 1) and their update vectorizes; the
+public API speaks (f, y, x) and (f, c, ky, kx).
 """
 
 from __future__ import annotations
@@ -32,8 +35,8 @@ EVENTS_IN, SYNAPTIC_UPDATES, SPIKES_OUT, DROPPED = range(4)
  THR_LOW, RESET_ZERO, LEAK, W_OFFSET, S_OFFSET, B_OFFSET, MONITOR, LAYER_ID) = range(20)
 N_LAYER_PARAMS = 20
 # columns of the DVS parameter vector
-(DVS_C, DVS_H, DVS_W, DVS_MERGE, DVS_ON, DVS_OFF, DVS_POOL_Y, DVS_POOL_X, DVS_ORIGIN_Y,
- DVS_ORIGIN_X, DVS_CUT_Y, DVS_CUT_X, DVS_MIRROR_X, DVS_MIRROR_Y, DVS_DIAGONAL, DVS_MONITOR) = range(16)
+(DVS_MERGE, DVS_ON, DVS_OFF, DVS_POOL_Y, DVS_POOL_X, DVS_ORIGIN_Y, DVS_ORIGIN_X, DVS_CUT_Y,
+ DVS_CUT_X, DVS_MIRROR_X, DVS_MIRROR_Y, DVS_DIAGONAL, DVS_MONITOR) = range(13)
 # destination table: [source, slot, field]
 DEST_LAYER, DEST_POOL, DEST_SHIFT = range(3)
 # clock vector: next tick time, tick period (0 = no ticks), time of the last input event
@@ -63,35 +66,41 @@ class ChipModelOptions:
             raise ValueError(f"leak_can_fire={self.leak_can_fire!r}: expected True or False")
 
     def as_array(self) -> np.ndarray:
+        """The options as the int64 vector the compiled loop reads: (wrap, reject, leak fires)."""
         return np.array([self.overflow == "wrap", self.lower_bound == "reject", self.leak_can_fire],
                         dtype=np.int64)
 
 
 # ----------------------------------------------------------------------------- compiled core
 
+# Divisors (strides, pooling factors, block widths) are validated >= 1, so numpy's error model
+# (no zero-division checks) is safe. Helpers are inlined into the event loop.
+compiled = njit(cache=True, error_model="numpy")
+inlined = njit(inline="always", error_model="numpy")
 
-@njit(inline="always")
-def _update_features(state, s_base, add, a_base, n_f, hi, lo, reset_zero, wrap, reject, test, fired, f_base):
-    """Update features 0..n_f-1 of one neuron position, each by ``add[a_base + f]``: saturate
-    (or wrap), lower bound, threshold test (if ``test``), reset. Flags the spikes in
-    ``fired[f_base + f]`` and returns their number. Branch-free, so that it vectorizes over f
-    (states are stored (y, x, f), weights (c, ky, kx, f)); unsigned indices for the same reason."""
+
+@inlined
+def _update_run(state, s_base, add, a_base, n, hi, lo, reset_zero, wrap, reject, test, fired, f_base):
+    """Update ``n`` consecutive neurons ``state[s_base + i]``, each by ``add[a_base + i]``:
+    saturate (or wrap), lower bound, threshold test (if ``test``), reset. Flags the spikes in
+    ``fired[f_base + i]`` and returns their number. Branch-free with unsigned indices, so that
+    it vectorizes."""
     sb, ab, fb = np.uint64(s_base), np.uint64(a_base), np.uint64(f_base)
-    n = 0
-    for f in range(np.uint64(n_f)):
-        old = np.int64(state[sb + f])
-        v = old + np.int64(add[ab + f])
+    spikes = 0
+    for i in range(np.uint64(n)):
+        old = np.int64(state[sb + i])
+        v = old + np.int64(add[ab + i])
         v = (((v + 32768) & 0xFFFF) - 32768) if wrap else min(max(v, -32768), 32767)
         v = (old if reject else lo) if v < lo else v
         spiked = (v >= hi) & test
         v = (0 if reset_zero else v - hi) if spiked else v
-        state[sb + f] = v
-        fired[fb + f] = spiked
-        n += spiked
-    return n
+        state[sb + i] = v
+        fired[fb + i] = spiked
+        spikes += spiked
+    return spikes
 
 
-@njit(inline="always")
+@inlined
 def _collect(fired, n, n_f, n_pos, width, y0, x0, spikes):
     """Write the ``n`` spikes flagged in ``fired`` (a block of ``n_pos`` positions, rows of
     ``width`` starting at (y0, x0), features innermost) to ``spikes`` in (f, y, x) order."""
@@ -106,17 +115,17 @@ def _collect(fired, n, n_f, n_pos, width, y0, x0, spikes):
     return n
 
 
-@njit(cache=True)
+@compiled
 def _grow(a, need):
     size = a.shape[0]
     while size < need:
         size *= 2
-    b = np.empty((size,) + a.shape[1:], a.dtype)
+    b = np.empty(size, a.dtype)
     b[: a.shape[0]] = a
     return b
 
 
-@njit(cache=True)
+@compiled
 def _integrate(li, c, y, x, lp, weights, state, opts, counters, spikes, fired):
     """Update every neuron of layer ``li`` that input (c, y, x) reaches; write its spikes to
     ``spikes`` in (f, y, x) order and return how many."""
@@ -131,16 +140,21 @@ def _integrate(li, c, y, x, lp, weights, state, opts, counters, spikes, fired):
     w_off, s_off = lp[li, W_OFFSET] + c * k * k * n_f, lp[li, S_OFFSET]
     n = 0
     for yo in range(y0, y1 + 1):
-        w_row = w_off + (ty - yo * sy) * k * n_f
-        for xo in range(x0, x1 + 1):
-            n += _update_features(state, s_off + (yo * w_out + xo) * n_f, weights, w_row + (tx - xo * sx) * n_f,
-                                  n_f, hi, lo, rz, opts[0], opts[1], True, fired, ((yo - y0) * width + xo - x0) * n_f)
+        w_row = w_off + ((ty - yo * sy) * k + k - 1 - tx) * n_f  # + xo * sx * n_f: the tap for xo
+        s_row, f_row = s_off + yo * w_out * n_f, ((yo - y0) * width - x0) * n_f
+        if sx == 1:  # the row's targets and their taps are contiguous: one run of width * n_f
+            n += _update_run(state, s_row + x0 * n_f, weights, w_row + x0 * n_f, width * n_f,
+                             hi, lo, rz, opts[0], opts[1], True, fired, f_row + x0 * n_f)
+        else:
+            for xo in range(x0, x1 + 1):
+                n += _update_run(state, s_row + xo * n_f, weights, w_row + xo * sx * n_f, n_f,
+                                 hi, lo, rz, opts[0], opts[1], True, fired, f_row + xo * n_f)
     n_pos = (y1 - y0 + 1) * width
     counters[li, SYNAPTIC_UPDATES] += n_f * n_pos
     return _collect(fired, n, n_f, n_pos, width, y0, x0, spikes) if n else 0
 
 
-@njit(inline="always")
+@inlined
 def _leak(li, lp, bias, state, opts, spikes, fired):
     """Add ``bias[f]`` to every neuron of layer ``li``; write its spikes to ``spikes`` in
     (f, y, x) order and return how many."""
@@ -149,12 +163,12 @@ def _leak(li, lp, bias, state, opts, spikes, fired):
     s_off, b_off = lp[li, S_OFFSET], lp[li, B_OFFSET]
     n = 0
     for j in range(n_pos):
-        n += _update_features(state, s_off + j * n_f, bias, b_off, n_f, hi, lo, rz, opts[0], opts[1],
-                              opts[2] != 0, fired, j * n_f)
+        n += _update_run(state, s_off + j * n_f, bias, b_off, n_f, hi, lo, rz, opts[0], opts[1],
+                         opts[2] != 0, fired, j * n_f)
     return _collect(fired, n, n_f, n_pos, w_out, 0, 0, spikes) if n else 0
 
 
-@njit(inline="always")
+@inlined
 def _preprocess(dvs, c, y, x, spikes):
     """The DVS stage for one sensor event: 1 (written to ``spikes[0]``) if it passes, else 0."""
     if (c == 1 and not dvs[DVS_ON]) or (c == 0 and not dvs[DVS_OFF]):
@@ -175,7 +189,7 @@ def _preprocess(dvs, c, y, x, spikes):
     return 1
 
 
-@njit(inline="always")
+@inlined
 def _emit(n, spikes, t, out_id, out, n_out):
     """Append ``n`` spikes of the layer with id ``out_id`` to the monitor output (events)."""
     if n_out + n > out.shape[0]:
@@ -187,12 +201,11 @@ def _emit(n, spikes, t, out_id, out, n_out):
     return out, n_out
 
 
-@njit(inline="always")
+@inlined
 def _push_routes(src, n, spikes, dest, lp, counters, stack, sp):
     """Push the deliveries of ``n`` spikes of ``src`` so that they pop in (spike, slot) order;
-    pooled coordinates outside the destination are dropped and counted there."""
-    if sp + 2 * n > stack.shape[0]:
-        stack = _grow(stack, sp + 2 * n)
+    pooled coordinates outside the destination are dropped and counted there. Returns the new
+    stack pointer (the stack is sized for the deepest cascade of a feed-forward network)."""
     for i in range(n - 1, -1, -1):
         for slot in range(dest.shape[1] - 1, -1, -1):
             d = dest[src, slot, DEST_LAYER]
@@ -206,10 +219,10 @@ def _push_routes(src, n, spikes, dest, lp, counters, stack, sp):
             stack[sp, 0], stack[sp, 1] = d, spikes[i, 0] + dest[src, slot, DEST_SHIFT]
             stack[sp, 2], stack[sp, 3] = y, x
             sp += 1
-    return stack, sp
+    return sp
 
 
-@njit(inline="always")
+@inlined
 def _drain(t, stack, sp, lp, weights, state, dest, opts, counters, spikes, fired, out, n_out):
     """Process deliveries depth-first until the stack is empty."""
     while sp > 0:
@@ -222,11 +235,11 @@ def _drain(t, stack, sp, lp, weights, state, dest, opts, counters, spikes, fired
             if lp[li, MONITOR]:
                 out, n_out = _emit(n, spikes, t, lp[li, LAYER_ID], out, n_out)
             if dest[li, 0, DEST_LAYER] >= 0:
-                stack, sp = _push_routes(li, n, spikes, dest, lp, counters, stack, sp)
-    return stack, out, n_out
+                sp = _push_routes(li, n, spikes, dest, lp, counters, stack, sp)
+    return out, n_out
 
 
-@njit(inline="always")
+@inlined
 def _ticks_until(t, clock, lp, weights, bias, state, dest, opts, counters, spikes, fired, stack, out, n_out):
     """Apply every leak tick with tick time <= t (ascending layer, then (f, y, x))."""
     while clock[PERIOD] > 0 and clock[NEXT_TICK] <= t:
@@ -237,24 +250,25 @@ def _ticks_until(t, clock, lp, weights, bias, state, dest, opts, counters, spike
                 counters[li, SPIKES_OUT] += n
                 if lp[li, MONITOR]:
                     out, n_out = _emit(n, spikes, tick, lp[li, LAYER_ID], out, n_out)
-                stack, sp = _push_routes(li, n, spikes, dest, lp, counters, stack, 0)
-                stack, out, n_out = _drain(tick, stack, sp, lp, weights, state, dest, opts, counters,
-                                           spikes, fired, out, n_out)
+                sp = _push_routes(li, n, spikes, dest, lp, counters, stack, 0)
+                out, n_out = _drain(tick, stack, sp, lp, weights, state, dest, opts, counters,
+                                    spikes, fired, out, n_out)
         clock[NEXT_TICK] = tick + clock[PERIOD]
-    return stack, out, n_out
+    return out, n_out
 
 
-@njit(cache=True)
+@compiled
 def _run(ev_t, ev_src, ev_c, ev_y, ev_x, until_us, lp, weights, bias, dest, dvs, opts,
          state, counters, clock, spikes, fired, stack, out):
-    """Process the (validated) input events; return the work stack and the output buffer
-    (either may have grown) and the number of output events written to it."""
+    """Process the (validated) input events; return the output buffer (it may have grown)
+    and the number of output events written to it."""
     n_layers = lp.shape[0]
     n_out = 0
     for i in range(ev_t.size):
         t = ev_t[i]
-        stack, out, n_out = _ticks_until(t, clock, lp, weights, bias, state, dest, opts, counters,
-                                         spikes, fired, stack, out, n_out)
+        if clock[PERIOD] > 0 and clock[NEXT_TICK] <= t:
+            out, n_out = _ticks_until(t, clock, lp, weights, bias, state, dest, opts, counters,
+                                      spikes, fired, stack, out, n_out)
         clock[LAST_T] = t
         src = ev_src[i]
         if src == n_layers:
@@ -264,16 +278,16 @@ def _run(ev_t, ev_src, ev_c, ev_y, ev_x, until_us, lp, weights, bias, dest, dvs,
             counters[src, DROPPED] += 1 - n
             if dvs[DVS_MONITOR]:
                 out, n_out = _emit(n, spikes, t, DVS_LAYER_ID, out, n_out)
-            stack, sp = _push_routes(src, n, spikes, dest, lp, counters, stack, 0)
+            sp = _push_routes(src, n, spikes, dest, lp, counters, stack, 0)
         else:
             stack[0, 0], stack[0, 1], stack[0, 2], stack[0, 3] = src, ev_c[i], ev_y[i], ev_x[i]
             sp = 1
-        stack, out, n_out = _drain(t, stack, sp, lp, weights, state, dest, opts, counters,
-                                   spikes, fired, out, n_out)
-    stack, out, n_out = _ticks_until(until_us, clock, lp, weights, bias, state, dest, opts, counters,
-                                     spikes, fired, stack, out, n_out)
+        out, n_out = _drain(t, stack, sp, lp, weights, state, dest, opts, counters,
+                            spikes, fired, out, n_out)
+    out, n_out = _ticks_until(until_us, clock, lp, weights, bias, state, dest, opts, counters,
+                              spikes, fired, stack, out, n_out)
     clock[LAST_T] = until_us
-    return stack, out, n_out
+    return out, n_out
 
 
 # ----------------------------------------------------------------------------- Python API
@@ -327,7 +341,7 @@ class EventSimulator:
             lp[i, [THR_HIGH, THR_LOW, RESET_ZERO]] = layer.threshold_high, layer.threshold_low, layer.reset == "zero"
             lp[i, [LEAK, MONITOR, LAYER_ID]] = layer.leak_enable and layer.bias is not None, layer.monitor, lid
             lp[i, [W_OFFSET, S_OFFSET, B_OFFSET]] = w_off, s_off, b_off
-            weights.append(w.transpose(1, 2, 3, 0).ravel())  # (c, ky, kx, f): features innermost
+            weights.append(w[..., ::-1].transpose(1, 2, 3, 0).ravel())  # (c, ky, k-1-kx, f)
             bias.append(np.zeros(f, np.int16) if layer.bias is None else np.asarray(layer.bias).astype(np.int16))
             initial.append(np.zeros(f * h_out * w_out, np.int16) if layer.initial_state is None
                            else np.asarray(layer.initial_state).astype(np.int16).transpose(1, 2, 0).ravel())
@@ -346,8 +360,9 @@ class EventSimulator:
         largest = int(max([lp[i, F_OUT] * lp[i, H_OUT] * lp[i, W_OUT] for i in range(len(ids))], default=1))
         self._spikes = np.empty((max(largest, 1), 3), dtype=np.int64)
         self._fired = np.empty(max(largest, 1), dtype=np.bool_)
-        self._stack = np.empty((64, 4), dtype=np.int64)  # work buffers, grown on demand and kept
-        self._out = np.empty(1024, dtype=EVENT_DTYPE)
+        # pending deliveries: at most 2 per spike of one delivery, per level of a feed-forward cascade
+        self._stack = np.empty((2 * len(self._spikes) * (len(ids) + 1) + 1, 4), dtype=np.int64)
+        self._out = np.empty(1024, dtype=EVENT_DTYPE)  # output buffer, grown on demand and kept
         self._shapes = {lid: net.layers[lid].input_shape for lid in ids}
         if net.dvs is not None:
             self._shapes[DVS_LAYER_ID] = net.dvs.input_shape
@@ -376,13 +391,15 @@ class EventSimulator:
                 f"run (t = {last}); time continues across run() calls: call reset() to start over",
                 "t", int(events["t"][0]), 0,
             )
+        latest = int(events["t"][-1]) if events.size else last
         if until_us is None:
-            until_us = int(events["t"][-1]) if events.size else last
-        elif events.size and until_us < events["t"][-1]:
+            until_us = latest
+        elif isinstance(until_us, bool) or not isinstance(until_us, (int, np.integer)) or until_us < latest:
             raise InvalidEventsError(
-                f"until_us={until_us} is before the last event (t = {int(events['t'][-1])})", "until_us", until_us
+                f"until_us={until_us!r}: expected an integer time (µs) at or after the last event "
+                f"(t = {latest})", "until_us", until_us,
             )
-        self._stack, self._out, n_out = _run(
+        self._out, n_out = _run(
             events["t"].astype(np.int64), self._source_of[events["layer"]],
             *(events[name].astype(np.int64) for name in ("channel", "y", "x")), np.int64(until_us),
             self._lp, self._weights, self._bias, self._dest, self._dvs, self._opts,
@@ -431,12 +448,11 @@ def simulate(network: IntegerNetwork, events: np.ndarray, options: ChipModelOpti
 
 
 def _pack_dvs(net: IntegerNetwork) -> np.ndarray:
-    dvs = np.zeros(16, dtype=np.int64)
+    dvs = np.zeros(13, dtype=np.int64)
     if net.dvs is None:
         return dvs
     d = net.dvs
     cut = d.cut if d.cut is not None else tuple(n - 1 for n in d.pooled_shape)
-    dvs[[DVS_C, DVS_H, DVS_W]] = d.input_shape
     dvs[[DVS_MERGE, DVS_ON, DVS_OFF]] = d.merge_polarities, d.on_channel, d.off_channel
     dvs[[DVS_POOL_Y, DVS_POOL_X, DVS_ORIGIN_Y, DVS_ORIGIN_X]] = *d.pooling, *d.origin
     dvs[[DVS_CUT_Y, DVS_CUT_X]] = cut

@@ -121,19 +121,23 @@ def _count_total(flat) -> int:
 @njit(cache=True)
 def _fill_events(counts, layer, t0_us, dt_us, out):
     n_t, n_c, n_h, n_w = counts.shape
+    columns = np.empty(n_w, np.int64)
     k = 0
     for ti in range(n_t):
         t = t0_us + ti * dt_us
         for c in range(n_c):
             for y in range(n_h):
                 row = counts[ti, c, y]
-                for x in range(n_w):
-                    n = row[x]
-                    while n > 0:
+                m = 0
+                for x in range(n_w):  # branch-free: gather the non-zero columns of the row
+                    columns[m] = x
+                    m += row[x] != 0
+                for j in range(m):
+                    x = columns[j]
+                    for _ in range(row[x]):
                         e = out[k]
                         e.t, e.layer, e.channel, e.y, e.x = t, layer, c, y, x
                         k += 1
-                        n -= 1
 
 
 def raster_to_events(raster, layer: int, dt_us: int, t0_us: int = 0) -> np.ndarray:

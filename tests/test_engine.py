@@ -119,7 +119,9 @@ def assert_matches_reference(sim: EventSimulator, ref: ReferenceChip, out: np.nd
 @given(data=st.data(), net=networks(), opts=options)
 def test_engine_equals_reference(data, net, opts):
     events = data.draw(event_streams(net))
-    until = data.draw(st.none() | st.integers(0, 60)) if events.size == 0 else None
+    until = data.draw(st.none() | st.integers(0, 60))
+    if until is not None and events.size:
+        until += int(events["t"][-1])
     sim = EventSimulator(net, opts)
     ref = ReferenceChip(net, opts.overflow, opts.lower_bound, opts.leak_can_fire)
     assert_matches_reference(sim, ref, sim.run(events, until), ref.run(events.tolist(), until))
@@ -265,6 +267,8 @@ def test_time_continues_across_runs():
         sim.run(as_events([(9, 0, 0, 0, 0)]))
     with pytest.raises(InvalidEventsError, match="1-D numpy array of snnlib.EVENT_DTYPE"):
         sim.run(np.zeros(3))
+    with pytest.raises(InvalidEventsError, match=r"until_us=5: expected an integer time \(µs\) at or after the last event \(t = 10\)"):
+        sim.run(as_events([]), until_us=5)
 
 
 def test_bad_networks_are_rejected():

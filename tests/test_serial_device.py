@@ -88,7 +88,7 @@ def test_emulator_going_away_mid_run_raises_device_disconnected():
     session = HostSession(open_port(served.url), served.url)
     session.handshake()
     session.flash(CONFIG)
-    CountingChip.on_run = staticmethod(lambda: threading.Thread(target=served.close).start())
+    CountingChip.on_run = staticmethod(served.unplug)
     try:
         with pytest.raises(DeviceDisconnected):
             session.run(make_events(100_000), timeout=10)
@@ -125,14 +125,17 @@ def test_ctrl_c_mid_run_leaves_the_device_stopped_and_usable(pty_emulator):
     again.close()
 
 
-def test_spikeflash_emulate_pty_prints_its_path_and_serves():
-    proc = subprocess.Popen([sys.executable, "-m", "backend.cli", "emulate", "--pty"],
+@pytest.mark.parametrize("option", [["--pty"], ["--tcp", "0"]])
+def test_spikeflash_emulate_prints_its_address_and_serves(option):
+    proc = subprocess.Popen([sys.executable, "-m", "backend.cli", "emulate", *option],
                             stdout=subprocess.PIPE, text=True)
     try:
-        kind, path = proc.stdout.readline().split()
-        assert kind == "PTY" and os.path.exists(path)
-        with open_device(path) as device:
-            assert device.info().firmware.startswith("spikeflash-emulator")
+        kind, where = proc.stdout.readline().split()
+        assert kind == option[0].removeprefix("--").upper()
+        url = where if kind == "PTY" else f"socket://{where}"
+        for _ in range(2):  # a second host after the first closed
+            with open_device(url) as device:
+                assert device.info().firmware.startswith("spikeflash-emulator")
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0

@@ -85,11 +85,6 @@ class Link:
         """Send an unsequenced control frame (HELLO, GREETING; ACK/NACK are internal)."""
         self._put(encode_frame(frame_type, 0, payload))
 
-    def flush(self, deadline: float) -> None:
-        """Wait until the peer has acknowledged every frame sent."""
-        while self._unacked:
-            self._pump_until(deadline, f"acknowledgement of {len(self._unacked)} frames")
-
     def _put(self, wire: bytes) -> None:
         self.counters["frames_tx"] += 1
         self.counters["bytes_tx"] += len(wire)
@@ -169,8 +164,9 @@ class Link:
             self._sent_at, self._retries = self.clock(), 0
         if frame.type == FrameType.NACK:
             self.counters["nacks_rx"] += 1
-            if self._unacked:  # the peer rate-limits its NACKs, so answer each at once
-                self._retransmit()
+            # the peer rate-limits its NACKs, so answer each at once; the timer keeps running
+            # from the last progress, so a link that never delivers still ends in LinkTimeout
+            self._retransmit()
 
     def _check_timer(self) -> None:
         if not self._unacked:
@@ -185,10 +181,10 @@ class Link:
                 f"no acknowledgement for frame seq {seq} (type 0x{wire[1]:02x}) after "
                 f"{self._retries} retransmissions", counters=self.stats())
         self._retries += 1
+        self._sent_at = self.clock()
         self._retransmit()
 
     def _retransmit(self) -> None:
-        self._sent_at = self.clock()
         for wire in self._unacked.values():
             self.counters["retransmits"] += 1
             self._put(wire)
