@@ -17,14 +17,9 @@ that spiked first). Everything is seeded, so two runs print the same numbers.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from collections import OrderedDict
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -33,6 +28,7 @@ from tqdm import tqdm
 
 from backend.compare import compare
 from backend.device import Device, open_device
+from backend.emulator_process import emulator_on_pty
 from backend.plots import plot_confusion_matrix, plot_event_raster, plot_memory_use
 from mapper import ChipConfig, map_model
 from mapper.report import FitReport
@@ -43,7 +39,6 @@ N_BINS = 16  #: time bins per sample; also the largest pixel value of load_digit
 BIN_US = 1000  #: width of one bin in µs
 INPUT_SHAPE = (1, 8, 8)
 N_CLASSES = 10
-EMULATOR_START_TIMEOUT_S = 60.0
 
 
 def run_demo(output_dir: str | Path = "demo_output", n_test: int | None = None) -> int:
@@ -174,39 +169,6 @@ def _winner(counts: np.ndarray, first_time: np.ndarray) -> int:
 def _first_step(counts: np.ndarray) -> np.ndarray:
     fired = counts > 0
     return np.where(fired.any(0), fired.argmax(0), np.iinfo(np.int64).max)
-
-
-@contextmanager
-def emulator_on_pty() -> Iterator[str]:
-    """Start ``spikeflash emulate --pty`` as a child process; yield its pty path; stop it on
-    exit (also on errors and Ctrl-C)."""
-    process = subprocess.Popen([sys.executable, "-m", "backend.cli", "emulate", "--pty"],
-                               stdout=subprocess.PIPE, text=True)
-    try:
-        line = _read_line(process, EMULATOR_START_TIMEOUT_S)
-        if not line.startswith("PTY "):
-            raise RuntimeError(f"the emulator printed {line!r} instead of 'PTY <path>' "
-                               "(try `spikeflash emulate --pty` by hand)")
-        yield line.split(" ", 1)[1].strip()
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _read_line(process: subprocess.Popen, timeout_s: float) -> str:
-    import select
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if select.select([process.stdout], [], [], 0.2)[0]:
-            return process.stdout.readline()
-        if process.poll() is not None:
-            raise RuntimeError(f"the emulator process exited with status {process.returncode} before it was ready")
-    raise RuntimeError(f"the emulator did not print its pty path within {timeout_s:.0f} s")
 
 
 def run_on_device(device: Device, samples: list[np.ndarray]) -> list[np.ndarray]:

@@ -22,7 +22,7 @@ import snntorch
 import torch
 
 from snnlib import SpikingLayer
-from snnlib.functional import IAFParameters, integrate_and_fire
+from snnlib.functional import integrate_and_fire
 
 BATCH = 8
 

@@ -9,19 +9,14 @@ Any other value is opened as a URL (``emu://``, ``/dev/ttyACM0``, ``socket://hos
 from __future__ import annotations
 
 import os
-import select
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from backend.device import open_device
+from backend.emulator_process import emulator_on_pty
 
 HERE = Path(__file__).parent
-#: seconds ``spikeflash emulate`` may take to print its address
-EMULATOR_START_TIMEOUT = 60.0
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -37,23 +32,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(skip)
 
 
-def _start_emulator() -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "backend.cli", "emulate", "--pty"],
-                            stdout=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + EMULATOR_START_TIMEOUT
-    while time.monotonic() < deadline and proc.poll() is None:
-        ready, _, _ = select.select([proc.stdout], [], [], 0.1)
-        if ready:
-            line = proc.stdout.readline().split()
-            if len(line) == 2 and line[0] == "PTY":
-                return proc, line[1]
-            break
-    proc.kill()
-    proc.wait()
-    raise RuntimeError(f"`spikeflash emulate --pty` did not print 'PTY <path>' within "
-                       f"{EMULATOR_START_TIMEOUT} s (exit code {proc.returncode})")
-
-
 @pytest.fixture(scope="session")
 def device_url():
     """The URL under test; for ``emulate:pty`` a freshly started emulator's pty path."""
@@ -61,16 +39,8 @@ def device_url():
     if url != "emulate:pty":
         yield url
         return
-    proc, path = _start_emulator()
-    try:
+    with emulator_on_pty() as path:
         yield path
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import pytest
 from backend.errors import DeviceNotFound, SamnaUnavailable, UnsupportedURL
 from backend.qualification import NETWORKS, random_input
 from backend.samna_device import (
-    BOARDS,
     SamnaDevice,
     events_to_samna,
     find_samna_devices,

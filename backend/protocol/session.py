@@ -135,8 +135,8 @@ class HostSession:
             if greeting.nonce == self._nonce:
                 self.greeting = greeting
             return
-        if greeting.nonce == self._nonce and greeting.boot_id == self.greeting.boot_id:
-            return  # a duplicate of the answer to our HELLO
+        if greeting.boot_id == self.greeting.boot_id:
+            return  # same boot: a late duplicate (answer to a repeated HELLO, or the boot greeting)
         self.needs_handshake = True
         raise DeviceReset(f"{self.name}: the device restarted (boot id {greeting.boot_id:#x}, "
                           f"was {self.greeting.boot_id:#x}); its configuration and states are gone",
