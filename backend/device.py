@@ -51,6 +51,16 @@ class Counters:
     core_out: dict[int, int] = field(default_factory=dict)
     link: dict[str, int] = field(default_factory=dict)
 
+    def add_run(self, sent: int, received: int, dropped: int,
+                core_in: dict[int, int], core_out: dict[int, int]) -> None:
+        """Add one run's accounting (as the device reported it) to the totals."""
+        self.sent += sent
+        self.received += received
+        self.dropped += dropped
+        for total, run in ((self.core_in, core_in), (self.core_out, core_out)):
+            for core, n in run.items():
+                total[core] = total.get(core, 0) + n
+
 
 @dataclass
 class RunResult:

@@ -51,14 +51,7 @@ class EmulatorDevice(Device):
     def _run_events(self, events: np.ndarray, timeout: Optional[float]) -> np.ndarray:
         """Runs synchronously to completion; ``timeout`` does not apply in-process."""
         out, stats = self._open_chip().run(events)
-        c = self.counters
-        c.sent += len(events)
-        c.received += len(out)
-        c.dropped += stats.dropped
-        for core, n in stats.events_in.items():
-            c.core_in[core] = c.core_in.get(core, 0) + n
-        for core, n in stats.events_out.items():
-            c.core_out[core] = c.core_out.get(core, 0) + n
+        self.counters.add_run(len(events), len(out), stats.dropped, stats.events_in, stats.events_out)
         return out
 
     def _close(self) -> None:

@@ -106,14 +106,7 @@ class SerialDevice(Device):
             out, end = self.session.run(events, timeout)
         finally:
             self.counters.link = self.session.link.stats()
-        c = self.counters
-        c.sent += len(events)
-        c.received += len(out)
-        c.dropped += end.dropped + end.overflow
-        for core, n in end.core_in.items():
-            c.core_in[core] = c.core_in.get(core, 0) + n
-        for core, n in end.core_out.items():
-            c.core_out[core] = c.core_out.get(core, 0) + n
+        self.counters.add_run(len(events), len(out), end.dropped + end.overflow, end.core_in, end.core_out)
         return out
 
     def _close(self) -> None:
