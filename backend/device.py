@@ -268,14 +268,18 @@ class FoundDevice:
 
 
 def list_devices() -> list[FoundDevice]:
-    """Devices this machine can open: the in-process emulator, every serial port (pyserial's
+    """Devices this machine can open: the in-process emulator, emulators running as
+    ``spikeflash emulate`` processes, every serial port (pyserial's
     listing, with VID:PID), and samna devkits when the real samna is installed. samna is only
     imported when it is the real library; otherwise one unusable entry says how to install it."""
     from serial.tools import list_ports
 
+    from backend.emulator_process import running_emulators
     from backend.samna_support import import_samna, samna_status
 
     found = [FoundDevice("emu://", "emulator", "spikeflash emulator, in-process")]
+    for pid, url in running_emulators():
+        found.append(FoundDevice(url, "emulator", f"spikeflash emulate (pid {pid})"))
     for port in sorted(list_ports.comports(), key=lambda p: p.device):
         vid_pid = f"{port.vid:04X}:{port.pid:04X}" if port.vid is not None else None
         found.append(FoundDevice(port.device, "serial", port.description or port.device, vid_pid))

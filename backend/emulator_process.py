@@ -1,12 +1,16 @@
-"""Run ``spikeflash emulate --pty`` as a separate process, as a board would be a separate device."""
+"""Emulators as separate processes: start one on a pty (as a board is a separate device), and
+let running ``spikeflash emulate`` servers announce themselves so ``list_devices`` finds them."""
 
 from __future__ import annotations
 
+import os
 import select
+import tempfile
 import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
 #: seconds the emulator process may take to print its address (imports, numba cache load)
@@ -44,3 +48,37 @@ def _first_line(process: subprocess.Popen, timeout_s: float) -> str:
                 f"the emulator process exited with status {process.returncode} before it was ready"
             )
     raise RuntimeError(f"the emulator did not print its pty path within {timeout_s:.0f} s")
+
+
+def _registry() -> Path:
+    """Folder of announcements: one file per running emulator, named by pid, holding its URL."""
+    return Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()) / "spikeflash-emulators"
+
+
+@contextmanager
+def announced(url: str) -> Iterator[None]:
+    """Announce this process's emulator at ``url`` while the block runs."""
+    entry = _registry() / str(os.getpid())
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    entry.write_text(url)
+    try:
+        yield
+    finally:
+        entry.unlink(missing_ok=True)
+
+
+def running_emulators() -> list[tuple[int, str]]:
+    """``(pid, url)`` of every announced emulator whose process is still alive."""
+    found = []
+    for entry in sorted(_registry().glob("*")) if _registry().is_dir() else []:
+        if not entry.name.isdigit():
+            continue
+        try:
+            os.kill(int(entry.name), 0)
+        except ProcessLookupError:
+            entry.unlink(missing_ok=True)  # left behind by a killed emulator
+            continue
+        except PermissionError:
+            pass  # alive, run by another user
+        found.append((int(entry.name), entry.read_text().strip()))
+    return found

@@ -389,7 +389,9 @@ def emulate(kind: str, port: int = 0) -> int:
     """``spikeflash emulate``: serve until interrupted; print ``PTY <path>`` or
     ``TCP <host>:<port>`` on stdout (one flushed line) once ready."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop cleanly on SIGTERM too
-    with ServedEmulator(EmulatorServer(), kind, port) as served:
+    from backend.emulator_process import announced
+
+    with ServedEmulator(EmulatorServer(), kind, port) as served, announced(served.url):
         label = served.url if kind == "pty" else served.url.removeprefix("socket://")
         print(f"{kind.upper()} {label}", flush=True)
         try:

@@ -91,3 +91,14 @@ def test_open_device_routes_emu():
 def test_emulator_url_must_be_bare():
     with pytest.raises(UnsupportedURL, match="emu://"):
         EmulatorDevice("emu://speck2e")
+
+
+def test_list_devices_finds_emulator_processes_while_they_run(monkeypatch, tmp_path):
+    from backend.emulator_process import emulator_on_pty
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))  # inherited by the emulator process
+    with emulator_on_pty() as path:
+        listed = {d.url: d for d in list_devices()}
+        assert path in listed and listed[path].kind == "emulator"
+        assert "spikeflash emulate (pid" in listed[path].description
+    assert path not in {d.url for d in list_devices()}
