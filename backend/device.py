@@ -27,7 +27,10 @@ if TYPE_CHECKING:
 
 @dataclass
 class DeviceInfo:
-    """What a device says about itself."""
+    """What a device says about itself. ``capabilities`` use one vocabulary: "flash-verify"
+    (digest of the applied configuration), "config-readback", "read-states", "reset-states",
+    "status" (device counters on request), "leak" (slow-clock leak ticks), "bit-exact"
+    (runs the event-exact model itself)."""
 
     url: str
     kind: str  # "emulator", "serial" or "samna"

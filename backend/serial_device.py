@@ -66,7 +66,7 @@ class SerialDevice(Device):
     def info(self) -> DeviceInfo:
         g = self.greeting
         return DeviceInfo(self.url, "serial", g.chip, g.firmware, g.version,
-                          ("events", "states", "config-readback", "status"))
+                          ("flash-verify", "read-states", "reset-states", "config-readback", "status"))
 
     def status(self) -> dict[str, int]:
         """The device's own counters (runs, events in/out, dropped, frames, retransmits...)."""
