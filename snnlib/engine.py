@@ -28,6 +28,9 @@ from snnlib.network import DVS_LAYER_ID, IntegerNetwork, InvalidNetworkError
 OVERFLOW_MODES = ("saturate", "wrap")
 LOWER_BOUND_MODES = ("clamp", "reject")
 COUNTER_NAMES = ("events_in", "synaptic_updates", "spikes_out", "dropped")
+#: initial size of a simulator's output buffer (events); the compiled loop cannot allocate, so
+#: it returns when the buffer may overflow and ``run`` grows it and resumes (see ``_run``)
+OUTPUT_CAPACITY = 1024
 EVENTS_IN, SYNAPTIC_UPDATES, SPIKES_OUT, DROPPED = range(4)
 
 # columns of the per-layer parameter table
@@ -39,8 +42,10 @@ N_LAYER_PARAMS = 20
  DVS_CUT_X, DVS_MIRROR_X, DVS_MIRROR_Y, DVS_DIAGONAL, DVS_MONITOR) = range(13)
 # destination table: [source, slot, field]
 DEST_LAYER, DEST_POOL, DEST_SHIFT = range(3)
-# clock vector: next tick time, tick period (0 = no ticks), time of the last input event
-NEXT_TICK, PERIOD, LAST_T = range(3)
+# clock vector: next tick time, tick period (0 = no ticks), time of the last input event; then where
+# an interrupted _run resumes: deliveries pending on the stack, their time, the next layer of a tick
+# in progress (-1: none)
+NEXT_TICK, PERIOD, LAST_T, PENDING, PENDING_T, TICK_LAYER = range(6)
 
 
 @dataclass(frozen=True)
@@ -74,8 +79,10 @@ class ChipModelOptions:
 # ----------------------------------------------------------------------------- compiled core
 
 # Divisors (strides, pooling factors, block widths) are validated >= 1, so numpy's error model
-# (no zero-division checks) is safe. Helpers are inlined into the event loop.
-compiled = njit(cache=True, error_model="numpy")
+# (no zero-division checks) is safe. Helpers are inlined into the event loop, which is compiled
+# without reference counting: that cost about half the time of an input event (atomic inc/dec on
+# every array the helpers bind), but means no allocation in there.
+compiled = njit(cache=True, error_model="numpy", _nrt=False)
 inlined = njit(inline="always", error_model="numpy")
 
 
@@ -130,17 +137,7 @@ def _collect(fired, n, n_f, n_pos, width, y0, x0, spikes):
     return n
 
 
-@compiled
-def _grow(a, need):
-    size = a.shape[0]
-    while size < need:
-        size *= 2
-    b = np.empty(size, a.dtype)
-    b[: a.shape[0]] = a
-    return b
-
-
-@compiled
+@inlined
 def _integrate(li, c, y, x, lp, weights, state, opts, counters, spikes, fired):
     """Update every neuron of layer ``li`` that input (c, y, x) reaches; write its spikes to
     ``spikes`` in (f, y, x) order and return how many."""
@@ -206,14 +203,13 @@ def _preprocess(dvs, c, y, x, spikes):
 
 @inlined
 def _emit(n, spikes, t, out_id, out, n_out):
-    """Append ``n`` spikes of the layer with id ``out_id`` to the monitor output (events)."""
-    if n_out + n > out.shape[0]:
-        out = _grow(out, n_out + n)
+    """Append ``n`` spikes of the layer with id ``out_id`` to the monitor output (events); the
+    caller has checked that they fit."""
     for i in range(n):
         e = out[n_out]
         e.t, e.layer, e.channel, e.y, e.x = t, out_id, spikes[i, 0], spikes[i, 1], spikes[i, 2]
         n_out += 1
-    return out, n_out
+    return n_out
 
 
 @inlined
@@ -238,71 +234,80 @@ def _push_routes(src, n, spikes, dest, lp, counters, stack, sp):
 
 
 @inlined
-def _drain(t, stack, sp, lp, weights, state, dest, opts, counters, spikes, fired, out, n_out):
-    """Process deliveries depth-first until the stack is empty."""
-    while sp > 0:
-        sp -= 1
-        li, c, y, x = stack[sp, 0], stack[sp, 1], stack[sp, 2], stack[sp, 3]
-        counters[li, EVENTS_IN] += 1
-        n = _integrate(li, c, y, x, lp, weights, state, opts, counters, spikes, fired)
-        if n:
-            counters[li, SPIKES_OUT] += n
-            if lp[li, MONITOR]:
-                out, n_out = _emit(n, spikes, t, lp[li, LAYER_ID], out, n_out)
-            if dest[li, 0, DEST_LAYER] >= 0:
-                sp = _push_routes(li, n, spikes, dest, lp, counters, stack, sp)
-    return out, n_out
-
-
-@inlined
-def _ticks_until(t, clock, lp, weights, bias, state, dest, opts, counters, spikes, fired, stack, out, n_out):
-    """Apply every leak tick with tick time <= t (ascending layer, then (f, y, x))."""
-    while clock[PERIOD] > 0 and clock[NEXT_TICK] <= t:
-        tick = clock[NEXT_TICK]
-        for li in range(lp.shape[0]):
-            if lp[li, LEAK]:
-                n = _leak(li, lp, bias, state, opts, spikes, fired)
-                counters[li, SPIKES_OUT] += n
-                if lp[li, MONITOR]:
-                    out, n_out = _emit(n, spikes, tick, lp[li, LAYER_ID], out, n_out)
-                sp = _push_routes(li, n, spikes, dest, lp, counters, stack, 0)
-                out, n_out = _drain(tick, stack, sp, lp, weights, state, dest, opts, counters,
-                                    spikes, fired, out, n_out)
-        clock[NEXT_TICK] = tick + clock[PERIOD]
-    return out, n_out
+def _room(li, lp, out, n_out):
+    """The output room that one update pass over layer ``li`` may need but lacks (0 if it fits):
+    a pass spikes each neuron at most once."""
+    need = lp[li, F_OUT] * lp[li, H_OUT] * lp[li, W_OUT] if lp[li, MONITOR] else 0
+    return need if n_out + need > out.shape[0] else 0
 
 
 @compiled
-def _run(ev_t, ev_src, ev_c, ev_y, ev_x, until_us, lp, weights, bias, dest, dvs, opts,
-         state, counters, clock, spikes, fired, stack, out):
-    """Process the (validated) input events; return the output buffer (it may have grown)
-    and the number of output events written to it."""
+def _run(i, ev_t, ev_src, ev_c, ev_y, ev_x, until_us, lp, weights, bias, dest, dvs, opts,
+         state, counters, clock, spikes, fired, stack, out, n_out):
+    """Process the (validated) input events from index ``i`` on, appending the output to ``out``
+    from ``n_out``; return ``(i, n_out, room)``. ``out`` cannot grow in here: before a step that
+    might overflow it, return early with the ``room`` it needs (> 0) and every pending step kept
+    in ``clock`` and ``stack``, to be resumed by a call with a larger buffer. Steps: pending
+    deliveries depth-first, then a tick in progress (layer by layer), then a due leak tick, then
+    the next input event, then the ticks up to ``until_us``."""
     n_layers = lp.shape[0]
-    n_out = 0
-    for i in range(ev_t.size):
-        t = ev_t[i]
-        if clock[PERIOD] > 0 and clock[NEXT_TICK] <= t:
-            out, n_out = _ticks_until(t, clock, lp, weights, bias, state, dest, opts, counters,
-                                      spikes, fired, stack, out, n_out)
-        clock[LAST_T] = t
-        src = ev_src[i]
-        if src == n_layers:
-            counters[src, EVENTS_IN] += 1
-            n = _preprocess(dvs, ev_c[i], ev_y[i], ev_x[i], spikes)
-            counters[src, SPIKES_OUT] += n
-            counters[src, DROPPED] += 1 - n
-            if dvs[DVS_MONITOR]:
-                out, n_out = _emit(n, spikes, t, DVS_LAYER_ID, out, n_out)
-            sp = _push_routes(src, n, spikes, dest, lp, counters, stack, 0)
+    sp = clock[PENDING]
+    while True:
+        if sp > 0:
+            li, c, y, x = stack[sp - 1, 0], stack[sp - 1, 1], stack[sp - 1, 2], stack[sp - 1, 3]
+            room = _room(li, lp, out, n_out)
+            if room:
+                break
+            sp -= 1
+            counters[li, EVENTS_IN] += 1
+            n = _integrate(li, c, y, x, lp, weights, state, opts, counters, spikes, fired)
+            if n:
+                counters[li, SPIKES_OUT] += n
+                if lp[li, MONITOR]:
+                    n_out = _emit(n, spikes, clock[PENDING_T], lp[li, LAYER_ID], out, n_out)
+                if dest[li, 0, DEST_LAYER] >= 0:
+                    sp = _push_routes(li, n, spikes, dest, lp, counters, stack, sp)
+        elif clock[TICK_LAYER] == n_layers:
+            clock[TICK_LAYER] = -1
+            clock[NEXT_TICK] += clock[PERIOD]
+        elif clock[TICK_LAYER] >= 0:  # leak ticks: ascending layer, then (f, y, x)
+            li = clock[TICK_LAYER]
+            if lp[li, LEAK]:
+                room = _room(li, lp, out, n_out)
+                if room:
+                    break
+                n = _leak(li, lp, bias, state, opts, spikes, fired)
+                counters[li, SPIKES_OUT] += n
+                if lp[li, MONITOR]:
+                    n_out = _emit(n, spikes, clock[PENDING_T], lp[li, LAYER_ID], out, n_out)
+                sp = _push_routes(li, n, spikes, dest, lp, counters, stack, 0)
+            clock[TICK_LAYER] = li + 1
+        elif clock[PERIOD] > 0 and clock[NEXT_TICK] <= (ev_t[i] if i < ev_t.size else until_us):
+            clock[TICK_LAYER], clock[PENDING_T] = 0, clock[NEXT_TICK]
+        elif i < ev_t.size:
+            t, src = ev_t[i], ev_src[i]
+            if src == n_layers:
+                room = 1 if dvs[DVS_MONITOR] and n_out == out.shape[0] else 0
+                if room:
+                    break
+                counters[src, EVENTS_IN] += 1
+                n = _preprocess(dvs, ev_c[i], ev_y[i], ev_x[i], spikes)
+                counters[src, SPIKES_OUT] += n
+                counters[src, DROPPED] += 1 - n
+                if dvs[DVS_MONITOR]:
+                    n_out = _emit(n, spikes, t, DVS_LAYER_ID, out, n_out)
+                sp = _push_routes(src, n, spikes, dest, lp, counters, stack, 0)
+            else:
+                stack[0, 0], stack[0, 1], stack[0, 2], stack[0, 3] = src, ev_c[i], ev_y[i], ev_x[i]
+                sp = 1
+            clock[LAST_T] = clock[PENDING_T] = t
+            i += 1
         else:
-            stack[0, 0], stack[0, 1], stack[0, 2], stack[0, 3] = src, ev_c[i], ev_y[i], ev_x[i]
-            sp = 1
-        out, n_out = _drain(t, stack, sp, lp, weights, state, dest, opts, counters,
-                            spikes, fired, out, n_out)
-    out, n_out = _ticks_until(until_us, clock, lp, weights, bias, state, dest, opts, counters,
-                              spikes, fired, stack, out, n_out)
-    clock[LAST_T] = until_us
-    return out, n_out
+            clock[LAST_T] = until_us
+            room = 0
+            break
+    clock[PENDING] = sp
+    return i, n_out, room
 
 
 # ----------------------------------------------------------------------------- Python API
@@ -377,7 +382,7 @@ class EventSimulator:
         self._fired = np.empty(max(largest, 1), dtype=np.bool_)
         # pending deliveries: at most 2 per spike of one delivery, per level of a feed-forward cascade
         self._stack = np.empty((2 * len(self._spikes) * (len(ids) + 1) + 1, 4), dtype=np.int64)
-        self._out = np.empty(1024, dtype=EVENT_DTYPE)  # output buffer, grown on demand and kept
+        self._out = np.empty(OUTPUT_CAPACITY, dtype=EVENT_DTYPE)  # grown on demand and kept
         self._shapes = {lid: net.layers[lid].input_shape for lid in ids}
         if net.dvs is not None:
             self._shapes[DVS_LAYER_ID] = net.dvs.input_shape
@@ -392,7 +397,7 @@ class EventSimulator:
         self._state = self._initial.copy()
         self._counters = np.zeros((len(self._ids) + 1, len(COUNTER_NAMES)), dtype=np.int64)
         period = self.network.slow_clock_period_us or 0
-        self._clock = np.array([period, period, np.iinfo(np.int64).min], dtype=np.int64)
+        self._clock = np.array([period, period, np.iinfo(np.int64).min, 0, 0, -1], dtype=np.int64)
 
     def run(self, events: np.ndarray, until_us: int | None = None) -> np.ndarray:
         """Process ``events`` (:data:`EVENT_DTYPE`, sorted by t, continuing after the previous
@@ -414,13 +419,20 @@ class EventSimulator:
                 f"until_us={until_us!r}: expected an integer time (µs) at or after the last event "
                 f"(t = {latest})", "until_us", until_us,
             )
-        self._out, n_out = _run(
-            events["t"].astype(np.int64), self._source_of[events["layer"]],
-            *(events[name].astype(np.int64) for name in ("channel", "y", "x")), np.int64(until_us),
-            self._lp, self._weights, self._bias, self._dest, self._dvs, self._opts,
-            self._state, self._counters, self._clock, self._spikes, self._fired, self._stack, self._out,
-        )
-        return self._out[:n_out].copy()
+        columns = (events["t"].astype(np.int64), self._source_of[events["layer"]],
+                   *(events[name].astype(np.int64) for name in ("channel", "y", "x")))
+        i = n_out = 0
+        while True:
+            i, n_out, room = _run(
+                i, *columns, np.int64(until_us), self._lp, self._weights, self._bias, self._dest,
+                self._dvs, self._opts, self._state, self._counters, self._clock, self._spikes,
+                self._fired, self._stack, self._out, n_out,
+            )
+            if not room:
+                return self._out[:n_out].copy()
+            grown = np.empty(max(2 * len(self._out), n_out + room), dtype=EVENT_DTYPE)
+            grown[:n_out] = self._out[:n_out]
+            self._out = grown
 
     @property
     def states(self) -> dict[int, np.ndarray]:

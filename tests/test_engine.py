@@ -7,6 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import snnlib.engine as engine
 from engine_reference import ReferenceChip
 from snnlib import (
     DVS_LAYER_ID,
@@ -124,6 +125,20 @@ def test_engine_equals_reference(data, net, opts):
         until += int(events["t"][-1])
     sim = EventSimulator(net, opts)
     ref = ReferenceChip(net, opts.overflow, opts.lower_bound, opts.leak_can_fire)
+    assert_matches_reference(sim, ref, sim.run(events, until), ref.run(events.tolist(), until))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), net=networks(), opts=options)
+def test_output_buffer_growth_resumes_exactly(data, net, opts):
+    """With a one-event output buffer, the compiled loop must stop and resume in the middle of
+    cascades and leak ticks many times; the result must not change."""
+    events = data.draw(event_streams(net))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(engine, "OUTPUT_CAPACITY", 1)
+        sim = EventSimulator(net, opts)
+    ref = ReferenceChip(net, opts.overflow, opts.lower_bound, opts.leak_can_fire)
+    until = int(events["t"][-1]) + 40 if events.size else None
     assert_matches_reference(sim, ref, sim.run(events, until), ref.run(events.tolist(), until))
 
 
