@@ -54,6 +54,20 @@ class Counters:
     core_out: dict[int, int] = field(default_factory=dict)
     link: dict[str, int] = field(default_factory=dict)
 
+    def since(self, earlier: "Counters") -> "Counters":
+        """What was counted after the snapshot ``earlier`` (a copy taken with ``snapshot()``)."""
+        def delta(now: dict, then: dict) -> dict:
+            return {k: v - then.get(k, 0) for k, v in now.items() if v != then.get(k, 0)}
+
+        return Counters(self.sent - earlier.sent, self.received - earlier.received,
+                        self.dropped - earlier.dropped, delta(self.core_in, earlier.core_in),
+                        delta(self.core_out, earlier.core_out), delta(self.link, earlier.link))
+
+    def snapshot(self) -> "Counters":
+        """An independent copy of the totals so far."""
+        return Counters(self.sent, self.received, self.dropped, dict(self.core_in),
+                        dict(self.core_out), dict(self.link))
+
     def add_run(self, sent: int, received: int, dropped: int,
                 core_in: dict[int, int], core_out: dict[int, int]) -> None:
         """Add one run's accounting (as the device reported it) to the totals."""
@@ -72,6 +86,7 @@ class RunResult:
     ``events``: all output events (EVENT_DTYPE) in device order. ``rasters``: per monitored
     layer name, a ``(n_steps, C, H, W)`` count tensor whose bin ``i`` covers
     ``[t0_us + i*dt_us, t0_us + (i+1)*dt_us)`` — the same bins as the input raster.
+    ``counters``: what this run added to the device's counters (``Device.counters`` has totals).
     """
 
     events: np.ndarray
@@ -179,6 +194,7 @@ class Device(ABC):
             events = raster_to_events(raster, layer, dt_us, t0_us)
             n_in_steps = raster.shape[0]
         check_events(events, input_shapes(network))
+        before = self.counters.snapshot()
         out = self._run_events(events, timeout)
         names = config.monitored_layer_names()
         last = int(out["t"].max()) if len(out) else t0_us
@@ -190,7 +206,7 @@ class Device(ABC):
             )
             for core, name in names.items()
         }
-        return RunResult(out, rasters, t0_us, dt_us, n_steps, self.counters)
+        return RunResult(out, rasters, t0_us, dt_us, n_steps, self.counters.since(before))
 
     def close(self) -> None:
         """Stop the device and release it. Safe to call twice."""

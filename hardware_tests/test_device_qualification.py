@@ -84,6 +84,8 @@ def test_run_counts_and_raster_alignment(device, chip):
     result = device.run(raster, layer=1, dt_us=500, t0_us=1000)
     assert device.counters.sent - sent_before == int(raster.sum())
     assert device.counters.received - received_before == len(result.events)
+    assert (result.counters.sent, result.counters.received) == (int(raster.sum()), len(result.events))
+    assert sum(result.counters.core_out.values()) >= len(result.events)  # monitored cores' spikes
     assert result.n_steps >= 6 and (result.t0_us, result.dt_us) == (1000, 500)
     for core, name in config.monitored_layer_names().items():
         expected = result.events[result.events["layer"] == core]
