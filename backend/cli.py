@@ -118,9 +118,13 @@ def _self_test() -> int:
 def _cmd_map(args: argparse.Namespace) -> int:
     from mapper import MappingError, map_model
 
-    model = _load_model(args.model)
+    model, declared_shape = _load_model(args.model)
+    input_shape = args.input_shape or declared_shape
+    if input_shape is None:
+        raise ValueError(f"{args.model}: the input shape is unknown; pass --input-shape C,H,W "
+                         "(a .nir file may declare it in its Input node)")
     try:
-        result = map_model(model, args.input_shape, args.chip)
+        result = map_model(model, input_shape, args.chip)
     except MappingError as exc:
         print(f"error: {args.model} does not fit {exc.report.chip}: {len(exc.report.violations)} problem(s)",
               file=sys.stderr)
@@ -174,8 +178,9 @@ def _layer_summary(core: int, name: str, events) -> str:
 
 
 def _load_model(path: str):
-    """A torch ``nn.Module`` saved whole with ``torch.save`` (``.pt``/``.pth``) or a NIR graph
-    (``.nir``)."""
+    """``(model, declared input shape or None)`` from a torch ``nn.Module`` saved whole with
+    ``torch.save`` (``.pt``/``.pth``) or a NIR graph (``.nir``, whose Input node may declare
+    the shape)."""
     import torch
 
     file = Path(path)
@@ -185,16 +190,16 @@ def _load_model(path: str):
     if not file.is_file():
         raise FileNotFoundError(f"model={path!r}: no such file")
     if file.suffix == ".nir":
-        from mapper.nir_interchange import import_nir
+        from mapper.nir_interchange import declared_input_shape, import_nir
 
         imported = import_nir(file)
         print(imported.report)
-        return imported.model
+        return imported.model, declared_input_shape(file)
     model = torch.load(file, weights_only=False)
     if not isinstance(model, torch.nn.Module):
         raise ValueError(f"model={path!r}: holds a {type(model).__name__}, not a torch.nn.Module; save the "
                          "whole model with torch.save(model, path), not its state_dict")
-    return model
+    return model, None
 
 
 def _shape(text: str) -> tuple[int, int, int]:
@@ -260,8 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     mapping = _subcommand(sub, "map", _cmd_map, "map a model file to a ChipConfig JSON and print the fit "
                           "report (exit code 2 and every problem when it does not fit)")
     mapping.add_argument("model", help="a torch.save'd nn.Module (.pt/.pth) or a NIR graph (.nir)")
-    mapping.add_argument("--input-shape", required=True, type=_shape, metavar="C,H,W",
-                         help="shape of one input frame, e.g. 1,8,8")
+    mapping.add_argument("--input-shape", type=_shape, metavar="C,H,W",
+                         help="shape of one input frame, e.g. 1,8,8 (optional for a .nir file "
+                         "whose Input node declares it)")
     mapping.add_argument("--chip", default="speck2f", help="target chip (default: speck2f)")
     mapping.add_argument("-o", "--output", help="config JSON to write (default: the model path with .json)")
     flash = _subcommand(sub, "flash", _cmd_flash, "write a ChipConfig JSON to a device and verify the read-back")

@@ -25,9 +25,10 @@ from mapper.nir_interchange import (
     LossyImportError,
     NIRExportError,
     NIRImportError,
+    declared_input_shape,
     export_nir,
     import_nir,
 )
 
 __all__ += ["LegalizationReport", "LegalizationWarning", "LossyImportError", "NIRExportError",
-            "NIRImportError", "export_nir", "import_nir"]
+            "NIRImportError", "declared_input_shape", "export_nir", "import_nir"]

@@ -260,6 +260,21 @@ def _read(nir, path: Path):
         raise NIRImportError(f"graph={str(path)!r}: not a readable NIR file ({exc!r})") from exc
 
 
+def declared_input_shape(graph) -> tuple[int, ...] | None:
+    """The shape of one input frame that a NIR graph (or .nir file) declares in its Input node,
+    e.g. ``(2, 8, 8)``; None when it declares none (or has no single Input node)."""
+    nir = _nir()
+    if isinstance(graph, (str, Path)):
+        graph = _read(nir, Path(graph))
+    inputs = [n for n in graph.nodes.values() if isinstance(n, nir.Input)]
+    if len(inputs) != 1:
+        return None
+    shapes = [np.asarray(v) for v in (inputs[0].input_type or {}).values()]
+    if len(shapes) != 1 or shapes[0].ndim != 1 or not shapes[0].size or np.any(shapes[0] < 1):
+        return None
+    return tuple(int(v) for v in shapes[0])
+
+
 def _chain(nir, graph) -> list[str]:
     """Node names from the graph's single input to its output (both excluded)."""
     inputs = [k for k, n in graph.nodes.items() if isinstance(n, nir.Input)]

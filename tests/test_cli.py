@@ -170,6 +170,12 @@ def test_map_reads_a_nir_graph(tmp_path, capsys):
     from mapper.nir_interchange import export_nir
 
     nir.write(tmp_path / "model.nir", export_nir(small_model(), (1, 8, 8)))
-    assert main(["map", str(tmp_path / "model.nir"), "--input-shape", "1,8,8"]) == 0
+    assert main(["map", str(tmp_path / "model.nir")]) == 0  # the Input node declares (1, 8, 8)
     assert "memory (needed/available):" in capsys.readouterr().out
     assert len(ChipConfig.load(tmp_path / "model.json").cores) == 2
+
+
+def test_map_without_a_known_input_shape_says_how_to_give_it(tmp_path, capsys):
+    torch.save(small_model(), tmp_path / "model.pt")
+    assert main(["map", str(tmp_path / "model.pt")]) == 1
+    assert "pass --input-shape C,H,W" in capsys.readouterr().err
