@@ -71,6 +71,13 @@ def _forward_row(x, v, out, u_saved, save, thr, inv_thr, subtract, low, sat_lo, 
         v[i] = (w - w if s > 0 else w) if reset else w - s * subtract
 
 
+@njit(inline="always")
+def _work_item(job, n_blocks, n_neurons):
+    """Batch index and neuron range ``[start, stop)`` of parallel work item ``job``."""
+    start = (job % n_blocks) * BLOCK
+    return job // n_blocks, start, min(start + BLOCK, n_neurons)
+
+
 @njit(parallel=True, cache=True)
 def iaf_forward(x, v, out, u_saved, save, thr, inv_thr, subtract, low, sat_lo, sat_hi, reset, negative):
     """Run all T steps; write spike counts to ``out`` and, if ``save``, the clipped
@@ -78,9 +85,7 @@ def iaf_forward(x, v, out, u_saved, save, thr, inv_thr, subtract, low, sat_lo, s
     n_batch, n_steps, n_neurons = x.shape
     n_blocks = (n_neurons + BLOCK - 1) // BLOCK
     for job in prange(n_batch * n_blocks):
-        b = job // n_blocks
-        start = (job % n_blocks) * BLOCK
-        stop = min(start + BLOCK, n_neurons)
+        b, start, stop = _work_item(job, n_blocks, n_neurons)
         v_block = v[b, start:stop]
         for t in range(n_steps):
             u_row = u_saved[b, t, start:stop] if save else u_saved[0, 0, :0]
@@ -118,9 +123,7 @@ def iaf_backward(grad_out, u_saved, spikes, grad_x, thr, subtract, low, reset, n
     n_batch, n_steps, n_neurons = grad_out.shape
     n_blocks = (n_neurons + BLOCK - 1) // BLOCK
     for job in prange(n_batch * n_blocks):
-        b = job // n_blocks
-        start = (job % n_blocks) * BLOCK
-        stop = min(start + BLOCK, n_neurons)
+        b, start, stop = _work_item(job, n_blocks, n_neurons)
         g_next = np.zeros(stop - start, grad_x.dtype)
         for t in range(n_steps - 1, -1, -1):
             if t + 1 < n_steps:
