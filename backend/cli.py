@@ -257,11 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "self-test against an emulator on a pty (exit code 1 when a check fails)")
     comp = _subcommand(sub, "compare", _cmd_compare, "run events on a device and in simulation; report the "
                        "first divergence (exit code 3 when they differ)")
-    comp.add_argument("config", help="ChipConfig JSON file (from the mapper)")
-    comp.add_argument("--events", required=True, help="input events: .npy / .npz event file")
-    comp.add_argument("--device", default="emu://", help="device URL (default: emu://)")
+    _add_run_arguments(comp)
     comp.add_argument("--no-flash", action="store_true", help="run what the device holds instead of flashing")
-    comp.add_argument("--timeout", type=float, help="seconds for the device run (default: scales with the input)")
     mapping = _subcommand(sub, "map", _cmd_map, "map a model file to a ChipConfig JSON and print the fit "
                           "report (exit code 2 and every problem when it does not fit)")
     mapping.add_argument("model", help="a torch.save'd nn.Module (.pt/.pth) or a NIR graph (.nir)")
@@ -276,12 +273,17 @@ def build_parser() -> argparse.ArgumentParser:
                        "socket://host:port or samna://speck2fdevkit:0")
     run = _subcommand(sub, "run", _cmd_run, "flash a config, run an event file through the device, write the "
                       "output events and print a summary per monitored layer")
-    run.add_argument("config", help="ChipConfig JSON file (from `spikeflash map`)")
-    run.add_argument("--events", required=True, help="input events: .npy / .npz event file")
-    run.add_argument("--device", default="emu://", help="device URL (default: emu://)")
+    _add_run_arguments(run)
     run.add_argument("-o", "--output", help="output event file (.npz / .npy; default: <events>_out.npz)")
-    run.add_argument("--timeout", type=float, help="seconds for the device run (default: scales with the input)")
     return parser
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of every subcommand that runs an event file through a configured device."""
+    parser.add_argument("config", help="ChipConfig JSON file (from `spikeflash map`)")
+    parser.add_argument("--events", required=True, help="input events: .npy / .npz event file")
+    parser.add_argument("--device", default="emu://", help="device URL (default: emu://)")
+    parser.add_argument("--timeout", type=float, help="seconds for the device run (default: scales with the input)")
 
 
 def main(argv: list[str] | None = None) -> int:
