@@ -20,7 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import llvmlite.ir as ir
 from numba import njit
+from numba.extending import intrinsic
 
 from snnlib.events import EVENT_DTYPE, InvalidEventsError, check_events
 from snnlib.network import DVS_LAYER_ID, IntegerNetwork, InvalidNetworkError
@@ -86,9 +88,20 @@ compiled = njit(cache=True, error_model="numpy", _nrt=False)
 inlined = njit(inline="always", error_model="numpy")
 
 
+@intrinsic
+def _lowest_set_bit(typingctx, mask):
+    """The index of the lowest set bit of a non-zero integer (LLVM ``cttz``)."""
+
+    def codegen(context, builder, signature, args):
+        return builder.cttz(args[0], ir.Constant(ir.IntType(1), 1))
+
+    return mask(mask), codegen
+
+
 @inlined
 def _update(old, w, hi, lo, reset_zero, wrap, reject, test):
-    """Rule 1 for one neuron: its new state and whether it spiked."""
+    """Rule 1 for one neuron: its new state and whether it spiked. ``old``, ``hi`` and ``lo``
+    are int16 and ``w`` int8 or int16, so that LLVM can keep the arithmetic 16 bits wide."""
     v = old + w
     v = (((v + 32768) & 0xFFFF) - 32768) if wrap else min(max(v, -32768), 32767)
     v = (old if reject else lo) if v < lo else v
@@ -97,87 +110,121 @@ def _update(old, w, hi, lo, reset_zero, wrap, reject, test):
 
 
 @inlined
-def _update_run(state, s_base, add, a_base, n, hi, lo, reset_zero, wrap, reject, test, fired, f_base):
-    """Update ``n`` consecutive neurons ``state[s_base + i]``, each by ``add[a_base + i]``
-    (rule 1); flag the spikes in ``fired[f_base + i]`` and return their number. Runs are short
-    (a kernel row of features: 48 for 3 x 16), shorter than the vector loop LLVM builds for a
-    variable trip count, so they go in blocks of a fixed 16 that vectorize, then a scalar tail."""
-    sb, ab, fb = np.uint64(s_base), np.uint64(a_base), np.uint64(f_base)
-    spikes = 0
-    n_blocked = np.uint64(n) & ~np.uint64(15)
-    for b in range(np.uint64(0), n_blocked, np.uint64(16)):
-        for j in range(np.uint64(16)):
-            i = b + j
-            v, spiked = _update(np.int64(state[sb + i]), np.int64(add[ab + i]), hi, lo, reset_zero,
-                                wrap, reject, test)
-            state[sb + i] = v
-            fired[fb + i] = spiked
-            spikes += spiked
-    for i in range(n_blocked, np.uint64(n)):
-        v, spiked = _update(np.int64(state[sb + i]), np.int64(add[ab + i]), hi, lo, reset_zero,
-                            wrap, reject, test)
-        state[sb + i] = v
-        fired[fb + i] = spiked
-        spikes += spiked
-    return spikes
+def _update_block(state, s, add, a, hi, lo, reset_zero, wrap, reject, test, bits, m, bit):
+    """Rule 1 for the 16 neurons ``state[s + j]``, each by ``add[a + j]``; a spike of neuron
+    ``s + j`` sets bit ``bit`` of ``bits[m + j]``. A fixed trip count and unsigned indices (no
+    negative-index wraparound code), so LLVM vectorizes it without a branch."""
+    for j in range(np.uint64(16)):
+        v, spiked = _update(state[s + j], add[a + j], hi, lo, reset_zero, wrap, reject, test)
+        state[s + j] = v
+        bits[m + j] |= np.uint64(spiked) << bit
 
 
 @inlined
-def _collect(fired, n, n_f, n_pos, width, y0, x0, spikes):
-    """Write the ``n`` spikes flagged in ``fired`` (a block of ``n_pos`` positions, rows of
-    ``width`` starting at (y0, x0), features innermost) to ``spikes`` in (f, y, x) order."""
-    k = 0
+def _update_run(state, s, add, a, n, hi, lo, reset_zero, wrap, reject, test, n_f, bits, m, p):
+    """Update the ``n`` consecutive neurons ``state[s + i]``, each by ``add[a + i]`` (rule 1).
+    They are the features (innermost) of positions p, p + 1, ... of one row of the spike-bit
+    table ``bits`` that starts at ``m`` (see ``_spikes_from_bits``): a spike of (f, p) sets bit
+    ``p % 64`` of ``bits[m + (p // 64) * n_f + f]``. Runs are short (a kernel row of features:
+    48 for 3 x 16), so whole feature vectors go in blocks of 16 (``_update_block``)."""
+    sb, ab, mb, pb = np.uint64(s), np.uint64(a), np.uint64(m), np.uint64(p)
+    f, nf, six = np.uint64(0), np.uint64(n_f), np.uint64(6)
+    if n_f % 16 == 0:
+        for b in range(np.uint64(0), np.uint64(n), np.uint64(16)):
+            _update_block(state, sb + b, add, ab + b, hi, lo, reset_zero, wrap, reject, test,
+                          bits, mb + (pb >> six) * nf + f, pb & np.uint64(63))
+            f += np.uint64(16)
+            if f == nf:
+                f, pb = np.uint64(0), pb + np.uint64(1)
+    else:
+        for i in range(np.uint64(n)):
+            v, spiked = _update(state[sb + i], add[ab + i], hi, lo, reset_zero, wrap, reject, test)
+            state[sb + i] = v
+            bits[mb + (pb >> six) * nf + f] |= np.uint64(spiked) << (pb & np.uint64(63))
+            f += np.uint64(1)
+            if f == nf:
+                f, pb = np.uint64(0), pb + np.uint64(1)
+
+
+@intrinsic
+def _lowest_set_bit(typingctx, mask):
+    """The index of the lowest set bit of a non-zero integer (LLVM ``cttz``)."""
+
+    def codegen(context, builder, signature, args):
+        return builder.cttz(args[0], ir.Constant(ir.IntType(1), 1))
+
+    return mask(mask), codegen
+
+
+@inlined
+def _floor_div(a, b):
+    """``a // b`` without a division instruction in the common case ``b == 1``."""
+    return a if b == 1 else a // b
+
+
+@inlined
+def _spikes_from_bits(bits, n_rows, n_chunks, n_f, y0, x0, spikes):
+    """Read and clear the spike-bit table of one update pass over rows y0 .. y0 + n_rows - 1
+    from x0 on; write the spikes to ``spikes`` as (f, y, x) rows in (f, y, x) order (rule 3) and
+    return how many. The table has ``n_rows * n_chunks`` rows of ``n_f`` words; bit b of word
+    (row r, chunk c, feature f) is neuron (f, y0 + r, x0 + 64 c + b). Reading it feature by
+    feature gives rule 3's order without sorting."""
+    n = 0
     for f in range(n_f):
-        for j in range(n_pos):
-            if fired[j * n_f + f]:
-                spikes[k, 0], spikes[k, 1], spikes[k, 2] = f, y0 + j // width, x0 + j % width
-                k += 1
-                if k == n:
-                    return n
+        for rc in range(n_rows * n_chunks):
+            m = bits[rc * n_f + f]
+            if m:
+                bits[rc * n_f + f] = 0
+                r = _floor_div(rc, n_chunks)
+                y, x = y0 + r, x0 + (rc - r * n_chunks) * 64
+                while m:
+                    spikes[n, 0], spikes[n, 1], spikes[n, 2] = f, y, x + _lowest_set_bit(m)
+                    n += 1
+                    m &= m - np.uint64(1)
     return n
 
 
 @inlined
-def _integrate(li, c, y, x, lp, weights, state, opts, counters, spikes, fired):
+def _integrate(li, c, y, x, lp, weights, state, opts, counters, spikes, bits):
     """Update every neuron of layer ``li`` that input (c, y, x) reaches; write its spikes to
     ``spikes`` in (f, y, x) order and return how many."""
     k, sy, sx = lp[li, KERNEL], lp[li, STRIDE_Y], lp[li, STRIDE_X]
     ty, tx = y + lp[li, PAD_Y], x + lp[li, PAD_X]
-    y0, y1 = max(0, -((k - 1 - ty) // sy)), min(lp[li, H_OUT] - 1, ty // sy)
-    x0, x1 = max(0, -((k - 1 - tx) // sx)), min(lp[li, W_OUT] - 1, tx // sx)
+    y0, y1 = max(0, -_floor_div(k - 1 - ty, sy)), min(lp[li, H_OUT] - 1, _floor_div(ty, sy))
+    x0, x1 = max(0, -_floor_div(k - 1 - tx, sx)), min(lp[li, W_OUT] - 1, _floor_div(tx, sx))
     if y1 < y0 or x1 < x0:
         return 0
     n_f, w_out, width = lp[li, F_OUT], lp[li, W_OUT], x1 - x0 + 1
-    hi, lo, rz = lp[li, THR_HIGH], lp[li, THR_LOW], lp[li, RESET_ZERO]
+    hi, lo, rz = np.int16(lp[li, THR_HIGH]), np.int16(lp[li, THR_LOW]), lp[li, RESET_ZERO]
     w_off, s_off = lp[li, W_OFFSET] + c * k * k * n_f, lp[li, S_OFFSET]
-    n = 0
+    n_chunks = (width + 63) // 64
     for yo in range(y0, y1 + 1):
         w_row = w_off + ((ty - yo * sy) * k + k - 1 - tx) * n_f  # + xo * sx * n_f: the tap for xo
-        s_row, f_row = s_off + yo * w_out * n_f, ((yo - y0) * width - x0) * n_f
+        s_row, m_row = s_off + yo * w_out * n_f, (yo - y0) * n_chunks * n_f
         if sx == 1:  # the row's targets and their taps are contiguous: one run of width * n_f
-            n += _update_run(state, s_row + x0 * n_f, weights, w_row + x0 * n_f, width * n_f,
-                             hi, lo, rz, opts[0], opts[1], True, fired, f_row + x0 * n_f)
+            _update_run(state, s_row + x0 * n_f, weights, w_row + x0 * n_f, width * n_f,
+                        hi, lo, rz, opts[0], opts[1], True, n_f, bits, m_row, 0)
         else:
             for xo in range(x0, x1 + 1):
-                n += _update_run(state, s_row + xo * n_f, weights, w_row + xo * sx * n_f, n_f,
-                                 hi, lo, rz, opts[0], opts[1], True, fired, f_row + xo * n_f)
-    n_pos = (y1 - y0 + 1) * width
-    counters[li, SYNAPTIC_UPDATES] += n_f * n_pos
-    return _collect(fired, n, n_f, n_pos, width, y0, x0, spikes) if n else 0
+                _update_run(state, s_row + xo * n_f, weights, w_row + xo * sx * n_f, n_f,
+                            hi, lo, rz, opts[0], opts[1], True, n_f, bits, m_row, xo - x0)
+    counters[li, SYNAPTIC_UPDATES] += n_f * (y1 - y0 + 1) * width
+    return _spikes_from_bits(bits, y1 - y0 + 1, n_chunks, n_f, y0, x0, spikes)
 
 
 @inlined
-def _leak(li, lp, bias, state, opts, spikes, fired):
+def _leak(li, lp, bias, state, opts, spikes, bits):
     """Add ``bias[f]`` to every neuron of layer ``li``; write its spikes to ``spikes`` in
     (f, y, x) order and return how many."""
-    n_f, n_pos, w_out = lp[li, F_OUT], lp[li, H_OUT] * lp[li, W_OUT], lp[li, W_OUT]
-    hi, lo, rz = lp[li, THR_HIGH], lp[li, THR_LOW], lp[li, RESET_ZERO]
+    n_f, h_out, w_out = lp[li, F_OUT], lp[li, H_OUT], lp[li, W_OUT]
+    hi, lo, rz = np.int16(lp[li, THR_HIGH]), np.int16(lp[li, THR_LOW]), lp[li, RESET_ZERO]
     s_off, b_off = lp[li, S_OFFSET], lp[li, B_OFFSET]
-    n = 0
-    for j in range(n_pos):
-        n += _update_run(state, s_off + j * n_f, bias, b_off, n_f, hi, lo, rz, opts[0], opts[1],
-                         opts[2] != 0, fired, j * n_f)
-    return _collect(fired, n, n_f, n_pos, w_out, 0, 0, spikes) if n else 0
+    n_chunks = (w_out + 63) // 64
+    for yo in range(h_out):
+        for xo in range(w_out):
+            _update_run(state, s_off + (yo * w_out + xo) * n_f, bias, b_off, n_f, hi, lo, rz,
+                        opts[0], opts[1], opts[2] != 0, n_f, bits, yo * n_chunks * n_f, xo)
+    return _spikes_from_bits(bits, h_out, n_chunks, n_f, 0, 0, spikes)
 
 
 @inlined
@@ -242,9 +289,10 @@ def _room(li, lp, out, n_out):
 
 
 @compiled
-def _run(i, ev_t, ev_src, ev_c, ev_y, ev_x, until_us, lp, weights, bias, dest, dvs, opts,
-         state, counters, clock, spikes, fired, stack, out, n_out):
-    """Process the (validated) input events from index ``i`` on, appending the output to ``out``
+def _run(i, events, source_of, until_us, lp, weights, bias, dest, dvs, opts,
+         state, counters, clock, spikes, bits, stack, out, n_out):
+    """Process the (validated) input ``events`` from index ``i`` on (``source_of`` maps a layer
+    id to its source index), appending the output to ``out``
     from ``n_out``; return ``(i, n_out, room)``. ``out`` cannot grow in here: before a step that
     might overflow it, return early with the ``room`` it needs (> 0) and every pending step kept
     in ``clock`` and ``stack``, to be resumed by a call with a larger buffer. Steps: pending
@@ -260,7 +308,7 @@ def _run(i, ev_t, ev_src, ev_c, ev_y, ev_x, until_us, lp, weights, bias, dest, d
                 break
             sp -= 1
             counters[li, EVENTS_IN] += 1
-            n = _integrate(li, c, y, x, lp, weights, state, opts, counters, spikes, fired)
+            n = _integrate(li, c, y, x, lp, weights, state, opts, counters, spikes, bits)
             if n:
                 counters[li, SPIKES_OUT] += n
                 if lp[li, MONITOR]:
@@ -276,29 +324,30 @@ def _run(i, ev_t, ev_src, ev_c, ev_y, ev_x, until_us, lp, weights, bias, dest, d
                 room = _room(li, lp, out, n_out)
                 if room:
                     break
-                n = _leak(li, lp, bias, state, opts, spikes, fired)
+                n = _leak(li, lp, bias, state, opts, spikes, bits)
                 counters[li, SPIKES_OUT] += n
                 if lp[li, MONITOR]:
                     n_out = _emit(n, spikes, clock[PENDING_T], lp[li, LAYER_ID], out, n_out)
                 sp = _push_routes(li, n, spikes, dest, lp, counters, stack, 0)
             clock[TICK_LAYER] = li + 1
-        elif clock[PERIOD] > 0 and clock[NEXT_TICK] <= (ev_t[i] if i < ev_t.size else until_us):
+        elif clock[PERIOD] > 0 and clock[NEXT_TICK] <= (events[i].t if i < events.size else until_us):
             clock[TICK_LAYER], clock[PENDING_T] = 0, clock[NEXT_TICK]
-        elif i < ev_t.size:
-            t, src = ev_t[i], ev_src[i]
+        elif i < events.size:
+            e = events[i]
+            t, src, c, y, x = e.t, source_of[e.layer], np.int64(e.channel), np.int64(e.y), np.int64(e.x)
             if src == n_layers:
                 room = 1 if dvs[DVS_MONITOR] and n_out == out.shape[0] else 0
                 if room:
                     break
                 counters[src, EVENTS_IN] += 1
-                n = _preprocess(dvs, ev_c[i], ev_y[i], ev_x[i], spikes)
+                n = _preprocess(dvs, c, y, x, spikes)
                 counters[src, SPIKES_OUT] += n
                 counters[src, DROPPED] += 1 - n
                 if dvs[DVS_MONITOR]:
                     n_out = _emit(n, spikes, t, DVS_LAYER_ID, out, n_out)
                 sp = _push_routes(src, n, spikes, dest, lp, counters, stack, 0)
             else:
-                stack[0, 0], stack[0, 1], stack[0, 2], stack[0, 3] = src, ev_c[i], ev_y[i], ev_x[i]
+                stack[0, 0], stack[0, 1], stack[0, 2], stack[0, 3] = src, c, y, x
                 sp = 1
             clock[LAST_T] = clock[PENDING_T] = t
             i += 1
@@ -379,7 +428,9 @@ class EventSimulator:
         self._opts = self.options.as_array()
         largest = int(max([lp[i, F_OUT] * lp[i, H_OUT] * lp[i, W_OUT] for i in range(len(ids))], default=1))
         self._spikes = np.empty((max(largest, 1), 3), dtype=np.int64)
-        self._fired = np.empty(max(largest, 1), dtype=np.bool_)
+        # spike-bit table of one update pass (see _spikes_from_bits), zero between passes
+        self._bits = np.zeros(max([lp[i, F_OUT] * lp[i, H_OUT] * -(-lp[i, W_OUT] // 64) for i in range(len(ids))],
+                                  default=1), dtype=np.uint64)
         # pending deliveries: at most 2 per spike of one delivery, per level of a feed-forward cascade
         self._stack = np.empty((2 * len(self._spikes) * (len(ids) + 1) + 1, 4), dtype=np.int64)
         self._out = np.empty(OUTPUT_CAPACITY, dtype=EVENT_DTYPE)  # grown on demand and kept
@@ -419,20 +470,27 @@ class EventSimulator:
                 f"until_us={until_us!r}: expected an integer time (µs) at or after the last event "
                 f"(t = {latest})", "until_us", until_us,
             )
-        columns = (events["t"].astype(np.int64), self._source_of[events["layer"]],
-                   *(events[name].astype(np.int64) for name in ("channel", "y", "x")))
         i = n_out = 0
         while True:
             i, n_out, room = _run(
-                i, *columns, np.int64(until_us), self._lp, self._weights, self._bias, self._dest,
+                i, events, self._source_of, np.int64(until_us), self._lp, self._weights, self._bias, self._dest,
                 self._dvs, self._opts, self._state, self._counters, self._clock, self._spikes,
-                self._fired, self._stack, self._out, n_out,
+                self._bits, self._stack, self._out, n_out,
             )
             if not room:
-                return self._out[:n_out].copy()
+                return self._hand_over(n_out)
             grown = np.empty(max(2 * len(self._out), n_out + room), dtype=EVENT_DTYPE)
             grown[:n_out] = self._out[:n_out]
             self._out = grown
+
+    def _hand_over(self, n_out: int) -> np.ndarray:
+        """The first ``n_out`` output events. A buffer at least half full is handed over as it
+        is (no copy; the next run writes a fresh one), a smaller part is copied out."""
+        out = self._out[:n_out]
+        if 2 * n_out < len(self._out):
+            return out.copy()
+        self._out = np.empty(len(self._out), dtype=EVENT_DTYPE)
+        return out
 
     @property
     def states(self) -> dict[int, np.ndarray]:

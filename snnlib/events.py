@@ -69,6 +69,10 @@ def check_events(events, shapes: Mapping[int, tuple[int, int, int]] | None = Non
             f"events: got a {got}; expected a 1-D numpy array of snnlib.EVENT_DTYPE "
             "(use snnlib.empty_events(n) or raster_to_events)", None, None, None
         )
+    limits = None if shapes is None else _limits_table(shapes)
+    if _all_valid(events, limits if limits is not None else np.zeros((0, 3), np.int64), limits is not None):
+        return events
+    # something is wrong: find and name it (vectorised numpy, only on this path)
     t = events["t"]
     if t.size > 1:
         back = t[1:] < t[:-1]
@@ -82,6 +86,34 @@ def check_events(events, shapes: Mapping[int, tuple[int, int, int]] | None = Non
     if shapes is not None and events.size:
         _check_bounds(events, shapes)
     return events
+
+
+def _limits_table(shapes: Mapping[int, tuple[int, int, int]]) -> np.ndarray:
+    """``(max id + 1, 3)`` int64: the input shape (c, h, w) of each layer id, -1 where none."""
+    table = np.full((max(shapes) + 1 if shapes else 0, 3), -1, dtype=np.int64)
+    for lid, shape in shapes.items():
+        if lid >= 0:
+            table[lid] = shape
+    return table
+
+
+@njit(cache=True, error_model="numpy")
+def _all_valid(events, limits, check_bounds) -> bool:
+    """One compiled pass: ``t`` never decreases and, if ``check_bounds``, every event names a
+    layer with a shape in ``limits`` (see ``_limits_table``) and lies inside it."""
+    previous = events[0].t if events.size else 0
+    for i in range(events.size):
+        e = events[i]
+        if e.t < previous:
+            return False
+        previous = e.t
+        if check_bounds:
+            if e.layer < 0 or e.layer >= limits.shape[0] or limits[e.layer, 0] < 0:
+                return False
+            if not (0 <= e.channel < limits[e.layer, 0] and 0 <= e.y < limits[e.layer, 1]
+                    and 0 <= e.x < limits[e.layer, 2]):
+                return False
+    return True
 
 
 def _check_bounds(events: np.ndarray, shapes: Mapping[int, tuple[int, int, int]]) -> None:
