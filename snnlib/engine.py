@@ -18,6 +18,7 @@ public API speaks (f, y, x) and (f, c, ky, kx).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 import llvmlite.ir as ir
@@ -72,10 +73,9 @@ class ChipModelOptions:
         if not isinstance(self.leak_can_fire, bool):
             raise ValueError(f"leak_can_fire={self.leak_can_fire!r}: expected True or False")
 
-    def as_array(self) -> np.ndarray:
-        """The options as the int64 vector the compiled loop reads: (wrap, reject, leak fires)."""
-        return np.array([self.overflow == "wrap", self.lower_bound == "reject", self.leak_can_fire],
-                        dtype=np.int64)
+    def compiled_loop(self):
+        """The event loop compiled for these rules (see ``_loop_for``)."""
+        return _loop_for(self.overflow == "wrap", self.lower_bound == "reject", self.leak_can_fire)
 
 
 # ----------------------------------------------------------------------------- compiled core
@@ -185,7 +185,7 @@ def _spikes_from_bits(bits, n_rows, n_chunks, n_f, y0, x0, spikes):
 
 
 @inlined
-def _integrate(li, c, y, x, lp, weights, state, opts, counters, spikes, bits):
+def _integrate(li, c, y, x, lp, thr, weights, state, wrap, reject, counters, spikes, bits):
     """Update every neuron of layer ``li`` that input (c, y, x) reaches; write its spikes to
     ``spikes`` in (f, y, x) order and return how many."""
     k, sy, sx = lp[li, KERNEL], lp[li, STRIDE_Y], lp[li, STRIDE_X]
@@ -195,7 +195,7 @@ def _integrate(li, c, y, x, lp, weights, state, opts, counters, spikes, bits):
     if y1 < y0 or x1 < x0:
         return 0
     n_f, w_out, width = lp[li, F_OUT], lp[li, W_OUT], x1 - x0 + 1
-    hi, lo, rz = np.int16(lp[li, THR_HIGH]), np.int16(lp[li, THR_LOW]), lp[li, RESET_ZERO]
+    hi, lo, rz = thr[li, 0], thr[li, 1], lp[li, RESET_ZERO]
     w_off, s_off = lp[li, W_OFFSET] + c * k * k * n_f, lp[li, S_OFFSET]
     n_chunks = (width + 63) // 64
     for yo in range(y0, y1 + 1):
@@ -203,27 +203,27 @@ def _integrate(li, c, y, x, lp, weights, state, opts, counters, spikes, bits):
         s_row, m_row = s_off + yo * w_out * n_f, (yo - y0) * n_chunks * n_f
         if sx == 1:  # the row's targets and their taps are contiguous: one run of width * n_f
             _update_run(state, s_row + x0 * n_f, weights, w_row + x0 * n_f, width * n_f,
-                        hi, lo, rz, opts[0], opts[1], True, n_f, bits, m_row, 0)
+                        hi, lo, rz, wrap, reject, True, n_f, bits, m_row, 0)
         else:
             for xo in range(x0, x1 + 1):
                 _update_run(state, s_row + xo * n_f, weights, w_row + xo * sx * n_f, n_f,
-                            hi, lo, rz, opts[0], opts[1], True, n_f, bits, m_row, xo - x0)
+                            hi, lo, rz, wrap, reject, True, n_f, bits, m_row, xo - x0)
     counters[li, SYNAPTIC_UPDATES] += n_f * (y1 - y0 + 1) * width
     return _spikes_from_bits(bits, y1 - y0 + 1, n_chunks, n_f, y0, x0, spikes)
 
 
 @inlined
-def _leak(li, lp, bias, state, opts, spikes, bits):
+def _leak(li, lp, thr, bias, state, wrap, reject, leak_fires, spikes, bits):
     """Add ``bias[f]`` to every neuron of layer ``li``; write its spikes to ``spikes`` in
     (f, y, x) order and return how many."""
     n_f, h_out, w_out = lp[li, F_OUT], lp[li, H_OUT], lp[li, W_OUT]
-    hi, lo, rz = np.int16(lp[li, THR_HIGH]), np.int16(lp[li, THR_LOW]), lp[li, RESET_ZERO]
+    hi, lo, rz = thr[li, 0], thr[li, 1], lp[li, RESET_ZERO]
     s_off, b_off = lp[li, S_OFFSET], lp[li, B_OFFSET]
     n_chunks = (w_out + 63) // 64
     for yo in range(h_out):
         for xo in range(w_out):
             _update_run(state, s_off + (yo * w_out + xo) * n_f, bias, b_off, n_f, hi, lo, rz,
-                        opts[0], opts[1], opts[2] != 0, n_f, bits, yo * n_chunks * n_f, xo)
+                        wrap, reject, leak_fires, n_f, bits, yo * n_chunks * n_f, xo)
     return _spikes_from_bits(bits, h_out, n_chunks, n_f, 0, 0, spikes)
 
 
@@ -288,9 +288,9 @@ def _room(li, lp, out, n_out):
     return need if n_out + need > out.shape[0] else 0
 
 
-@compiled
-def _run(i, events, source_of, until_us, lp, weights, bias, dest, dvs, opts,
-         state, counters, clock, spikes, bits, stack, out, n_out):
+@inlined
+def _run(i, events, source_of, until_us, lp, thr, weights, bias, dest, dvs, state, counters, clock,
+         spikes, bits, stack, out, n_out, wrap, reject, leak_fires):
     """Process the (validated) input ``events`` from index ``i`` on (``source_of`` maps a layer
     id to its source index), appending the output to ``out``
     from ``n_out``; return ``(i, n_out, room)``. ``out`` cannot grow in here: before a step that
@@ -308,7 +308,7 @@ def _run(i, events, source_of, until_us, lp, weights, bias, dest, dvs, opts,
                 break
             sp -= 1
             counters[li, EVENTS_IN] += 1
-            n = _integrate(li, c, y, x, lp, weights, state, opts, counters, spikes, bits)
+            n = _integrate(li, c, y, x, lp, thr, weights, state, wrap, reject, counters, spikes, bits)
             if n:
                 counters[li, SPIKES_OUT] += n
                 if lp[li, MONITOR]:
@@ -324,7 +324,7 @@ def _run(i, events, source_of, until_us, lp, weights, bias, dest, dvs, opts,
                 room = _room(li, lp, out, n_out)
                 if room:
                     break
-                n = _leak(li, lp, bias, state, opts, spikes, bits)
+                n = _leak(li, lp, thr, bias, state, wrap, reject, leak_fires, spikes, bits)
                 counters[li, SPIKES_OUT] += n
                 if lp[li, MONITOR]:
                     n_out = _emit(n, spikes, clock[PENDING_T], lp[li, LAYER_ID], out, n_out)
@@ -357,6 +357,21 @@ def _run(i, events, source_of, until_us, lp, weights, bias, dest, dvs, opts,
             break
     clock[PENDING] = sp
     return i, n_out, room
+
+
+@cache
+def _loop_for(wrap: bool, reject: bool, leak_fires: bool):
+    """``_run`` compiled for one set of :class:`ChipModelOptions` rules. The rules are
+    compile-time constants there, so LLVM drops the code of the others and keeps the neuron
+    update 16 bits wide (with run-time flags it widened it to 64)."""
+
+    @compiled
+    def loop(i, events, source_of, until_us, lp, thr, weights, bias, dest, dvs, state, counters,
+             clock, spikes, bits, stack, out, n_out):
+        return _run(i, events, source_of, until_us, lp, thr, weights, bias, dest, dvs, state,
+                    counters, clock, spikes, bits, stack, out, n_out, wrap, reject, leak_fires)
+
+    return loop
 
 
 # ----------------------------------------------------------------------------- Python API
@@ -421,11 +436,12 @@ class EventSimulator:
             for slot, d in enumerate(dests):
                 dest[s, slot] = self._index[d.layer], d.pooling, d.feature_shift
         self._lp, self._dest = lp, dest
+        self._thr = lp[:, [THR_HIGH, THR_LOW]].astype(np.int16)  # int16 loads keep the update narrow
         self._weights = np.concatenate(weights) if weights else np.zeros(0, np.int8)
         self._bias = np.concatenate(bias) if bias else np.zeros(0, np.int16)
         self._initial = np.concatenate(initial) if initial else np.zeros(0, np.int16)
         self._dvs = _pack_dvs(net)
-        self._opts = self.options.as_array()
+        self._loop = self.options.compiled_loop()
         largest = int(max([lp[i, F_OUT] * lp[i, H_OUT] * lp[i, W_OUT] for i in range(len(ids))], default=1))
         self._spikes = np.empty((max(largest, 1), 3), dtype=np.int64)
         # spike-bit table of one update pass (see _spikes_from_bits), zero between passes
@@ -472,9 +488,9 @@ class EventSimulator:
             )
         i = n_out = 0
         while True:
-            i, n_out, room = _run(
-                i, events, self._source_of, np.int64(until_us), self._lp, self._weights, self._bias, self._dest,
-                self._dvs, self._opts, self._state, self._counters, self._clock, self._spikes,
+            i, n_out, room = self._loop(
+                i, events, self._source_of, np.int64(until_us), self._lp, self._thr, self._weights, self._bias,
+                self._dest, self._dvs, self._state, self._counters, self._clock, self._spikes,
                 self._bits, self._stack, self._out, n_out,
             )
             if not room:
