@@ -18,7 +18,6 @@ public API speaks (f, y, x) and (f, c, ky, kx).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
 
 import numpy as np
 import llvmlite.ir as ir
@@ -38,8 +37,8 @@ EVENTS_IN, SYNAPTIC_UPDATES, SPIKES_OUT, DROPPED = range(4)
 
 # columns of the per-layer parameter table
 (C_IN, H_IN, W_IN, F_OUT, H_OUT, W_OUT, KERNEL, STRIDE_Y, STRIDE_X, PAD_Y, PAD_X, THR_HIGH,
- THR_LOW, RESET_ZERO, LEAK, W_OFFSET, S_OFFSET, B_OFFSET, MONITOR, LAYER_ID) = range(20)
-N_LAYER_PARAMS = 20
+ THR_LOW, RESET_ZERO, LEAK, W_OFFSET, S_OFFSET, B_OFFSET, MONITOR, LAYER_ID, WINDOW_SHIFT, MAP_SHIFT) = range(22)
+N_LAYER_PARAMS = 22
 # columns of the DVS parameter vector
 (DVS_MERGE, DVS_ON, DVS_OFF, DVS_POOL_Y, DVS_POOL_X, DVS_ORIGIN_Y, DVS_ORIGIN_X, DVS_CUT_Y,
  DVS_CUT_X, DVS_MIRROR_X, DVS_MIRROR_Y, DVS_DIAGONAL, DVS_MONITOR) = range(13)
@@ -73,29 +72,22 @@ class ChipModelOptions:
         if not isinstance(self.leak_can_fire, bool):
             raise ValueError(f"leak_can_fire={self.leak_can_fire!r}: expected True or False")
 
-    def compiled_loop(self):
-        """The event loop compiled for these rules (see ``_loop_for``)."""
-        return _loop_for(self.overflow == "wrap", self.lower_bound == "reject", self.leak_can_fire)
+    def as_array(self) -> np.ndarray:
+        """The options as the int64 vector the compiled loop reads: (wrap, reject, leak fires)."""
+        return np.array([self.overflow == "wrap", self.lower_bound == "reject", self.leak_can_fire],
+                        dtype=np.int64)
 
 
 # ----------------------------------------------------------------------------- compiled core
 
 # Divisors (strides, pooling factors, block widths) are validated >= 1, so numpy's error model
-# (no zero-division checks) is safe. Helpers are inlined into the event loop, which is compiled
-# without reference counting: that cost about half the time of an input event (atomic inc/dec on
-# every array the helpers bind), but means no allocation in there.
+# (no zero-division checks) is safe. Everything is compiled without reference counting (numba's
+# atomic inc/dec on every array a helper binds once cost half the time of an input event; the
+# price is no allocation in here), and the helpers are inlined by LLVM (``forceinline``): numba's
+# own IR inlining (``inline="always"``) deep-copies the IR at every call site, which made the
+# loop take 9 s to compile (50 s inside the test suite) and ran slower.
 compiled = njit(cache=True, error_model="numpy", _nrt=False)
-inlined = njit(inline="always", error_model="numpy")
-
-
-@intrinsic
-def _lowest_set_bit(typingctx, mask):
-    """The index of the lowest set bit of a non-zero integer (LLVM ``cttz``)."""
-
-    def codegen(context, builder, signature, args):
-        return builder.cttz(args[0], ir.Constant(ir.IntType(1), 1))
-
-    return mask(mask), codegen
+inlined = njit(forceinline=True, error_model="numpy", _nrt=False)
 
 
 @inlined
@@ -121,18 +113,17 @@ def _update_block(state, s, add, a, hi, lo, reset_zero, wrap, reject, test, bits
 
 
 @inlined
-def _update_run(state, s, add, a, n, hi, lo, reset_zero, wrap, reject, test, n_f, bits, m, p):
+def _update_run(state, s, add, a, n, hi, lo, reset_zero, wrap, reject, test, n_f, bits, p):
     """Update the ``n`` consecutive neurons ``state[s + i]``, each by ``add[a + i]`` (rule 1).
-    They are the features (innermost) of positions p, p + 1, ... of one row of the spike-bit
-    table ``bits`` that starts at ``m`` (see ``_spikes_from_bits``): a spike of (f, p) sets bit
-    ``p % 64`` of ``bits[m + (p // 64) * n_f + f]``. Runs are short (a kernel row of features:
-    48 for 3 x 16), so whole feature vectors go in blocks of 16 (``_update_block``)."""
-    sb, ab, mb, pb = np.uint64(s), np.uint64(a), np.uint64(m), np.uint64(p)
+    They are the features (innermost) of consecutive positions p, p + 1, ... of the spike-bit
+    table ``bits`` (see ``_spikes_from_bits``), where a spike sets its bit. Runs are short (a
+    kernel row of features: 48 for 3 x 16), so whole feature vectors go in blocks of 16."""
+    sb, ab, pb = np.uint64(s), np.uint64(a), np.uint64(p)
     f, nf, six = np.uint64(0), np.uint64(n_f), np.uint64(6)
     if n_f % 16 == 0:
         for b in range(np.uint64(0), np.uint64(n), np.uint64(16)):
             _update_block(state, sb + b, add, ab + b, hi, lo, reset_zero, wrap, reject, test,
-                          bits, mb + (pb >> six) * nf + f, pb & np.uint64(63))
+                          bits, (pb >> six) * nf + f, pb & np.uint64(63))
             f += np.uint64(16)
             if f == nf:
                 f, pb = np.uint64(0), pb + np.uint64(1)
@@ -140,7 +131,7 @@ def _update_run(state, s, add, a, n, hi, lo, reset_zero, wrap, reject, test, n_f
         for i in range(np.uint64(n)):
             v, spiked = _update(state[sb + i], add[ab + i], hi, lo, reset_zero, wrap, reject, test)
             state[sb + i] = v
-            bits[mb + (pb >> six) * nf + f] |= np.uint64(spiked) << (pb & np.uint64(63))
+            bits[(pb >> six) * nf + f] |= np.uint64(spiked) << (pb & np.uint64(63))
             f += np.uint64(1)
             if f == nf:
                 f, pb = np.uint64(0), pb + np.uint64(1)
@@ -163,22 +154,22 @@ def _floor_div(a, b):
 
 
 @inlined
-def _spikes_from_bits(bits, n_rows, n_chunks, n_f, y0, x0, spikes):
-    """Read and clear the spike-bit table of one update pass over rows y0 .. y0 + n_rows - 1
-    from x0 on; write the spikes to ``spikes`` as (f, y, x) rows in (f, y, x) order (rule 3) and
-    return how many. The table has ``n_rows * n_chunks`` rows of ``n_f`` words; bit b of word
-    (row r, chunk c, feature f) is neuron (f, y0 + r, x0 + 64 c + b). Reading it feature by
-    feature gives rule 3's order without sorting."""
-    n = 0
+def _spikes_from_bits(bits, n_rows, shift, n_f, y0, x0, spikes):
+    """Read and clear the spike-bit table of one update pass over rows y0 .. y0 + n_rows - 1;
+    write the spikes to ``spikes`` as (f, y, x) rows in (f, y, x) order (rule 3) and return how
+    many. Neuron (f, y0 + r, x0 + d) is bit ``p % 64`` of word ``(p // 64) * n_f + f`` with
+    position ``p = r << shift | d``: a feature's words list its neurons in (y, x) order, so
+    reading the table feature by feature gives rule 3's order without sorting, and a 3 x 3
+    window is one word per feature."""
+    n, n_words = 0, ((n_rows << shift) + 63) >> 6
     for f in range(n_f):
-        for rc in range(n_rows * n_chunks):
-            m = bits[rc * n_f + f]
+        for word in range(n_words):
+            m = bits[word * n_f + f]
             if m:
-                bits[rc * n_f + f] = 0
-                r = _floor_div(rc, n_chunks)
-                y, x = y0 + r, x0 + (rc - r * n_chunks) * 64
+                bits[word * n_f + f] = 0
                 while m:
-                    spikes[n, 0], spikes[n, 1], spikes[n, 2] = f, y, x + _lowest_set_bit(m)
+                    p = (word << 6) + _lowest_set_bit(m)
+                    spikes[n, 0], spikes[n, 1], spikes[n, 2] = f, y0 + (p >> shift), x0 + (p & ((1 << shift) - 1))
                     n += 1
                     m &= m - np.uint64(1)
     return n
@@ -197,19 +188,19 @@ def _integrate(li, c, y, x, lp, thr, weights, state, wrap, reject, counters, spi
     n_f, w_out, width = lp[li, F_OUT], lp[li, W_OUT], x1 - x0 + 1
     hi, lo, rz = thr[li, 0], thr[li, 1], lp[li, RESET_ZERO]
     w_off, s_off = lp[li, W_OFFSET] + c * k * k * n_f, lp[li, S_OFFSET]
-    n_chunks = (width + 63) // 64
+    shift = lp[li, WINDOW_SHIFT]
     for yo in range(y0, y1 + 1):
         w_row = w_off + ((ty - yo * sy) * k + k - 1 - tx) * n_f  # + xo * sx * n_f: the tap for xo
-        s_row, m_row = s_off + yo * w_out * n_f, (yo - y0) * n_chunks * n_f
+        s_row, p_row = s_off + yo * w_out * n_f, (yo - y0) << shift
         if sx == 1:  # the row's targets and their taps are contiguous: one run of width * n_f
             _update_run(state, s_row + x0 * n_f, weights, w_row + x0 * n_f, width * n_f,
-                        hi, lo, rz, wrap, reject, True, n_f, bits, m_row, 0)
+                        hi, lo, rz, wrap, reject, True, n_f, bits, p_row)
         else:
             for xo in range(x0, x1 + 1):
                 _update_run(state, s_row + xo * n_f, weights, w_row + xo * sx * n_f, n_f,
-                            hi, lo, rz, wrap, reject, True, n_f, bits, m_row, xo - x0)
+                            hi, lo, rz, wrap, reject, True, n_f, bits, p_row + xo - x0)
     counters[li, SYNAPTIC_UPDATES] += n_f * (y1 - y0 + 1) * width
-    return _spikes_from_bits(bits, y1 - y0 + 1, n_chunks, n_f, y0, x0, spikes)
+    return _spikes_from_bits(bits, y1 - y0 + 1, shift, n_f, y0, x0, spikes)
 
 
 @inlined
@@ -219,12 +210,12 @@ def _leak(li, lp, thr, bias, state, wrap, reject, leak_fires, spikes, bits):
     n_f, h_out, w_out = lp[li, F_OUT], lp[li, H_OUT], lp[li, W_OUT]
     hi, lo, rz = thr[li, 0], thr[li, 1], lp[li, RESET_ZERO]
     s_off, b_off = lp[li, S_OFFSET], lp[li, B_OFFSET]
-    n_chunks = (w_out + 63) // 64
+    shift = lp[li, MAP_SHIFT]
     for yo in range(h_out):
         for xo in range(w_out):
             _update_run(state, s_off + (yo * w_out + xo) * n_f, bias, b_off, n_f, hi, lo, rz,
-                        wrap, reject, leak_fires, n_f, bits, yo * n_chunks * n_f, xo)
-    return _spikes_from_bits(bits, h_out, n_chunks, n_f, 0, 0, spikes)
+                        wrap, reject, leak_fires, n_f, bits, yo << shift | xo)
+    return _spikes_from_bits(bits, h_out, shift, n_f, 0, 0, spikes)
 
 
 @inlined
@@ -288,9 +279,9 @@ def _room(li, lp, out, n_out):
     return need if n_out + need > out.shape[0] else 0
 
 
-@inlined
-def _run(i, events, source_of, until_us, lp, thr, weights, bias, dest, dvs, state, counters, clock,
-         spikes, bits, stack, out, n_out, wrap, reject, leak_fires):
+@compiled
+def _run(i, events, source_of, until_us, lp, thr, weights, bias, dest, dvs, rules, state, counters,
+         clock, spikes, bits, stack, out, n_out):
     """Process the (validated) input ``events`` from index ``i`` on (``source_of`` maps a layer
     id to its source index), appending the output to ``out``
     from ``n_out``; return ``(i, n_out, room)``. ``out`` cannot grow in here: before a step that
@@ -299,6 +290,7 @@ def _run(i, events, source_of, until_us, lp, thr, weights, bias, dest, dvs, stat
     deliveries depth-first, then a tick in progress (layer by layer), then a due leak tick, then
     the next input event, then the ticks up to ``until_us``."""
     n_layers = lp.shape[0]
+    wrap, reject, leak_fires = rules[0] != 0, rules[1] != 0, rules[2] != 0
     sp = clock[PENDING]
     while True:
         if sp > 0:
@@ -359,21 +351,6 @@ def _run(i, events, source_of, until_us, lp, thr, weights, bias, dest, dvs, stat
     return i, n_out, room
 
 
-@cache
-def _loop_for(wrap: bool, reject: bool, leak_fires: bool):
-    """``_run`` compiled for one set of :class:`ChipModelOptions` rules. The rules are
-    compile-time constants there, so LLVM drops the code of the others and keeps the neuron
-    update 16 bits wide (with run-time flags it widened it to 64)."""
-
-    @compiled
-    def loop(i, events, source_of, until_us, lp, thr, weights, bias, dest, dvs, state, counters,
-             clock, spikes, bits, stack, out, n_out):
-        return _run(i, events, source_of, until_us, lp, thr, weights, bias, dest, dvs, state,
-                    counters, clock, spikes, bits, stack, out, n_out, wrap, reject, leak_fires)
-
-    return loop
-
-
 # ----------------------------------------------------------------------------- Python API
 
 
@@ -425,6 +402,10 @@ class EventSimulator:
             lp[i, [THR_HIGH, THR_LOW, RESET_ZERO]] = layer.threshold_high, layer.threshold_low, layer.reset == "zero"
             lp[i, [LEAK, MONITOR, LAYER_ID]] = layer.leak_enable and layer.bias is not None, layer.monitor, lid
             lp[i, [W_OFFSET, S_OFFSET, B_OFFSET]] = w_off, s_off, b_off
+            # spike-bit table row strides (see _spikes_from_bits): the widest row of targets of one
+            # input (never wider than the layer, so a leak pass over the layer is the largest pass)
+            window = min(-(-w.shape[2] // layer.stride[1]), w_out)
+            lp[i, [WINDOW_SHIFT, MAP_SHIFT]] = _bits_for(window), _bits_for(w_out)
             weights.append(w[..., ::-1].transpose(1, 2, 3, 0).ravel())  # (c, ky, k-1-kx, f)
             bias.append(np.zeros(f, np.int16) if layer.bias is None else np.asarray(layer.bias).astype(np.int16))
             initial.append(np.zeros(f * h_out * w_out, np.int16) if layer.initial_state is None
@@ -436,20 +417,21 @@ class EventSimulator:
             for slot, d in enumerate(dests):
                 dest[s, slot] = self._index[d.layer], d.pooling, d.feature_shift
         self._lp, self._dest = lp, dest
-        self._thr = lp[:, [THR_HIGH, THR_LOW]].astype(np.int16)  # int16 loads keep the update narrow
+        self._thr = np.ascontiguousarray(lp[:, [THR_HIGH, THR_LOW]], dtype=np.int16)  # int16 loads keep the update narrow
         self._weights = np.concatenate(weights) if weights else np.zeros(0, np.int8)
         self._bias = np.concatenate(bias) if bias else np.zeros(0, np.int16)
         self._initial = np.concatenate(initial) if initial else np.zeros(0, np.int16)
         self._dvs = _pack_dvs(net)
-        self._loop = self.options.compiled_loop()
+        self._rules = self.options.as_array()
         largest = int(max([lp[i, F_OUT] * lp[i, H_OUT] * lp[i, W_OUT] for i in range(len(ids))], default=1))
         self._spikes = np.empty((max(largest, 1), 3), dtype=np.int64)
-        # spike-bit table of one update pass (see _spikes_from_bits), zero between passes
-        self._bits = np.zeros(max([lp[i, F_OUT] * lp[i, H_OUT] * -(-lp[i, W_OUT] // 64) for i in range(len(ids))],
-                                  default=1), dtype=np.uint64)
+        # spike-bit table of one update pass (see _spikes_from_bits), zero between passes; a leak
+        # pass over a whole layer needs the most words
+        self._bits = np.zeros(max([lp[i, F_OUT] * -(-(lp[i, H_OUT] << lp[i, MAP_SHIFT]) // 64)
+                                   for i in range(len(ids))], default=1), dtype=np.uint64)
         # pending deliveries: at most 2 per spike of one delivery, per level of a feed-forward cascade
         self._stack = np.empty((2 * len(self._spikes) * (len(ids) + 1) + 1, 4), dtype=np.int64)
-        self._out = np.empty(OUTPUT_CAPACITY, dtype=EVENT_DTYPE)  # grown on demand and kept
+        self._out = np.empty(OUTPUT_CAPACITY, dtype=EVENT_DTYPE)  # grown on demand (see _hand_over)
         self._shapes = {lid: net.layers[lid].input_shape for lid in ids}
         if net.dvs is not None:
             self._shapes[DVS_LAYER_ID] = net.dvs.input_shape
@@ -488,9 +470,9 @@ class EventSimulator:
             )
         i = n_out = 0
         while True:
-            i, n_out, room = self._loop(
+            i, n_out, room = _run(
                 i, events, self._source_of, np.int64(until_us), self._lp, self._thr, self._weights, self._bias,
-                self._dest, self._dvs, self._state, self._counters, self._clock, self._spikes,
+                self._dest, self._dvs, self._rules, self._state, self._counters, self._clock, self._spikes,
                 self._bits, self._stack, self._out, n_out,
             )
             if not room:
@@ -546,6 +528,11 @@ def simulate(network: IntegerNetwork, events: np.ndarray, options: ChipModelOpti
     sim = EventSimulator(network, options)
     out = sim.run(events, until_us)
     return SimulationResult(out, sim.states, sim.counters)
+
+
+def _bits_for(n: int) -> int:
+    """The number of bits that index ``n`` positions (0 for 1)."""
+    return max(int(n) - 1, 0).bit_length()
 
 
 def _pack_dvs(net: IntegerNetwork) -> np.ndarray:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -20,6 +24,7 @@ from snnlib import (
     IntegerNetwork,
     InvalidEventsError,
     InvalidNetworkError,
+    raster_to_events,
     simulate,
 )
 
@@ -157,6 +162,38 @@ def test_state_clock_and_counters_persist_across_runs(data, net):
     again = split.run(events)
     assert again.tolist() == whole.events.tolist()
 
+
+
+@pytest.mark.parametrize("features, kernel, shape, stride", [
+    (16, 3, (2, 9, 9), (1, 1)),   # whole feature vectors in vector blocks of 16
+    (32, 3, (1, 5, 70), (1, 1)),  # two blocks per position; a leak pass needs 2 words per row
+    (16, 5, (1, 11, 11), (2, 2)),  # blocks, one position at a time
+    (1, 9, (1, 13, 9), (1, 1)),   # a 9 x 9 window on a 1-wide layer: rows of targets > 64 bits
+])
+def test_wide_layers_and_large_kernels_equal_reference(features, kernel, shape, stride):
+    """The shapes the random networks above do not reach: the vectorized blocks (features a
+    multiple of 16) and spike-bit tables of several words."""
+    rng = np.random.default_rng(features * kernel)
+    weights = rng.integers(-6, 12, (features, shape[0], kernel, kernel)).astype(np.int8)
+    bias = rng.integers(-3, 6, features).astype(np.int16)
+    net = IntegerNetwork({0: CoreLayer(weights, shape, 20, -20, stride, bias=bias, leak_enable=True,
+                                       monitor=True)}, slow_clock_period_us=50)
+    events = raster_to_events((rng.random((8, *shape)) < 0.3).astype(np.uint8), 0, 40)
+    sim, ref = EventSimulator(net), ReferenceChip(net)
+    assert_matches_reference(sim, ref, sim.run(events, 400), ref.run(events.tolist(), 400))
+    assert len(ref.out) > 100  # the layer spikes, also on leak ticks
+
+
+def test_compiled_loop_stays_in_its_buffers(tmp_path):
+    """The loop runs without bounds checks: run the comparisons above again, compiled afresh
+    with numba's bounds checking, so that an index past any buffer fails instead of passing."""
+    env = {**os.environ, "NUMBA_BOUNDSCHECK": "1", "NUMBA_CACHE_DIR": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", __file__, "-k", "reference or resumes"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert " passed" in result.stdout
 
 # ----------------------------------------------------------------------------- worked rules
 
