@@ -164,10 +164,11 @@ def _spikes_from_bits(bits, n_rows, shift, n_f, y0, x0, spikes):
     so that only they are visited (a branch per feature mispredicted on most spikes)."""
     n, n_words = 0, ((n_rows << shift) + 63) >> 6
     for f0 in range(0, n_f, 64):
-        spiked = np.uint64(0)  # bit f - f0: feature f spiked
-        for word in range(n_words):
-            for f in range(f0, min(f0 + 64, n_f)):
-                spiked |= np.uint64(bits[word * n_f + f] != 0) << np.uint64(f - f0)
+        spiked, first = np.uint64(0), np.uint64(f0)  # bit f - f0: feature f spiked
+        for word in range(np.uint64(n_words)):
+            row = word * np.uint64(n_f)  # unsigned indices: contiguous loads, not gathers
+            for f in range(first, np.uint64(min(f0 + 64, n_f))):
+                spiked |= np.uint64(bits[row + f] != 0) << (f - first)
         while spiked:
             f = f0 + _lowest_set_bit(spiked)
             spiked &= spiked - np.uint64(1)
