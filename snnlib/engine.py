@@ -458,8 +458,9 @@ class EventSimulator:
 
     def run(self, events: np.ndarray, until_us: int | None = None) -> np.ndarray:
         """Process ``events`` (:data:`EVENT_DTYPE`, sorted by t, continuing after the previous
-        call) and return the events of monitored layers in production order. ``until_us``:
-        also apply the leak ticks up to this time (µs) after the last event."""
+        call) and return the events of monitored layers in production order (an array the
+        simulator never touches again). ``until_us``: also apply the leak ticks up to this time
+        (µs) after the last event."""
         check_events(events, self._shapes)
         last = int(self._clock[LAST_T])
         if events.size and events["t"][0] < last:
