@@ -299,7 +299,11 @@ def _run(i, events, source_of, until_us, lp, thr, weights, bias, dest, dvs, rule
     the next input event, then the ticks up to ``until_us``."""
     n_layers = lp.shape[0]
     wrap, reject, leak_fires = rules[0] != 0, rules[1] != 0, rules[2] != 0
-    sp = clock[PENDING]
+    # the clock lives in locals while running: in ``clock`` it would be reloaded after every
+    # store to the other arrays, which LLVM must assume could alias it
+    sp, t_now, last_t = clock[PENDING], clock[PENDING_T], clock[LAST_T]
+    next_tick, period, tick_layer = clock[NEXT_TICK], clock[PERIOD], clock[TICK_LAYER]
+    room = 0
     while True:
         if sp > 0:
             li, c, y, x = stack[sp - 1, 0], stack[sp - 1, 1], stack[sp - 1, 2], stack[sp - 1, 3]
@@ -312,14 +316,14 @@ def _run(i, events, source_of, until_us, lp, thr, weights, bias, dest, dvs, rule
             if n:
                 counters[li, SPIKES_OUT] += n
                 if lp[li, MONITOR]:
-                    n_out = _emit(n, spikes, clock[PENDING_T], lp[li, LAYER_ID], out, n_out)
+                    n_out = _emit(n, spikes, t_now, lp[li, LAYER_ID], out, n_out)
                 if dest[li, 0, DEST_LAYER] >= 0:
                     sp = _push_routes(li, n, spikes, dest, lp, counters, stack, sp)
-        elif clock[TICK_LAYER] == n_layers:
-            clock[TICK_LAYER] = -1
-            clock[NEXT_TICK] += clock[PERIOD]
-        elif clock[TICK_LAYER] >= 0:  # leak ticks: ascending layer, then (f, y, x)
-            li = clock[TICK_LAYER]
+        elif tick_layer == n_layers:
+            tick_layer = -1
+            next_tick += period
+        elif tick_layer >= 0:  # leak ticks: ascending layer, then (f, y, x)
+            li = tick_layer
             if lp[li, LEAK]:
                 room = _room(li, lp, out, n_out)
                 if room:
@@ -327,11 +331,11 @@ def _run(i, events, source_of, until_us, lp, thr, weights, bias, dest, dvs, rule
                 n = _leak(li, lp, thr, bias, state, wrap, reject, leak_fires, spikes, bits)
                 counters[li, SPIKES_OUT] += n
                 if lp[li, MONITOR]:
-                    n_out = _emit(n, spikes, clock[PENDING_T], lp[li, LAYER_ID], out, n_out)
+                    n_out = _emit(n, spikes, t_now, lp[li, LAYER_ID], out, n_out)
                 sp = _push_routes(li, n, spikes, dest, lp, counters, stack, 0)
-            clock[TICK_LAYER] = li + 1
-        elif clock[PERIOD] > 0 and clock[NEXT_TICK] <= (events[i].t if i < events.size else until_us):
-            clock[TICK_LAYER], clock[PENDING_T] = 0, clock[NEXT_TICK]
+            tick_layer = li + 1
+        elif period > 0 and next_tick <= (events[i].t if i < events.size else until_us):
+            tick_layer, t_now = 0, next_tick
         elif i < events.size:
             e = events[i]
             t, src, c, y, x = e.t, source_of[e.layer], np.int64(e.channel), np.int64(e.y), np.int64(e.x)
@@ -349,13 +353,13 @@ def _run(i, events, source_of, until_us, lp, thr, weights, bias, dest, dvs, rule
             else:
                 stack[0, 0], stack[0, 1], stack[0, 2], stack[0, 3] = src, c, y, x
                 sp = 1
-            clock[LAST_T] = clock[PENDING_T] = t
+            last_t = t_now = t
             i += 1
         else:
-            clock[LAST_T] = until_us
-            room = 0
+            last_t = until_us
             break
-    clock[PENDING] = sp
+    clock[PENDING], clock[PENDING_T], clock[LAST_T] = sp, t_now, last_t
+    clock[NEXT_TICK], clock[TICK_LAYER] = next_tick, tick_layer
     return i, n_out, room
 
 
