@@ -20,10 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import llvmlite.ir as ir
 from numba import njit
-from numba.extending import intrinsic
 
+from snnlib._llvm_ops import lowest_set_bit, update_16
 from snnlib.events import EVENT_DTYPE, InvalidEventsError, check_events
 from snnlib.network import DVS_LAYER_ID, IntegerNetwork, InvalidNetworkError
 
@@ -92,8 +91,8 @@ inlined = njit(forceinline=True, error_model="numpy", _nrt=False)
 
 @inlined
 def _update(old, w, hi, lo, reset_zero, wrap, reject, test):
-    """Rule 1 for one neuron: its new state and whether it spiked. ``old``, ``hi`` and ``lo``
-    are int16 and ``w`` int8 or int16, so that LLVM can keep the arithmetic 16 bits wide."""
+    """Rule 1 for one neuron: its new state and whether it spiked (``update_16`` is the same
+    for 16 neurons at once)."""
     v = old + w
     v = (((v + 32768) & 0xFFFF) - 32768) if wrap else min(max(v, -32768), 32767)
     v = (old if reject else lo) if v < lo else v
@@ -102,28 +101,18 @@ def _update(old, w, hi, lo, reset_zero, wrap, reject, test):
 
 
 @inlined
-def _update_block(state, s, add, a, hi, lo, reset_zero, wrap, reject, test, bits, m, bit):
-    """Rule 1 for the 16 neurons ``state[s + j]``, each by ``add[a + j]``; a spike of neuron
-    ``s + j`` sets bit ``bit`` of ``bits[m + j]``. A fixed trip count and unsigned indices (no
-    negative-index wraparound code), so LLVM vectorizes it without a branch."""
-    for j in range(np.uint64(16)):
-        v, spiked = _update(state[s + j], add[a + j], hi, lo, reset_zero, wrap, reject, test)
-        state[s + j] = v
-        bits[m + j] |= np.uint64(spiked) << bit
-
-
-@inlined
 def _update_run(state, s, add, a, n, hi, lo, reset_zero, wrap, reject, test, n_f, bits, p):
     """Update the ``n`` consecutive neurons ``state[s + i]``, each by ``add[a + i]`` (rule 1).
     They are the features (innermost) of consecutive positions p, p + 1, ... of the spike-bit
     table ``bits`` (see ``_spikes_from_bits``), where a spike sets its bit. Runs are short (a
-    kernel row of features: 48 for 3 x 16), so whole feature vectors go in blocks of 16."""
+    kernel row of features: 48 for 3 x 16): whole feature vectors go in vectors of 16
+    (``update_16``), other feature counts one neuron at a time."""
     sb, ab, pb = np.uint64(s), np.uint64(a), np.uint64(p)
     f, nf, six = np.uint64(0), np.uint64(n_f), np.uint64(6)
     if n_f % 16 == 0:
         for b in range(np.uint64(0), np.uint64(n), np.uint64(16)):
-            _update_block(state, sb + b, add, ab + b, hi, lo, reset_zero, wrap, reject, test,
-                          bits, (pb >> six) * nf + f, pb & np.uint64(63))
+            update_16(state, sb + b, add, ab + b, hi, lo, reset_zero, wrap, reject, test,
+                      bits, (pb >> six) * nf + f, pb & np.uint64(63))
             f += np.uint64(16)
             if f == nf:
                 f, pb = np.uint64(0), pb + np.uint64(1)
@@ -135,16 +124,6 @@ def _update_run(state, s, add, a, n, hi, lo, reset_zero, wrap, reject, test, n_f
             f += np.uint64(1)
             if f == nf:
                 f, pb = np.uint64(0), pb + np.uint64(1)
-
-
-@intrinsic
-def _lowest_set_bit(typingctx, mask):
-    """The index of the lowest set bit of a non-zero integer (LLVM ``cttz``)."""
-
-    def codegen(context, builder, signature, args):
-        return builder.cttz(args[0], ir.Constant(ir.IntType(1), 1))
-
-    return mask(mask), codegen
 
 
 @inlined
@@ -170,13 +149,13 @@ def _spikes_from_bits(bits, n_rows, shift, n_f, y0, x0, spikes):
             for f in range(first, np.uint64(min(f0 + 64, n_f))):
                 spiked |= np.uint64(bits[row + f] != 0) << (f - first)
         while spiked:
-            f = f0 + _lowest_set_bit(spiked)
+            f = f0 + lowest_set_bit(spiked)
             spiked &= spiked - np.uint64(1)
             for word in range(n_words):
                 m = bits[word * n_f + f]
                 bits[word * n_f + f] = 0
                 while m:
-                    p = (word << 6) + _lowest_set_bit(m)
+                    p = (word << 6) + lowest_set_bit(m)
                     spikes[n, 0], spikes[n, 1], spikes[n, 2] = f, y0 + (p >> shift), x0 + (p & ((1 << shift) - 1))
                     n += 1
                     m &= m - np.uint64(1)

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from numba import njit
 
 import snnlib.engine as engine
+from snnlib._llvm_ops import update_16
 from engine_reference import ReferenceChip
 from snnlib import (
     DVS_LAYER_ID,
@@ -194,6 +196,39 @@ def test_compiled_loop_stays_in_its_buffers(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-4000:]
     assert " passed" in result.stdout
+
+
+@njit(_nrt=False)
+def vector_rule(state, add, thr, flags, bits, bit):
+    update_16(state, np.uint64(0), add, np.uint64(0), thr[0], thr[1], flags[0], flags[1] != 0,
+              flags[2] != 0, flags[3] != 0, bits, np.uint64(0), np.uint64(bit))
+
+
+@njit
+def scalar_rule(state, add, thr, flags, bits, bit):
+    for j in range(16):
+        v, spiked = engine._update(state[j], add[j], thr[0], thr[1], flags[0], flags[1] != 0,
+                                   flags[2] != 0, flags[3] != 0)
+        state[j] = v
+        bits[j] |= np.uint64(spiked) << np.uint64(bit)
+
+
+@settings(max_examples=400, deadline=None)
+@given(state=st.lists(st.integers(-32768, 32767), min_size=16, max_size=16),
+       add=st.one_of(st.lists(st.integers(-128, 127), min_size=16, max_size=16).map(lambda a: np.array(a, np.int8)),
+                     st.lists(st.integers(-32768, 32767), min_size=16, max_size=16).map(lambda a: np.array(a, np.int16))),
+       hi=st.integers(1, 32767), low_gap=st.integers(1, 65535),
+       flags=st.tuples(*[st.integers(0, 1)] * 4), bit=st.integers(0, 63))
+def test_vector_update_equals_scalar_rule(state, add, hi, low_gap, flags, bit):
+    """``update_16`` (hand-written LLVM vector code) is rule 1 of ``_update`` for 16 neurons."""
+    thr = np.array([hi, max(hi - low_gap, -32768)], np.int16)
+    flags, bits = np.array(flags, np.int64), np.arange(16, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    results = []
+    for rule in (vector_rule, scalar_rule):
+        s, b = np.array(state, np.int16), bits.copy()
+        rule(s, add, thr, flags, b, bit)
+        results.append((s.tolist(), b.tolist()))
+    assert results[0] == results[1]
 
 # ----------------------------------------------------------------------------- worked rules
 
