@@ -29,46 +29,58 @@ def lowest_set_bit(typingctx, mask):
 
 
 @intrinsic
-def update_16(typingctx, state, s, add, a, hi, lo, reset_zero, wrap, reject, test, bits, m, bit):
-    """Rule 1 for the 16 neurons ``state[s:s + 16]`` (int16), each by ``add[a + j]`` (int8 or
-    int16): ``v + w`` saturated (or wrapped if ``wrap``) to int16, raised to ``lo`` (or kept if
-    ``reject``), then if ``test`` and ``v >= hi`` a spike and ``v - hi`` (or 0 if
-    ``reset_zero``). A spike of neuron ``s + j`` sets bit ``bit`` of ``bits[m + j]`` (uint64).
-    ``s``, ``a``, ``m``, ``bit``: unsigned; no bounds checks."""
+def update_16(typingctx, state, s, add, a, stride, count, hi, lo, reset_zero, wrap, reject, test,
+              bits, m, bit):
+    """Rule 1 for ``count`` groups of 16 neurons: group k is ``state[s + k * stride + j]``
+    (int16) for j < 16, each updated by ``add[a + k * stride + j]`` (int8 or int16): ``v + w``
+    saturated (or wrapped if ``wrap``) to int16, raised to ``lo`` (or kept if ``reject``), then
+    if ``test`` and ``v >= hi`` a spike and ``v - hi`` (or 0 if ``reset_zero``). A spike of
+    neuron j of group k sets bit ``bit + k`` of ``bits[m + j]`` (uint64); the groups' bits are
+    gathered in registers and written once. Indices unsigned, ``bit + count <= 64``; no bounds
+    checks."""
 
     def codegen(context, builder, signature, args):
-        state_a, s_i, add_a, a_i, hi_v, lo_v, rz, wrap_f, reject_f, test_f, bits_a, m_i, bit_v = args
+        (state_a, s_i, add_a, a_i, stride_i, count_i, hi_v, lo_v, rz, wrap_f, reject_f, test_f,
+         bits_a, m_i, bit_v) = args
         arg = signature.args
         add_type = ir.VectorType(ir.IntType(arg[2].dtype.bitwidth), LANES)
-        p_state = _vector_pointer(context, builder, arg[0], state_a, s_i, _V16)
-        p_add = _vector_pointer(context, builder, arg[2], add_a, a_i, add_type)
-        p_bits = _vector_pointer(context, builder, arg[10], bits_a, m_i, _V64)
 
         def flag(value, value_type):
             return context.cast(builder, value, value_type, types.boolean)
 
+        def u64(value, value_type):
+            return context.cast(builder, value, value_type, types.uint64)
+
         def splat16(value, value_type):
             return _splat(builder, builder.trunc(context.cast(builder, value, value_type, types.int64), _I16))
 
-        old = builder.load(p_state, align=2)
-        w = builder.load(p_add, align=1)
-        w = builder.sext(w, _V16) if add_type.element.width < 16 else w
+        hi16, lo16 = splat16(hi_v, arg[6]), splat16(lo_v, arg[7])
+        wrap_b, reject_b, test_b, zero_b = flag(wrap_f, arg[9]), flag(reject_f, arg[10]), flag(test_f, arg[11]), flag(rz, arg[8])
         saturating_add = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(_V16, [_V16, _V16]), "llvm.sadd.sat.v16i16")
-        v = builder.select(flag(wrap_f, arg[7]), builder.add(old, w), builder.call(saturating_add, [old, w]))
-        hi16, lo16 = splat16(hi_v, arg[4]), splat16(lo_v, arg[5])
-        below = builder.icmp_signed("<", v, lo16)
-        v = builder.select(below, builder.select(flag(reject_f, arg[8]), old, lo16), v)
-        fired = builder.select(flag(test_f, arg[9]), builder.icmp_signed(">=", v, hi16),
-                               ir.Constant(ir.VectorType(_I1, LANES), None))
-        reset = builder.select(flag(rz, arg[6]), ir.Constant(_V16, None), builder.sub(v, hi16))
-        builder.store(builder.select(fired, reset, v), p_state, align=2)
-        shift = _splat(builder, context.cast(builder, bit_v, arg[12], types.uint64))
-        marks = builder.shl(builder.zext(fired, _V64), shift)
-        builder.store(builder.or_(builder.load(p_bits, align=8), marks), p_bits, align=8)
+        s0, a0, step, bit0 = u64(s_i, arg[1]), u64(a_i, arg[3]), u64(stride_i, arg[4]), u64(bit_v, arg[14])
+        marks = cgutils.alloca_once_value(builder, ir.Constant(_V64, None))
+        with cgutils.for_range(builder, u64(count_i, arg[5]), intp=_I64) as loop:
+            offset = builder.mul(loop.index, step)
+            p_state = _vector_pointer(context, builder, arg[0], state_a, builder.add(s0, offset), _V16)
+            p_add = _vector_pointer(context, builder, arg[2], add_a, builder.add(a0, offset), add_type)
+            old = builder.load(p_state, align=2)
+            w = builder.load(p_add, align=1)
+            w = builder.sext(w, _V16) if add_type.element.width < 16 else w
+            v = builder.select(wrap_b, builder.add(old, w), builder.call(saturating_add, [old, w]))
+            v = builder.select(builder.icmp_signed("<", v, lo16), builder.select(reject_b, old, lo16), v)
+            fired = builder.select(test_b, builder.icmp_signed(">=", v, hi16),
+                                   ir.Constant(ir.VectorType(_I1, LANES), None))
+            reset = builder.select(zero_b, ir.Constant(_V16, None), builder.sub(v, hi16))
+            builder.store(builder.select(fired, reset, v), p_state, align=2)
+            shift = _splat(builder, builder.add(bit0, loop.index))
+            builder.store(builder.or_(builder.load(marks), builder.shl(builder.zext(fired, _V64), shift)), marks)
+        p_bits = _vector_pointer(context, builder, arg[12], bits_a, m_i, _V64)
+        builder.store(builder.or_(builder.load(p_bits, align=8), builder.load(marks)), p_bits, align=8)
         return context.get_dummy_value()
 
-    return types.void(state, s, add, a, hi, lo, reset_zero, wrap, reject, test, bits, m, bit), codegen
+    sig = types.void(state, s, add, a, stride, count, hi, lo, reset_zero, wrap, reject, test, bits, m, bit)
+    return sig, codegen
 
 
 def _vector_pointer(context, builder, array_type, array, index, vector_type):

@@ -109,13 +109,16 @@ def _update_run(state, s, add, a, n, hi, lo, reset_zero, wrap, reject, test, n_f
     (``update_16``), other feature counts one neuron at a time."""
     sb, ab, pb = np.uint64(s), np.uint64(a), np.uint64(p)
     f, nf, six = np.uint64(0), np.uint64(n_f), np.uint64(6)
-    if n_f % 16 == 0:
-        for b in range(np.uint64(0), np.uint64(n), np.uint64(16)):
-            update_16(state, sb + b, add, ab + b, hi, lo, reset_zero, wrap, reject, test,
-                      bits, (pb >> six) * nf + f, pb & np.uint64(63))
-            f += np.uint64(16)
-            if f == nf:
-                f, pb = np.uint64(0), pb + np.uint64(1)
+    if n_f % 16 == 0:  # by groups of 16 features, each over the positions (distinct neurons: any order)
+        n_pos = np.uint64(n) // nf
+        for g in range(np.uint64(0), nf, np.uint64(16)):
+            done = np.uint64(0)
+            while done < n_pos:  # as many positions as share the table's 64-bit words
+                q = pb + done
+                count = min(n_pos - done, np.uint64(64) - (q & np.uint64(63)))
+                update_16(state, sb + done * nf + g, add, ab + done * nf + g, nf, count, hi, lo,
+                          reset_zero, wrap, reject, test, bits, (q >> six) * nf + g, q & np.uint64(63))
+                done += count
     else:
         for i in range(np.uint64(n)):
             v, spiked = _update(state[sb + i], add[ab + i], hi, lo, reset_zero, wrap, reject, test)

@@ -200,27 +200,27 @@ def test_compiled_loop_stays_in_its_buffers(tmp_path):
 
 @njit(_nrt=False)
 def vector_rule(state, add, thr, flags, bits, bit):
-    update_16(state, np.uint64(0), add, np.uint64(0), thr[0], thr[1], flags[0], flags[1] != 0,
-              flags[2] != 0, flags[3] != 0, bits, np.uint64(0), np.uint64(bit))
+    update_16(state, np.uint64(0), add, np.uint64(0), np.uint64(16), np.uint64(3), thr[0], thr[1],
+              flags[0], flags[1] != 0, flags[2] != 0, flags[3] != 0, bits, np.uint64(0), np.uint64(bit))
 
 
 @njit
 def scalar_rule(state, add, thr, flags, bits, bit):
-    for j in range(16):
-        v, spiked = engine._update(state[j], add[j], thr[0], thr[1], flags[0], flags[1] != 0,
+    for i in range(48):
+        v, spiked = engine._update(state[i], add[i], thr[0], thr[1], flags[0], flags[1] != 0,
                                    flags[2] != 0, flags[3] != 0)
-        state[j] = v
-        bits[j] |= np.uint64(spiked) << np.uint64(bit)
+        state[i] = v
+        bits[i % 16] |= np.uint64(spiked) << np.uint64(bit + i // 16)
 
 
 @settings(max_examples=400, deadline=None)
-@given(state=st.lists(st.integers(-32768, 32767), min_size=16, max_size=16),
-       add=st.one_of(st.lists(st.integers(-128, 127), min_size=16, max_size=16).map(lambda a: np.array(a, np.int8)),
-                     st.lists(st.integers(-32768, 32767), min_size=16, max_size=16).map(lambda a: np.array(a, np.int16))),
+@given(state=st.lists(st.integers(-32768, 32767), min_size=48, max_size=48),
+       add=st.one_of(st.lists(st.integers(-128, 127), min_size=48, max_size=48).map(lambda a: np.array(a, np.int8)),
+                     st.lists(st.integers(-32768, 32767), min_size=48, max_size=48).map(lambda a: np.array(a, np.int16))),
        hi=st.integers(1, 32767), low_gap=st.integers(1, 65535),
-       flags=st.tuples(*[st.integers(0, 1)] * 4), bit=st.integers(0, 63))
+       flags=st.tuples(*[st.integers(0, 1)] * 4), bit=st.integers(0, 61))
 def test_vector_update_equals_scalar_rule(state, add, hi, low_gap, flags, bit):
-    """``update_16`` (hand-written LLVM vector code) is rule 1 of ``_update`` for 16 neurons."""
+    """``update_16`` (hand-written LLVM vector code) is rule 1 of ``_update``, on 3 groups of 16."""
     thr = np.array([hi, max(hi - low_gap, -32768)], np.int16)
     flags, bits = np.array(flags, np.int64), np.arange(16, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
     results = []
