@@ -101,16 +101,16 @@ def _update(old, w, hi, lo, reset_zero, wrap, reject, test):
 
 
 @inlined
-def _update_run(state, s, add, a, n, hi, lo, reset_zero, wrap, reject, test, n_f, bits, p):
-    """Update the ``n`` consecutive neurons ``state[s + i]``, each by ``add[a + i]`` (rule 1).
-    They are the features (innermost) of consecutive positions p, p + 1, ... of the spike-bit
-    table ``bits`` (see ``_spikes_from_bits``), where a spike sets its bit. Runs are short (a
-    kernel row of features: 48 for 3 x 16): whole feature vectors go in vectors of 16
-    (``update_16``), other feature counts one neuron at a time."""
+def _update_run(state, s, add, a, n_pos, hi, lo, reset_zero, wrap, reject, test, n_f, bits, p):
+    """Update the ``n_pos * n_f`` consecutive neurons ``state[s + i]``, each by ``add[a + i]``
+    (rule 1). They are the features (innermost) of ``n_pos`` consecutive positions p, p + 1, ...
+    of the spike-bit table ``bits`` (see ``_spikes_from_bits``), where a spike sets its bit.
+    Runs are short (a kernel row: 3 positions of 16 features): whole feature vectors go in
+    vectors of 16 (``update_16``), other feature counts one neuron at a time."""
     sb, ab, pb = np.uint64(s), np.uint64(a), np.uint64(p)
     f, nf, six = np.uint64(0), np.uint64(n_f), np.uint64(6)
     if n_f % 16 == 0:  # by groups of 16 features, each over the positions (distinct neurons: any order)
-        n_pos = np.uint64(n) // nf
+        n_pos = np.uint64(n_pos)
         for g in range(np.uint64(0), nf, np.uint64(16)):
             done = np.uint64(0)
             while done < n_pos:  # as many positions as share the table's 64-bit words
@@ -120,7 +120,7 @@ def _update_run(state, s, add, a, n, hi, lo, reset_zero, wrap, reject, test, n_f
                           reset_zero, wrap, reject, test, bits, (q >> six) * nf + g, q & np.uint64(63))
                 done += count
     else:
-        for i in range(np.uint64(n)):
+        for i in range(np.uint64(n_pos) * nf):
             v, spiked = _update(state[sb + i], add[ab + i], hi, lo, reset_zero, wrap, reject, test)
             state[sb + i] = v
             bits[(pb >> six) * nf + f] |= np.uint64(spiked) << (pb & np.uint64(63))
@@ -182,12 +182,12 @@ def _integrate(li, c, y, x, lp, thr, weights, state, wrap, reject, counters, spi
     for yo in range(y0, y1 + 1):
         w_row = w_off + ((ty - yo * sy) * k + k - 1 - tx) * n_f  # + xo * sx * n_f: the tap for xo
         s_row, p_row = s_off + yo * w_out * n_f, (yo - y0) << shift
-        if sx == 1:  # the row's targets and their taps are contiguous: one run of width * n_f
-            _update_run(state, s_row + x0 * n_f, weights, w_row + x0 * n_f, width * n_f,
+        if sx == 1:  # the row's targets and their taps are contiguous: one run of width positions
+            _update_run(state, s_row + x0 * n_f, weights, w_row + x0 * n_f, width,
                         hi, lo, rz, wrap, reject, True, n_f, bits, p_row)
         else:
             for xo in range(x0, x1 + 1):
-                _update_run(state, s_row + xo * n_f, weights, w_row + xo * sx * n_f, n_f,
+                _update_run(state, s_row + xo * n_f, weights, w_row + xo * sx * n_f, 1,
                             hi, lo, rz, wrap, reject, True, n_f, bits, p_row + xo - x0)
     counters[li, SYNAPTIC_UPDATES] += n_f * (y1 - y0 + 1) * width
     return _spikes_from_bits(bits, y1 - y0 + 1, shift, n_f, y0, x0, spikes)
@@ -203,7 +203,7 @@ def _leak(li, lp, thr, bias, state, wrap, reject, leak_fires, spikes, bits):
     shift = lp[li, MAP_SHIFT]
     for yo in range(h_out):
         for xo in range(w_out):
-            _update_run(state, s_off + (yo * w_out + xo) * n_f, bias, b_off, n_f, hi, lo, rz,
+            _update_run(state, s_off + (yo * w_out + xo) * n_f, bias, b_off, 1, hi, lo, rz,
                         wrap, reject, leak_fires, n_f, bits, yo << shift | xo)
     return _spikes_from_bits(bits, h_out, shift, n_f, 0, 0, spikes)
 
