@@ -79,12 +79,13 @@ class ChipModelOptions:
 
 # ----------------------------------------------------------------------------- compiled core
 
-# Divisors (strides, pooling factors, block widths) are validated >= 1, so numpy's error model
+# Divisors (strides, pooling factors, feature counts) are validated >= 1, so numpy's error model
 # (no zero-division checks) is safe. Everything is compiled without reference counting (numba's
 # atomic inc/dec on every array a helper binds once cost half the time of an input event; the
 # price is no allocation in here), and the helpers are inlined by LLVM (``forceinline``): numba's
 # own IR inlining (``inline="always"``) deep-copies the IR at every call site, which made the
-# loop take 9 s to compile (50 s inside the test suite) and ran slower.
+# loop take 9 s to compile (up to a minute inside the test suite) and run slower. Timings and
+# what was tried: benchmarks/README.md.
 compiled = njit(cache=True, error_model="numpy", _nrt=False)
 inlined = njit(forceinline=True, error_model="numpy", _nrt=False)
 
