@@ -69,8 +69,7 @@ def check_events(events, shapes: Mapping[int, tuple[int, int, int]] | None = Non
             f"events: got a {got}; expected a 1-D numpy array of snnlib.EVENT_DTYPE "
             "(use snnlib.empty_events(n) or raster_to_events)", None, None, None
         )
-    limits = None if shapes is None else _limits_table(shapes)
-    if _all_valid(events, limits if limits is not None else np.zeros((0, 3), np.int64), limits is not None):
+    if _all_valid(events, _limits_table(shapes or {}), shapes is not None):
         return events
     # something is wrong: find and name it (vectorised numpy, only on this path)
     t = events["t"]
