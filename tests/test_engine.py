@@ -165,7 +165,6 @@ def test_state_clock_and_counters_persist_across_runs(data, net):
     assert again.tolist() == whole.events.tolist()
 
 
-
 @pytest.mark.parametrize("features, kernel, shape, stride", [
     (16, 3, (2, 9, 9), (1, 1)),   # whole feature vectors in vector blocks of 16
     (32, 3, (1, 5, 70), (1, 1)),  # two blocks per position; a leak pass needs 2 words per row
@@ -229,6 +228,7 @@ def test_vector_update_equals_scalar_rule(state, add, hi, low_gap, flags, bit):
         rule(s, add, thr, flags, b, bit)
         results.append((s.tolist(), b.tolist()))
     assert results[0] == results[1]
+
 
 # ----------------------------------------------------------------------------- worked rules
 
