@@ -96,3 +96,16 @@ def _splat(builder, value):
     undef = ir.Constant(vector_type, ir.Undefined)
     one = builder.insert_element(undef, value, ir.Constant(_I32, 0))
     return builder.shuffle_vector(one, undef, ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES))
+
+
+@intrinsic
+def nonzero_16(typingctx, bits, m):
+    """A mask with bit j set where ``bits[m + j]`` (uint64) is not 0, for j < 16: one vector
+    test instead of 16 compares (``m`` unsigned; no bounds checks)."""
+
+    def codegen(context, builder, signature, args):
+        words = builder.load(_vector_pointer(context, builder, signature.args[0], args[0], args[1], _V64), align=8)
+        nonzero = builder.icmp_unsigned("!=", words, ir.Constant(_V64, None))
+        return builder.zext(builder.bitcast(nonzero, _I16), _I64)
+
+    return types.uint64(bits, m), codegen

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from snnlib._llvm_ops import lowest_set_bit, update_16
+from snnlib._llvm_ops import lowest_set_bit, nonzero_16, update_16
 from snnlib.events import EVENT_DTYPE, InvalidEventsError, check_events
 from snnlib.network import DVS_LAYER_ID, IntegerNetwork, InvalidNetworkError
 
@@ -36,8 +36,9 @@ EVENTS_IN, SYNAPTIC_UPDATES, SPIKES_OUT, DROPPED = range(4)
 
 # columns of the per-layer parameter table
 (C_IN, H_IN, W_IN, F_OUT, H_OUT, W_OUT, KERNEL, STRIDE_Y, STRIDE_X, PAD_Y, PAD_X, THR_HIGH,
- THR_LOW, RESET_ZERO, LEAK, W_OFFSET, S_OFFSET, B_OFFSET, MONITOR, LAYER_ID, WINDOW_SHIFT, MAP_SHIFT) = range(22)
-N_LAYER_PARAMS = 22
+ THR_LOW, RESET_ZERO, LEAK, W_OFFSET, S_OFFSET, B_OFFSET, MONITOR, LAYER_ID, WINDOW_SHIFT, MAP_SHIFT,
+ OUT_ROOM) = range(23)
+N_LAYER_PARAMS = 23
 # columns of the DVS parameter vector
 (DVS_MERGE, DVS_ON, DVS_OFF, DVS_POOL_Y, DVS_POOL_X, DVS_ORIGIN_Y, DVS_ORIGIN_X, DVS_CUT_Y,
  DVS_CUT_X, DVS_MIRROR_X, DVS_MIRROR_Y, DVS_DIAGONAL, DVS_MONITOR) = range(13)
@@ -150,8 +151,12 @@ def _spikes_from_bits(bits, n_rows, shift, n_f, y0, x0, spikes):
         spiked, first = np.uint64(0), np.uint64(f0)  # bit f - f0: feature f spiked
         for word in range(np.uint64(n_words)):
             row = word * np.uint64(n_f)  # unsigned indices: contiguous loads, not gathers
-            for f in range(first, np.uint64(min(f0 + 64, n_f))):
-                spiked |= np.uint64(bits[row + f] != 0) << (f - first)
+            if n_f % 16 == 0:
+                for g in range(first, np.uint64(min(f0 + 64, n_f)), np.uint64(16)):
+                    spiked |= nonzero_16(bits, row + g) << (g - first)
+            else:
+                for f in range(first, np.uint64(min(f0 + 64, n_f))):
+                    spiked |= np.uint64(bits[row + f] != 0) << (f - first)
         while spiked:
             f = f0 + lowest_set_bit(spiked)
             spiked &= spiked - np.uint64(1)
@@ -266,7 +271,7 @@ def _push_routes(src, n, spikes, dest, lp, counters, stack, sp):
 def _room(li, lp, out, n_out):
     """The output room that one update pass over layer ``li`` may need but lacks (0 if it fits):
     a pass spikes each neuron at most once."""
-    need = lp[li, F_OUT] * lp[li, H_OUT] * lp[li, W_OUT] if lp[li, MONITOR] else 0
+    need = lp[li, OUT_ROOM]
     return need if n_out + need > out.shape[0] else 0
 
 
@@ -396,6 +401,7 @@ class EventSimulator:
             lp[i, [KERNEL, STRIDE_Y, STRIDE_X, PAD_Y, PAD_X]] = w.shape[2], *layer.stride, *layer.padding
             lp[i, [THR_HIGH, THR_LOW, RESET_ZERO]] = layer.threshold_high, layer.threshold_low, layer.reset == "zero"
             lp[i, [LEAK, MONITOR, LAYER_ID]] = layer.leak_enable and layer.bias is not None, layer.monitor, lid
+            lp[i, OUT_ROOM] = f * h_out * w_out if layer.monitor else 0  # the most one pass can emit
             lp[i, [W_OFFSET, S_OFFSET, B_OFFSET]] = w_off, s_off, b_off
             # spike-bit table row strides (see _spikes_from_bits): the widest row of targets of one
             # input (never wider than the layer, so a leak pass over the layer is the largest pass)
