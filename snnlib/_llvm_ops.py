@@ -1,9 +1,10 @@
-"""Two operations of the event engine written directly in LLVM IR, as numba intrinsics.
+"""Operations of the event engine written directly in LLVM IR, as numba intrinsics.
 
 ``update_16`` is rule 1 of ``docs/chip-model.md`` for 16 neighbouring neurons at once. Written
 as a numba loop, LLVM vectorizes it only behind a run-time check that the arrays do not overlap
 and with 64-bit lanes; as one explicit ``<16 x i16>`` operation it is ~2.5x faster. It must equal
 the scalar rule (``snnlib.engine._update``) bit for bit, which the tests check on random input.
+``nonzero_16`` and ``lowest_set_bit`` find the spikes it recorded.
 """
 
 from __future__ import annotations
