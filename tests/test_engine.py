@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from numba import njit
 
 import snnlib.engine as engine
-from snnlib._llvm_ops import update_16
 from engine_reference import ReferenceChip
 from snnlib import (
     DVS_LAYER_ID,
@@ -199,7 +198,7 @@ def test_compiled_loop_stays_in_its_buffers(tmp_path):
 
 @njit(_nrt=False)
 def vector_rule(state, add, thr, flags, bits, bit):
-    update_16(state, np.uint64(0), add, np.uint64(0), np.uint64(16), np.uint64(3), thr[0], thr[1],
+    engine.update_16(state, np.uint64(0), add, np.uint64(0), np.uint64(16), np.uint64(3), thr[0], thr[1],
               flags[0], flags[1] != 0, flags[2] != 0, flags[3] != 0, bits, np.uint64(0), np.uint64(bit))
 
 
@@ -219,7 +218,8 @@ def scalar_rule(state, add, thr, flags, bits, bit):
        hi=st.integers(1, 32767), low_gap=st.integers(1, 65535),
        flags=st.tuples(*[st.integers(0, 1)] * 4), bit=st.integers(0, 61))
 def test_vector_update_equals_scalar_rule(state, add, hi, low_gap, flags, bit):
-    """``update_16`` (hand-written LLVM vector code) is rule 1 of ``_update``, on 3 groups of 16."""
+    """``engine.update_16`` (hand-written LLVM vector code) is rule 1 of ``_update``, on 3 groups
+    of 16."""
     thr = np.array([hi, max(hi - low_gap, -32768)], np.int16)
     flags, bits = np.array(flags, np.int64), np.arange(16, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
     results = []
