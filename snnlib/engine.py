@@ -565,6 +565,7 @@ class EventSimulator:
         simulator never touches again). ``until_us``: also apply the leak ticks up to this time
         (µs) after the last event."""
         check_events(events, self._shapes)
+        events = np.ascontiguousarray(events)  # one compiled loop for every input (no copy if it is)
         last = int(self._clock[LAST_T])
         if events.size and events["t"][0] < last:
             raise InvalidEventsError(
