@@ -129,10 +129,12 @@ def update_16(typingctx, state, s, add, a, stride, count, hi, lo, reset_zero, wr
             return context.cast(builder, value, value_type, types.uint64)
 
         def splat16(value, value_type):
-            return _splat(builder, builder.trunc(context.cast(builder, value, value_type, types.int64), _I16))
+            value = context.cast(builder, value, value_type, types.int64)
+            return _splat(builder, builder.trunc(value, _I16))
 
         hi16, lo16 = splat16(hi_v, arg[6]), splat16(lo_v, arg[7])
-        wrap_b, reject_b, test_b, zero_b = flag(wrap_f, arg[9]), flag(reject_f, arg[10]), flag(test_f, arg[11]), flag(rz, arg[8])
+        zero_b, wrap_b = flag(rz, arg[8]), flag(wrap_f, arg[9])
+        reject_b, test_b = flag(reject_f, arg[10]), flag(test_f, arg[11])
         saturating_add = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(_V16, [_V16, _V16]), "llvm.sadd.sat.v16i16")
         s0, a0, step, bit0 = u64(s_i, arg[1]), u64(a_i, arg[3]), u64(stride_i, arg[4]), u64(bit_v, arg[14])
@@ -151,7 +153,8 @@ def update_16(typingctx, state, s, add, a, stride, count, hi, lo, reset_zero, wr
             reset = builder.select(zero_b, ir.Constant(_V16, None), builder.sub(v, hi16))
             builder.store(builder.select(fired, reset, v), p_state, align=2)
             shift = _splat(builder, builder.add(bit0, loop.index))
-            builder.store(builder.or_(builder.load(marks), builder.shl(builder.zext(fired, _V64), shift)), marks)
+            spike_bits = builder.shl(builder.zext(fired, _V64), shift)
+            builder.store(builder.or_(builder.load(marks), spike_bits), marks)
         p_bits = _vector_pointer(context, builder, arg[12], bits_a, m_i, _V64)
         builder.store(builder.or_(builder.load(p_bits, align=8), builder.load(marks)), p_bits, align=8)
         return context.get_dummy_value()
@@ -181,7 +184,8 @@ def nonzero_16(typingctx, bits, m):
     test instead of 16 compares (``m`` unsigned; no bounds checks)."""
 
     def codegen(context, builder, signature, args):
-        words = builder.load(_vector_pointer(context, builder, signature.args[0], args[0], args[1], _V64), align=8)
+        pointer = _vector_pointer(context, builder, signature.args[0], args[0], args[1], _V64)
+        words = builder.load(pointer, align=8)
         nonzero = builder.icmp_unsigned("!=", words, ir.Constant(_V64, None))
         return builder.zext(builder.bitcast(nonzero, _I16), _I64)
 
@@ -256,7 +260,7 @@ def _spikes_from_bits(bits, n_rows, shift, n_f, y0, x0, spikes):
     reading the table feature by feature gives rule 3's order without sorting, and a 3 x 3
     window is one word per feature. Which features spiked is gathered without branching first,
     so that only they are visited (a branch per feature mispredicted on most spikes)."""
-    n, n_words = 0, ((n_rows << shift) + 63) >> 6
+    n, n_words, x_mask = 0, ((n_rows << shift) + 63) >> 6, (1 << shift) - 1
     for f0 in range(0, n_f, 64):
         spiked, first = np.uint64(0), np.uint64(f0)  # bit f - f0: feature f spiked
         for word in range(np.uint64(n_words)):
@@ -275,7 +279,7 @@ def _spikes_from_bits(bits, n_rows, shift, n_f, y0, x0, spikes):
                 bits[word * n_f + f] = 0
                 while m:
                     p = (word << 6) + lowest_set_bit(m)
-                    spikes[n, 0], spikes[n, 1], spikes[n, 2] = f, y0 + (p >> shift), x0 + (p & ((1 << shift) - 1))
+                    spikes[n, 0], spikes[n, 1], spikes[n, 2] = f, y0 + (p >> shift), x0 + (p & x_mask)
                     n += 1
                     m &= m - np.uint64(1)
     return n
@@ -528,7 +532,7 @@ class EventSimulator:
             for slot, d in enumerate(dests):
                 dest[s, slot] = self._index[d.layer], d.pooling, d.feature_shift
         self._lp, self._dest = lp, dest
-        self._thr = np.ascontiguousarray(lp[:, [THR_HIGH, THR_LOW]], dtype=np.int16)  # int16 loads keep the update narrow
+        self._thr = np.ascontiguousarray(lp[:, [THR_HIGH, THR_LOW]], dtype=np.int16)  # loaded as int16
         self._weights = np.concatenate(weights) if weights else np.zeros(0, np.int8)
         self._bias = np.concatenate(bias) if bias else np.zeros(0, np.int16)
         self._initial = np.concatenate(initial) if initial else np.zeros(0, np.int16)
@@ -584,9 +588,9 @@ class EventSimulator:
         i = n_out = 0
         while True:
             i, n_out, room = _run(
-                i, events, self._source_of, np.int64(until_us), self._lp, self._thr, self._weights, self._bias,
-                self._dest, self._dvs, self._rules, self._state, self._counters, self._clock, self._spikes,
-                self._bits, self._stack, self._out, n_out,
+                i, events, self._source_of, np.int64(until_us), self._lp, self._thr, self._weights,
+                self._bias, self._dest, self._dvs, self._rules, self._state, self._counters,
+                self._clock, self._spikes, self._bits, self._stack, self._out, n_out,
             )
             if not room:
                 return self._hand_over(n_out)
