@@ -37,10 +37,9 @@ OUTPUT_CAPACITY = 1024
 EVENTS_IN, SYNAPTIC_UPDATES, SPIKES_OUT, DROPPED = range(4)
 
 # columns of the per-layer parameter table
-(C_IN, H_IN, W_IN, F_OUT, H_OUT, W_OUT, KERNEL, STRIDE_Y, STRIDE_X, PAD_Y, PAD_X, THR_HIGH,
- THR_LOW, RESET_ZERO, LEAK, W_OFFSET, S_OFFSET, B_OFFSET, MONITOR, LAYER_ID, WINDOW_SHIFT, MAP_SHIFT,
- OUT_ROOM) = range(23)
-N_LAYER_PARAMS = 23
+(C_IN, H_IN, W_IN, F_OUT, H_OUT, W_OUT, KERNEL, STRIDE_Y, STRIDE_X, PAD_Y, PAD_X, RESET_ZERO,
+ LEAK, W_OFFSET, S_OFFSET, B_OFFSET, MONITOR, LAYER_ID, WINDOW_SHIFT, MAP_SHIFT) = range(20)
+N_LAYER_PARAMS = 20
 # columns of the DVS parameter vector
 (DVS_MERGE, DVS_ON, DVS_OFF, DVS_POOL_Y, DVS_POOL_X, DVS_ORIGIN_Y, DVS_ORIGIN_X, DVS_CUT_Y,
  DVS_CUT_X, DVS_MIRROR_X, DVS_MIRROR_Y, DVS_DIAGONAL, DVS_MONITOR) = range(13)
@@ -385,7 +384,7 @@ def _push_routes(src, n, spikes, dest, lp, counters, stack, sp):
 def _room(li, lp, out, n_out):
     """The output room that one update pass over layer ``li`` may need but lacks (0 if it fits):
     a pass spikes each neuron at most once."""
-    need = lp[li, OUT_ROOM]
+    need = lp[li, F_OUT] * lp[li, H_OUT] * lp[li, W_OUT] if lp[li, MONITOR] else 0
     return need if n_out + need > out.shape[0] else 0
 
 
@@ -504,6 +503,7 @@ class EventSimulator:
     def _pack(self) -> None:
         net, ids = self.network, self._ids
         lp = np.zeros((len(ids), N_LAYER_PARAMS), dtype=np.int64)
+        thr = np.zeros((len(ids), 2), dtype=np.int16)  # (high, low): int16 loads keep the update narrow
         weights, bias, initial = [], [], []
         w_off = s_off = b_off = 0
         for i, lid in enumerate(ids):
@@ -513,9 +513,9 @@ class EventSimulator:
             lp[i, [C_IN, H_IN, W_IN]] = layer.input_shape
             lp[i, [F_OUT, H_OUT, W_OUT]] = f, h_out, w_out
             lp[i, [KERNEL, STRIDE_Y, STRIDE_X, PAD_Y, PAD_X]] = w.shape[2], *layer.stride, *layer.padding
-            lp[i, [THR_HIGH, THR_LOW, RESET_ZERO]] = layer.threshold_high, layer.threshold_low, layer.reset == "zero"
+            thr[i] = layer.threshold_high, layer.threshold_low
+            lp[i, RESET_ZERO] = layer.reset == "zero"
             lp[i, [LEAK, MONITOR, LAYER_ID]] = layer.leak_enable and layer.bias is not None, layer.monitor, lid
-            lp[i, OUT_ROOM] = f * h_out * w_out if layer.monitor else 0  # the most one pass can emit
             lp[i, [W_OFFSET, S_OFFSET, B_OFFSET]] = w_off, s_off, b_off
             # spike-bit table row strides (see _spikes_from_bits): the widest row of targets of one
             # input (never wider than the layer, so a leak pass over the layer is the largest pass)
@@ -531,8 +531,7 @@ class EventSimulator:
         for s, dests in enumerate(sources):
             for slot, d in enumerate(dests):
                 dest[s, slot] = self._index[d.layer], d.pooling, d.feature_shift
-        self._lp, self._dest = lp, dest
-        self._thr = np.ascontiguousarray(lp[:, [THR_HIGH, THR_LOW]], dtype=np.int16)  # loaded as int16
+        self._lp, self._thr, self._dest = lp, thr, dest
         self._weights = np.concatenate(weights) if weights else np.zeros(0, np.int8)
         self._bias = np.concatenate(bias) if bias else np.zeros(0, np.int16)
         self._initial = np.concatenate(initial) if initial else np.zeros(0, np.int16)
