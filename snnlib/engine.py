@@ -90,7 +90,7 @@ class ChipModelOptions:
 # spikes it recorded.
 
 LANES = 16
-_I1, _I16, _I32, _I64 = ir.IntType(1), ir.IntType(16), ir.IntType(32), ir.IntType(64)
+_I1, _I8, _I16, _I32, _I64 = ir.IntType(1), ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
 _V16, _V64 = ir.VectorType(_I16, LANES), ir.VectorType(_I64, LANES)
 
 
@@ -151,9 +151,9 @@ def update_16(typingctx, state, s, add, a, stride, count, hi, lo, reset_zero, wr
                                    ir.Constant(ir.VectorType(_I1, LANES), None))
             reset = builder.select(zero_b, ir.Constant(_V16, None), builder.sub(v, hi16))
             builder.store(builder.select(fired, reset, v), p_state, align=2)
-            shift = _splat(builder, builder.add(bit0, loop.index))
-            spike_bits = builder.shl(builder.zext(fired, _V64), shift)
-            builder.store(builder.or_(builder.load(marks), spike_bits), marks)
+            position_bit = _splat(builder, builder.shl(ir.Constant(_I64, 1), builder.add(bit0, loop.index)))
+            so_far = builder.load(marks)
+            builder.store(builder.select(fired, builder.or_(so_far, position_bit), so_far), marks)
         p_bits = _vector_pointer(context, builder, arg[12], bits_a, m_i, _V64)
         builder.store(builder.or_(builder.load(p_bits, align=8), builder.load(marks)), p_bits, align=8)
         return context.get_dummy_value()
@@ -191,6 +191,38 @@ def nonzero_16(typingctx, bits, m):
     return types.uint64(bits, m), codegen
 
 
+@intrinsic
+def spike_order_16(typingctx, bits, m, order):
+    """For 16 spike-bit words ``bits[m:m+16]`` (uint64) whose set bits are all below 16: write
+    the index ``16 * j + b`` of each set bit b of word j, in ascending order, as bytes to
+    ``order`` (uint8, at least 320 long: each quarter of the words is written as 64 bytes),
+    clear the words and return how many indices there are. Vector compress operations put
+    the spikes in rule 3's order without a branch per spiking feature (``m`` unsigned; no
+    bounds checks)."""
+
+    def codegen(context, builder, signature, args):
+        bits_t, _, order_t = signature.args
+        pointer = _vector_pointer(context, builder, bits_t, args[0], args[1], _V64)
+        words = builder.load(pointer, align=8)
+        quarters = builder.bitcast(builder.trunc(words, _V16), ir.VectorType(_I64, 4))
+        byte_vector, mask_type = ir.VectorType(_I8, 64), ir.VectorType(_I1, 64)
+        compress = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(byte_vector, [byte_vector, mask_type, byte_vector]),
+            "llvm.experimental.vector.compress.v64i8")
+        popcount = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_I64, [_I64]), "llvm.ctpop.i64")
+        n = ir.Constant(_I64, 0)
+        for k in range(4):  # quarter k: words 4k .. 4k + 3, bit 16 * (j - 4k) + b
+            quarter = builder.extract_element(quarters, ir.Constant(_I32, k))
+            indices = ir.Constant(byte_vector, [64 * k + i for i in range(64)])
+            packed = builder.call(compress, [indices, builder.bitcast(quarter, mask_type), ir.Constant(byte_vector, None)])
+            builder.store(packed, _vector_pointer(context, builder, order_t, args[2], n, byte_vector), align=1)
+            n = builder.add(n, builder.call(popcount, [quarter]))
+        builder.store(ir.Constant(_V64, None), pointer, align=8)
+        return n
+
+    return types.uint64(bits, m, order), codegen
+
+
 # ----------------------------------------------------------------------------- compiled core
 
 # Divisors (strides, pooling factors, feature counts) are validated >= 1, so numpy's error model
@@ -202,6 +234,8 @@ def nonzero_16(typingctx, bits, m):
 # what was tried: benchmarks/README.md.
 compiled = njit(cache=True, error_model="numpy", _nrt=False)
 inlined = njit(forceinline=True, error_model="numpy", _nrt=False)
+#: rare steps (leak ticks, the DVS stage) are called, not inlined: the hot loop stays smaller
+called = njit(error_model="numpy", _nrt=False, no_cpython_wrapper=True)
 
 
 @inlined
@@ -216,12 +250,13 @@ def _update(old, w, hi, lo, reset_zero, wrap, reject, test):
 
 
 @inlined
-def _update_run(state, s, add, a, n_pos, hi, lo, reset_zero, wrap, reject, test, n_f, bits, p):
+def _update_run(state, s, add, a, n_pos, hi, lo, reset_zero, wrap, reject, test, n_f, bits, p, one_word):
     """Update the ``n_pos * n_f`` consecutive neurons ``state[s + i]``, each by ``add[a + i]``
     (rule 1). They are the features (innermost) of ``n_pos`` consecutive positions p, p + 1, ...
-    of the spike-bit table ``bits`` (see ``_spikes_from_bits``), where a spike sets its bit.
-    Runs are short (a kernel row: 3 positions of 16 features): whole feature vectors go in
-    vectors of 16 (``update_16``), other feature counts one neuron at a time."""
+    of the spike-bit table ``bits`` (see ``_spikes_from_bits``), where a spike sets its bit;
+    ``one_word``: the table has one word per feature. Runs are short (a kernel row: 3 positions
+    of 16 features): whole feature vectors go in vectors of 16 (``update_16``), other feature
+    counts one neuron at a time."""
     sb, ab, pb = np.uint64(s), np.uint64(a), np.uint64(p)
     f, nf, six = np.uint64(0), np.uint64(n_f), np.uint64(6)
     if n_f % 16 == 0:  # by groups of 16 features, each over the positions (distinct neurons: any order)
@@ -230,9 +265,10 @@ def _update_run(state, s, add, a, n_pos, hi, lo, reset_zero, wrap, reject, test,
             done = np.uint64(0)
             while done < n_pos:  # as many positions as share the table's 64-bit words
                 q = pb + done
-                count = min(n_pos - done, np.uint64(64) - (q & np.uint64(63)))
+                count = n_pos - done if one_word else min(n_pos - done, np.uint64(64) - (q & np.uint64(63)))
+                word = np.uint64(0) if one_word else q >> six
                 update_16(state, sb + done * nf + g, add, ab + done * nf + g, nf, count, hi, lo,
-                          reset_zero, wrap, reject, test, bits, (q >> six) * nf + g, q & np.uint64(63))
+                          reset_zero, wrap, reject, test, bits, word * nf + g, q & np.uint64(63))
                 done += count
     else:
         for i in range(np.uint64(n_pos) * nf):
@@ -251,15 +287,28 @@ def _floor_div(a, b):
 
 
 @inlined
-def _spikes_from_bits(bits, n_rows, shift, n_f, y0, x0, spikes):
-    """Read and clear the spike-bit table of one update pass over rows y0 .. y0 + n_rows - 1;
-    write the spikes to ``spikes`` as (f, y, x) rows in (f, y, x) order (rule 3) and return how
-    many. Neuron (f, y0 + r, x0 + d) is bit ``p % 64`` of word ``(p // 64) * n_f + f`` with
-    position ``p = r << shift | d``: a feature's words list its neurons in (y, x) order, so
-    reading the table feature by feature gives rule 3's order without sorting, and a 3 x 3
-    window is one word per feature. Which features spiked is gathered without branching first,
-    so that only they are visited (a branch per feature mispredicted on most spikes)."""
-    n, n_words, x_mask = 0, ((n_rows << shift) + 63) >> 6, (1 << shift) - 1
+def _put(n, f, y, x, direct, spikes, out, n_out, t, layer_id):
+    """Record spike number ``n`` of a pass, neuron (f, y, x): as the output event ``out[n_out + n]``
+    if ``direct`` (a monitored layer without destinations: nothing else needs it), else as the
+    row ``spikes[n]``, which the caller emits and routes."""
+    if direct:
+        e = out[n_out + n]
+        e.t, e.layer, e.channel, e.y, e.x = t, layer_id, f, y, x
+    else:
+        spikes[n, 0], spikes[n, 1], spikes[n, 2] = f, y, x
+
+
+@inlined
+def _spikes_from_bits(bits, n_words, shift, n_f, y0, x0, direct, spikes, out, n_out, t, layer_id):
+    """Read and clear the spike-bit table of one update pass (``n_words`` words per feature)
+    whose first position is neuron (y0, x0); record its spikes with ``_put`` in (f, y, x) order
+    (rule 3) and return how many. Neuron (f, y0 + r, x0 + d) is bit ``p % 64`` of word
+    ``(p // 64) * n_f + f`` with position ``p = r << shift | d``: a feature's words list its
+    neurons in (y, x) order, so reading the table feature by feature gives rule 3's order
+    without sorting, and a 3 x 3 window is one word per feature. Which features spiked is
+    gathered without branching first, so that only they are visited (a branch per feature
+    mispredicted on most spikes)."""
+    n, x_mask = 0, (1 << shift) - 1
     for f0 in range(0, n_f, 64):
         spiked, first = np.uint64(0), np.uint64(f0)  # bit f - f0: feature f spiked
         for word in range(np.uint64(n_words)):
@@ -278,44 +327,78 @@ def _spikes_from_bits(bits, n_rows, shift, n_f, y0, x0, spikes):
                 bits[word * n_f + f] = 0
                 while m:
                     p = (word << 6) + lowest_set_bit(m)
-                    spikes[n, 0], spikes[n, 1], spikes[n, 2] = f, y0 + (p >> shift), x0 + (p & x_mask)
+                    _put(n, f, y0 + (p >> shift), x0 + (p & x_mask), direct, spikes, out, n_out, t, layer_id)
                     n += 1
                     m &= m - np.uint64(1)
     return n
 
 
 @inlined
-def _integrate(li, c, y, x, lp, thr, weights, state, wrap, reject, counters, spikes, bits):
-    """Update every neuron of layer ``li`` that input (c, y, x) reaches; write its spikes to
-    ``spikes`` in (f, y, x) order and return how many."""
+def _small_pass_spikes(bits, order, shift, n_f, y0, x0, direct, spikes, out, n_out, t, layer_id):
+    """``_spikes_from_bits`` for a pass of fewer than 16 positions (one table word per feature,
+    features in groups of 16): each group's spikes are put in order by ``spike_order_16``."""
+    n, x_mask = 0, (1 << shift) - 1
+    for g in range(0, n_f, 16):
+        for i in range(spike_order_16(bits, np.uint64(g), order)):
+            index = order[i]  # 16 * (f - g) + position
+            p = index & 15
+            _put(n, g + (index >> 4), y0 + (p >> shift), x0 + (p & x_mask), direct, spikes, out, n_out, t, layer_id)
+            n += 1
+    return n
+
+
+@inlined
+def _window_pass(n_f, n_words, small, li, c, ty, tx, y0, y1, x0, x1, lp, thr, weights, state, wrap,
+                 reject, bits, order, direct, spikes, out, n_out, t):
+    """Update the targets of input channel ``c`` at padded position (ty, tx): output rows
+    y0..y1, columns x0..x1 of layer ``li`` (``n_f`` features, ``n_words`` table words per
+    feature; ``small``: fewer than 16 positions and features in groups of 16); record their
+    spikes (with ``_small_pass_spikes`` or ``_spikes_from_bits``) and return how many."""
+    k, sy, sx, w_out = lp[li, KERNEL], lp[li, STRIDE_Y], lp[li, STRIDE_X], lp[li, W_OUT]
+    hi, lo, rz, shift = thr[li, 0], thr[li, 1], lp[li, RESET_ZERO], lp[li, WINDOW_SHIFT]
+    w_off, s_off = lp[li, W_OFFSET] + c * k * k * n_f, lp[li, S_OFFSET]
+    for yo in range(y0, y1 + 1):
+        w_row = w_off + ((ty - yo * sy) * k + k - 1 - tx) * n_f  # + xo * sx * n_f: the tap for xo
+        s_row, p_row = s_off + yo * w_out * n_f, (yo - y0) << shift
+        if sx == 1:  # the row's targets and their taps are contiguous: one run of positions
+            _update_run(state, s_row + x0 * n_f, weights, w_row + x0 * n_f, x1 - x0 + 1,
+                        hi, lo, rz, wrap, reject, True, n_f, bits, p_row, n_words == 1)
+        else:
+            for xo in range(x0, x1 + 1):
+                _update_run(state, s_row + xo * n_f, weights, w_row + xo * sx * n_f, 1,
+                            hi, lo, rz, wrap, reject, True, n_f, bits, p_row + xo - x0, n_words == 1)
+    if small:
+        return _small_pass_spikes(bits, order, shift, n_f, y0, x0, direct, spikes, out, n_out, t,
+                                  lp[li, LAYER_ID])
+    return _spikes_from_bits(bits, n_words, shift, n_f, y0, x0, direct, spikes, out, n_out, t,
+                             lp[li, LAYER_ID])
+
+
+@inlined
+def _integrate(li, c, y, x, lp, thr, weights, state, wrap, reject, counters, bits, order, direct,
+               spikes, out, n_out, t):
+    """Update every neuron of layer ``li`` that input (c, y, x) reaches; record its spikes in
+    (f, y, x) order, as output events from ``out[n_out]`` if ``direct``, else as ``spikes``
+    rows, and return how many."""
     k, sy, sx = lp[li, KERNEL], lp[li, STRIDE_Y], lp[li, STRIDE_X]
     ty, tx = y + lp[li, PAD_Y], x + lp[li, PAD_X]
     y0, y1 = max(0, -_floor_div(k - 1 - ty, sy)), min(lp[li, H_OUT] - 1, _floor_div(ty, sy))
     x0, x1 = max(0, -_floor_div(k - 1 - tx, sx)), min(lp[li, W_OUT] - 1, _floor_div(tx, sx))
     if y1 < y0 or x1 < x0:
         return 0
-    n_f, w_out, width = lp[li, F_OUT], lp[li, W_OUT], x1 - x0 + 1
-    hi, lo, rz = thr[li, 0], thr[li, 1], lp[li, RESET_ZERO]
-    w_off, s_off = lp[li, W_OFFSET] + c * k * k * n_f, lp[li, S_OFFSET]
-    shift = lp[li, WINDOW_SHIFT]
-    for yo in range(y0, y1 + 1):
-        w_row = w_off + ((ty - yo * sy) * k + k - 1 - tx) * n_f  # + xo * sx * n_f: the tap for xo
-        s_row, p_row = s_off + yo * w_out * n_f, (yo - y0) << shift
-        if sx == 1:  # the row's targets and their taps are contiguous: one run of width positions
-            _update_run(state, s_row + x0 * n_f, weights, w_row + x0 * n_f, width,
-                        hi, lo, rz, wrap, reject, True, n_f, bits, p_row)
-        else:
-            for xo in range(x0, x1 + 1):
-                _update_run(state, s_row + xo * n_f, weights, w_row + xo * sx * n_f, 1,
-                            hi, lo, rz, wrap, reject, True, n_f, bits, p_row + xo - x0)
-    counters[li, SYNAPTIC_UPDATES] += n_f * (y1 - y0 + 1) * width
-    return _spikes_from_bits(bits, y1 - y0 + 1, shift, n_f, y0, x0, spikes)
+    n_f, positions = lp[li, F_OUT], (y1 - y0 + 1) << lp[li, WINDOW_SHIFT]
+    counters[li, SYNAPTIC_UPDATES] += n_f * (y1 - y0 + 1) * (x1 - x0 + 1)
+    if n_f == 16 and positions <= 16:  # the usual case (e.g. 3 x 3 kernels), compiled for it
+        return _window_pass(16, 1, True, li, c, ty, tx, y0, y1, x0, x1, lp, thr, weights, state,
+                            wrap, reject, bits, order, direct, spikes, out, n_out, t)
+    return _window_pass(n_f, (positions + 63) >> 6, False, li, c, ty, tx, y0, y1, x0, x1, lp, thr,
+                        weights, state, wrap, reject, bits, order, direct, spikes, out, n_out, t)
 
 
-@inlined
-def _leak(li, lp, thr, bias, state, wrap, reject, leak_fires, spikes, bits):
-    """Add ``bias[f]`` to every neuron of layer ``li``; write its spikes to ``spikes`` in
-    (f, y, x) order and return how many."""
+@called
+def _leak(li, lp, thr, bias, state, wrap, reject, leak_fires, bits, direct, spikes, out, n_out, t):
+    """Add ``bias[f]`` to every neuron of layer ``li``; record its spikes as ``_integrate``
+    does and return how many."""
     n_f, h_out, w_out = lp[li, F_OUT], lp[li, H_OUT], lp[li, W_OUT]
     hi, lo, rz = thr[li, 0], thr[li, 1], lp[li, RESET_ZERO]
     s_off, b_off = lp[li, S_OFFSET], lp[li, B_OFFSET]
@@ -323,11 +406,12 @@ def _leak(li, lp, thr, bias, state, wrap, reject, leak_fires, spikes, bits):
     for yo in range(h_out):
         for xo in range(w_out):
             _update_run(state, s_off + (yo * w_out + xo) * n_f, bias, b_off, 1, hi, lo, rz,
-                        wrap, reject, leak_fires, n_f, bits, yo << shift | xo)
-    return _spikes_from_bits(bits, h_out, shift, n_f, 0, 0, spikes)
+                        wrap, reject, leak_fires, n_f, bits, yo << shift | xo, False)
+    n_words = ((h_out << shift) + 63) >> 6
+    return _spikes_from_bits(bits, n_words, shift, n_f, 0, 0, direct, spikes, out, n_out, t, lp[li, LAYER_ID])
 
 
-@inlined
+@called
 def _preprocess(dvs, c, y, x, spikes):
     """The DVS stage for one sensor event: 1 (written to ``spikes[0]``) if it passes, else 0."""
     if (c == 1 and not dvs[DVS_ON]) or (c == 0 and not dvs[DVS_OFF]):
@@ -390,7 +474,7 @@ def _room(li, lp, out, n_out):
 
 @compiled
 def _run(i, events, source_of, until_us, lp, thr, weights, bias, dest, dvs, rules, state, counters,
-         clock, spikes, bits, stack, out, n_out):
+         clock, spikes, bits, order, stack, out, n_out):
     """Process the (validated) input ``events`` from index ``i`` on (``source_of`` maps a layer
     id to its source index), appending the output to ``out``
     from ``n_out``; return ``(i, n_out, room)``. ``out`` cannot grow in here: before a step that
@@ -406,59 +490,68 @@ def _run(i, events, source_of, until_us, lp, thr, weights, bias, dest, dvs, rule
     next_tick, period, tick_layer = clock[NEXT_TICK], clock[PERIOD], clock[TICK_LAYER]
     room = 0
     while True:
+        # find the next update pass: a pending delivery, a layer's leak tick or an input event
         if sp > 0:
-            li, c, y, x = stack[sp - 1, 0], stack[sp - 1, 1], stack[sp - 1, 2], stack[sp - 1, 3]
-            room = _room(li, lp, out, n_out)
-            if room:
-                break
             sp -= 1
-            counters[li, EVENTS_IN] += 1
-            n = _integrate(li, c, y, x, lp, thr, weights, state, wrap, reject, counters, spikes, bits)
-            if n:
-                counters[li, SPIKES_OUT] += n
-                if lp[li, MONITOR]:
-                    n_out = _emit(n, spikes, t_now, lp[li, LAYER_ID], out, n_out)
-                if dest[li, 0, DEST_LAYER] >= 0:
-                    sp = _push_routes(li, n, spikes, dest, lp, counters, stack, sp)
+            li, c, y, x = stack[sp, 0], stack[sp, 1], stack[sp, 2], stack[sp, 3]
         elif tick_layer == n_layers:
             tick_layer = -1
             next_tick += period
+            continue
         elif tick_layer >= 0:  # leak ticks: ascending layer, then (f, y, x)
             li = tick_layer
-            if lp[li, LEAK]:
-                room = _room(li, lp, out, n_out)
-                if room:
-                    break
-                n = _leak(li, lp, thr, bias, state, wrap, reject, leak_fires, spikes, bits)
-                counters[li, SPIKES_OUT] += n
-                if lp[li, MONITOR]:
-                    n_out = _emit(n, spikes, t_now, lp[li, LAYER_ID], out, n_out)
-                sp = _push_routes(li, n, spikes, dest, lp, counters, stack, 0)
-            tick_layer = li + 1
+            tick_layer += 1
+            if not lp[li, LEAK]:
+                continue
+            c = -1  # marks a leak pass
         elif period > 0 and next_tick <= (events[i].t if i < events.size else until_us):
             tick_layer, t_now = 0, next_tick
+            continue
         elif i < events.size:
             e = events[i]
-            t, src, c, y, x = e.t, source_of[e.layer], np.int64(e.channel), np.int64(e.y), np.int64(e.x)
-            if src == n_layers:
+            t, li, c, y, x = e.t, source_of[e.layer], np.int64(e.channel), np.int64(e.y), np.int64(e.x)
+            if li == n_layers:  # the DVS stage passes the event on (or drops it)
                 room = 1 if dvs[DVS_MONITOR] and n_out == out.shape[0] else 0
                 if room:
                     break
-                counters[src, EVENTS_IN] += 1
+                counters[li, EVENTS_IN] += 1
                 n = _preprocess(dvs, c, y, x, spikes)
-                counters[src, SPIKES_OUT] += n
-                counters[src, DROPPED] += 1 - n
+                counters[li, SPIKES_OUT] += n
+                counters[li, DROPPED] += 1 - n
                 if dvs[DVS_MONITOR]:
                     n_out = _emit(n, spikes, t, DVS_LAYER_ID, out, n_out)
-                sp = _push_routes(src, n, spikes, dest, lp, counters, stack, 0)
-            else:
-                stack[0, 0], stack[0, 1], stack[0, 2], stack[0, 3] = src, c, y, x
-                sp = 1
+                sp = _push_routes(li, n, spikes, dest, lp, counters, stack, 0)
+                last_t = t_now = t
+                i += 1
+                continue
             last_t = t_now = t
             i += 1
         else:
             last_t = until_us
             break
+        # the update pass of layer li: a delivery of (c, y, x), or a leak tick if c < 0
+        room = _room(li, lp, out, n_out)
+        if room:  # keep the pass for the call that resumes with a larger buffer
+            if c < 0:
+                tick_layer = li
+            else:
+                stack[sp, 0], stack[sp, 1], stack[sp, 2], stack[sp, 3] = li, c, y, x
+                sp += 1
+            break
+        direct = lp[li, MONITOR] != 0 and dest[li, 0, DEST_LAYER] < 0
+        if c < 0:
+            n = _leak(li, lp, thr, bias, state, wrap, reject, leak_fires, bits, direct, spikes, out, n_out, t_now)
+        else:
+            counters[li, EVENTS_IN] += 1
+            n = _integrate(li, c, y, x, lp, thr, weights, state, wrap, reject, counters, bits, order,
+                           direct, spikes, out, n_out, t_now)
+        counters[li, SPIKES_OUT] += n
+        if direct:
+            n_out += n
+        elif n:
+            if lp[li, MONITOR]:
+                n_out = _emit(n, spikes, t_now, lp[li, LAYER_ID], out, n_out)
+            sp = _push_routes(li, n, spikes, dest, lp, counters, stack, sp)
     clock[PENDING], clock[PENDING_T], clock[LAST_T] = sp, t_now, last_t
     clock[NEXT_TICK], clock[TICK_LAYER] = next_tick, tick_layer
     return i, n_out, room
@@ -543,6 +636,7 @@ class EventSimulator:
         # pass over a whole layer needs the most words
         self._bits = np.zeros(max([lp[i, F_OUT] * -(-(lp[i, H_OUT] << lp[i, MAP_SHIFT]) // 64)
                                    for i in range(len(ids))], default=1), dtype=np.uint64)
+        self._order = np.zeros(320, dtype=np.uint8)  # scratch of spike_order_16
         # pending deliveries: at most 2 per spike of one delivery, per level of a feed-forward cascade
         self._stack = np.empty((2 * len(self._spikes) * (len(ids) + 1) + 1, 4), dtype=np.int64)
         self._out = np.empty(OUTPUT_CAPACITY, dtype=EVENT_DTYPE)  # grown on demand (see _hand_over)
@@ -589,7 +683,7 @@ class EventSimulator:
             i, n_out, room = _run(
                 i, events, self._source_of, np.int64(until_us), self._lp, self._thr, self._weights,
                 self._bias, self._dest, self._dvs, self._rules, self._state, self._counters,
-                self._clock, self._spikes, self._bits, self._stack, self._out, n_out,
+                self._clock, self._spikes, self._bits, self._order, self._stack, self._out, n_out,
             )
             if not room:
                 return self._hand_over(n_out)

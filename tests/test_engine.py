@@ -134,6 +134,36 @@ def test_engine_equals_reference(data, net, opts):
     assert_matches_reference(sim, ref, sim.run(events, until), ref.run(events.tolist(), until))
 
 
+@pytest.mark.parametrize("opts, monitor_first", [(ChipModelOptions(), True),
+                                                   (ChipModelOptions("wrap", "reject", False), False)])
+def test_sixteen_feature_layers_equal_reference(opts, monitor_first):
+    """Layers of 16 features with windows of up to 16 positions have a compiled path of their
+    own (spikes ordered with vector operations): a chain of such layers, 3 x 3 (stride 1 and
+    2) and 4 x 4 (16 positions), whose spikes are both output and routed (branch and merge)."""
+    rng = np.random.default_rng(16)
+
+    def layer(c, k, shape, stride, destinations, monitor):
+        weights = rng.integers(-40, 60, (16, c, k, k)).astype(np.int8)
+        bias = rng.integers(-9, 12, 16).astype(np.int16)
+        return CoreLayer(weights, shape, 60, -90, stride, ((k - 1) // 2,) * 2, bias=bias, leak_enable=True,
+                         destinations=destinations, monitor=monitor)
+
+    net = IntegerNetwork({
+        0: layer(2, 3, (2, 9, 9), (1, 1), [Destination(1, 1), Destination(2, 2)], monitor_first),
+        1: layer(16, 4, (16, 9, 9), (1, 1), [Destination(2, 2)], True),
+        2: layer(16, 3, (16, 4, 4), (2, 2), [], True),
+    }, slow_clock_period_us=60)
+    events = raster_to_events((rng.random((6, 2, 9, 9)) < 0.12).astype(np.uint8), 0, 30)
+    sim = EventSimulator(net, opts)
+    ref = ReferenceChip(net, opts.overflow, opts.lower_bound, opts.leak_can_fire)
+    out = sim.run(events, 400)
+    assert_matches_reference(sim, ref, out, ref.run(events.tolist(), 400))
+    assert min(ref.count[lid]["spikes_out"] for lid in net.layers) > 100
+    with pytest.MonkeyPatch.context() as mp:  # stopping and resuming at every pass changes nothing
+        mp.setattr(engine, "OUTPUT_CAPACITY", 1)
+        assert EventSimulator(net, opts).run(events, 400).tolist() == out.tolist()
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), net=networks(), opts=options)
 def test_output_buffer_growth_resumes_exactly(data, net, opts):
