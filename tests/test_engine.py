@@ -214,10 +214,21 @@ def test_wide_layers_and_large_kernels_equal_reference(features, kernel, shape, 
     assert len(ref.out) > 100  # the layer spikes, also on leak ticks
 
 
-def test_compiled_loop_stays_in_its_buffers(tmp_path):
+def features_without_byte_compress() -> str:
+    """numba's CPU feature list for this machine, less AVX-512 VBMI2."""
+    features = engine._target_features() - {"avx512vbmi2"}
+    return ",".join(f"+{f}" for f in sorted(features)) + ",-avx512vbmi2"
+
+
+@pytest.mark.parametrize("cpu_features", [None, features_without_byte_compress()], ids=["host", "no-vbmi2"])
+def test_compiled_loop_stays_in_its_buffers(tmp_path, cpu_features):
     """The loop runs without bounds checks: run the comparisons above again, compiled afresh
-    with numba's bounds checking, so that an index past any buffer fails instead of passing."""
+    with numba's bounds checking, so that an index past any buffer fails instead of passing.
+    Also for a CPU without byte compress instructions, whose 16-feature windows take the
+    scalar path (on a CPU without them both runs take it)."""
     env = {**os.environ, "NUMBA_BOUNDSCHECK": "1", "NUMBA_CACHE_DIR": str(tmp_path)}
+    if cpu_features is not None:
+        env["NUMBA_CPU_FEATURES"] = cpu_features
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", __file__, "-k", "reference or resumes"],
         env=env, capture_output=True, text=True, timeout=600,
