@@ -100,7 +100,7 @@ def _target_features() -> set[str]:
 
 
 #: whether the CPU compresses byte vectors in one instruction (AVX-512 VBMI2), which
-#: ``spike_order_16`` needs to be fast; elsewhere LLVM emulates it lane by lane (2x slower
+#: ``update_window_16`` needs to be fast; elsewhere LLVM emulates it lane by lane (2x slower
 #: than the scalar path overall), so windows of 16 features take the scalar path there
 BYTE_COMPRESS = "avx512vbmi2" in _target_features()
 _I1, _I8, _I16, _I32, _I64 = ir.IntType(1), ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
@@ -129,50 +129,111 @@ def update_16(typingctx, state, s, add, a, stride, count, hi, lo, reset_zero, wr
     checks."""
 
     def codegen(context, builder, signature, args):
-        (state_a, s_i, add_a, a_i, stride_i, count_i, hi_v, lo_v, rz, wrap_f, reject_f, test_f,
-         bits_a, m_i, bit_v) = args
-        arg = signature.args
-        add_type = ir.VectorType(ir.IntType(arg[2].dtype.bitwidth), LANES)
-
-        def flag(value, value_type):
-            return context.cast(builder, value, value_type, types.boolean)
-
-        def u64(value, value_type):
-            return context.cast(builder, value, value_type, types.uint64)
-
-        def splat16(value, value_type):
-            value = context.cast(builder, value, value_type, types.int64)
-            return _splat(builder, builder.trunc(value, _I16))
-
-        hi16, lo16 = splat16(hi_v, arg[6]), splat16(lo_v, arg[7])
-        zero_b, wrap_b = flag(rz, arg[8]), flag(wrap_f, arg[9])
-        reject_b, test_b = flag(reject_f, arg[10]), flag(test_f, arg[11])
-        saturating_add = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(_V16, [_V16, _V16]), "llvm.sadd.sat.v16i16")
-        s0, a0, step, bit0 = u64(s_i, arg[1]), u64(a_i, arg[3]), u64(stride_i, arg[4]), u64(bit_v, arg[14])
+        arg, pairs = signature.args, list(zip(args, signature.args))
+        rule = _Rule16(context, builder, *(pairs[i] for i in (0, 2, 6, 7, 8, 9, 10, 11)))
+        s0, a0, step, count, bit0 = (context.cast(builder, args[i], arg[i], types.uint64) for i in (1, 3, 4, 5, 14))
         marks = cgutils.alloca_once_value(builder, ir.Constant(_V64, None))
-        with cgutils.for_range(builder, u64(count_i, arg[5]), intp=_I64) as loop:
+        with cgutils.for_range(builder, count, intp=_I64) as loop:
             offset = builder.mul(loop.index, step)
-            p_state = _vector_pointer(context, builder, arg[0], state_a, builder.add(s0, offset), _V16)
-            p_add = _vector_pointer(context, builder, arg[2], add_a, builder.add(a0, offset), add_type)
-            old = builder.load(p_state, align=2)
-            w = builder.load(p_add, align=1)
-            w = builder.sext(w, _V16) if add_type.element.width < 16 else w
-            v = builder.select(wrap_b, builder.add(old, w), builder.call(saturating_add, [old, w]))
-            v = builder.select(builder.icmp_signed("<", v, lo16), builder.select(reject_b, old, lo16), v)
-            fired = builder.select(test_b, builder.icmp_signed(">=", v, hi16),
-                                   ir.Constant(ir.VectorType(_I1, LANES), None))
-            reset = builder.select(zero_b, ir.Constant(_V16, None), builder.sub(v, hi16))
-            builder.store(builder.select(fired, reset, v), p_state, align=2)
-            position_bit = _splat(builder, builder.shl(ir.Constant(_I64, 1), builder.add(bit0, loop.index)))
-            so_far = builder.load(marks)
-            builder.store(builder.select(fired, builder.or_(so_far, position_bit), so_far), marks)
-        p_bits = _vector_pointer(context, builder, arg[12], bits_a, m_i, _V64)
+            fired = rule.apply(builder.add(s0, offset), builder.add(a0, offset))
+            position_bit = builder.shl(ir.Constant(_I64, 1), builder.add(bit0, loop.index))
+            _set_where(builder, marks, fired, position_bit)
+        p_bits = _vector_pointer(context, builder, arg[12], args[12], args[13], _V64)
         builder.store(builder.or_(builder.load(p_bits, align=8), builder.load(marks)), p_bits, align=8)
         return context.get_dummy_value()
 
     sig = types.void(state, s, add, a, stride, count, hi, lo, reset_zero, wrap, reject, test, bits, m, bit)
     return sig, codegen
+
+
+@intrinsic
+def update_window_16(typingctx, state, s, s_row, add, a, a_row, a_step, hi, lo, reset_zero, wrap,
+                     reject, n_rows, width, shift, order):
+    """Rule 1 (always tested, as ``update_16``) for the 16-feature neurons of ``n_rows`` rows of
+    ``width`` positions: row r, position d is ``state[s + r * s_row + 16 * d + j]`` for j < 16,
+    updated by ``add[a + r * a_row + d * a_step + j]``. Position ``(r << shift) + d`` must be
+    below 16. The spikes are then ordered with four byte compress operations: the index
+    ``16 * j + position`` of each spike goes, ascending (rule 3's order), as a byte to ``order``
+    (uint8, at least 320 long: each quarter of the neurons writes 64 bytes), and the call
+    returns how many. Indices non-negative; no bounds checks."""
+
+    def codegen(context, builder, signature, args):
+        arg, pairs = signature.args, list(zip(args, signature.args))
+        rule = _Rule16(context, builder, *(pairs[i] for i in (0, 3, 7, 8, 9, 10, 11)))
+        s0, s_step, a0, a_step_row, a_step, n_rows, width, shift = (
+            context.cast(builder, args[i], arg[i], types.int64) for i in (1, 2, 4, 5, 6, 12, 13, 14))
+        marks = cgutils.alloca_once_value(builder, ir.Constant(_V16, None))  # bit p of neuron j
+        with cgutils.for_range(builder, n_rows, intp=_I64) as row:
+            s_r = builder.add(s0, builder.mul(row.index, s_step))
+            a_r = builder.add(a0, builder.mul(row.index, a_step_row))
+            with cgutils.for_range(builder, width, intp=_I64) as d:
+                fired = rule.apply(builder.add(s_r, builder.mul(d.index, ir.Constant(_I64, LANES))),
+                                   builder.add(a_r, builder.mul(d.index, a_step)))
+                position = builder.add(builder.shl(row.index, shift), d.index)
+                _set_where(builder, marks, fired, builder.trunc(builder.shl(ir.Constant(_I64, 1), position), _I16))
+        bytes_64, mask_64 = ir.VectorType(_I8, 64), ir.VectorType(_I1, 64)
+        compress = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(bytes_64, [bytes_64, mask_64, bytes_64]),
+            "llvm.experimental.vector.compress.v64i8")
+        popcount = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_I64, [_I64]), "llvm.ctpop.i64")
+        quarters = builder.bitcast(builder.load(marks), ir.VectorType(_I64, 4))
+        n = ir.Constant(_I64, 0)
+        for k in range(4):  # quarter k: neurons 4k .. 4k + 3, bit 16 * (j - 4k) + position
+            quarter = builder.extract_element(quarters, ir.Constant(_I32, k))
+            indices = ir.Constant(bytes_64, [64 * k + i for i in range(64)])
+            packed = builder.call(compress, [indices, builder.bitcast(quarter, mask_64), ir.Constant(bytes_64, None)])
+            builder.store(packed, _vector_pointer(context, builder, arg[15], args[15], n, bytes_64), align=1)
+            n = builder.add(n, builder.call(popcount, [quarter]))
+        return n
+
+    sig = types.int64(state, s, s_row, add, a, a_row, a_step, hi, lo, reset_zero, wrap, reject, n_rows,
+                      width, shift, order)
+    return sig, codegen
+
+
+class _Rule16:
+    """Emits rule 1 for vectors of 16 neurons of ``state`` (int16) updated by ``add`` (int8 or
+    int16), with the thresholds and flags of one intrinsic call; every argument is a pair
+    (LLVM value, numba type) and ``test=None`` means always tested."""
+
+    def __init__(self, context, builder, state, add, hi, lo, reset_zero, wrap, reject, test=None):
+        self.context, self.builder, self.state, self.add = context, builder, state, add
+        self.add_vector = ir.VectorType(ir.IntType(add[1].dtype.bitwidth), LANES)
+
+        def splat16(pair):
+            return _splat(builder, builder.trunc(context.cast(builder, *pair, types.int64), _I16))
+
+        def flag(pair):
+            return None if pair is None else context.cast(builder, *pair, types.boolean)
+
+        self.hi, self.lo = splat16(hi), splat16(lo)
+        self.reset_zero, self.wrap, self.reject, self.test = map(flag, (reset_zero, wrap, reject, test))
+        self.saturating_add = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(_V16, [_V16, _V16]), "llvm.sadd.sat.v16i16")
+
+    def apply(self, s, a):
+        """Update ``state[s:s+16]`` by ``add[a:a+16]`` (int64 indices); return which neurons
+        fired (``<16 x i1>``)."""
+        builder = self.builder
+        p_state = _vector_pointer(self.context, builder, self.state[1], self.state[0], s, _V16)
+        p_add = _vector_pointer(self.context, builder, self.add[1], self.add[0], a, self.add_vector)
+        old = builder.load(p_state, align=2)
+        w = builder.load(p_add, align=1)
+        w = builder.sext(w, _V16) if self.add_vector.element.width < 16 else w
+        v = builder.select(self.wrap, builder.add(old, w), builder.call(self.saturating_add, [old, w]))
+        v = builder.select(builder.icmp_signed("<", v, self.lo), builder.select(self.reject, old, self.lo), v)
+        fired = builder.icmp_signed(">=", v, self.hi)
+        if self.test is not None:
+            fired = builder.select(self.test, fired, ir.Constant(ir.VectorType(_I1, LANES), None))
+        reset = builder.select(self.reset_zero, ir.Constant(_V16, None), builder.sub(v, self.hi))
+        builder.store(builder.select(fired, reset, v), p_state, align=2)
+        return fired
+
+
+def _set_where(builder, marks, fired, bit):
+    """``marks |= bit`` in the lanes that ``fired`` (``marks``: a pointer to a vector)."""
+    so_far = builder.load(marks)
+    builder.store(builder.select(fired, builder.or_(so_far, _splat(builder, bit)), so_far), marks)
 
 
 def _vector_pointer(context, builder, array_type, array, index, vector_type):
@@ -202,38 +263,6 @@ def nonzero_16(typingctx, bits, m):
         return builder.zext(builder.bitcast(nonzero, _I16), _I64)
 
     return types.uint64(bits, m), codegen
-
-
-@intrinsic
-def spike_order_16(typingctx, bits, m, order):
-    """For 16 spike-bit words ``bits[m:m+16]`` (uint64) whose set bits are all below 16: write
-    the index ``16 * j + b`` of each set bit b of word j, in ascending order, as bytes to
-    ``order`` (uint8, at least 320 long: each quarter of the words is written as 64 bytes),
-    clear the words and return how many indices there are. Vector compress operations put
-    the spikes in rule 3's order without a branch per spiking feature (``m`` unsigned; no
-    bounds checks)."""
-
-    def codegen(context, builder, signature, args):
-        bits_t, _, order_t = signature.args
-        pointer = _vector_pointer(context, builder, bits_t, args[0], args[1], _V64)
-        words = builder.load(pointer, align=8)
-        quarters = builder.bitcast(builder.trunc(words, _V16), ir.VectorType(_I64, 4))
-        byte_vector, mask_type = ir.VectorType(_I8, 64), ir.VectorType(_I1, 64)
-        compress = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(byte_vector, [byte_vector, mask_type, byte_vector]),
-            "llvm.experimental.vector.compress.v64i8")
-        popcount = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_I64, [_I64]), "llvm.ctpop.i64")
-        n = ir.Constant(_I64, 0)
-        for k in range(4):  # quarter k: words 4k .. 4k + 3, bit 16 * (j - 4k) + b
-            quarter = builder.extract_element(quarters, ir.Constant(_I32, k))
-            indices = ir.Constant(byte_vector, [64 * k + i for i in range(64)])
-            packed = builder.call(compress, [indices, builder.bitcast(quarter, mask_type), ir.Constant(byte_vector, None)])
-            builder.store(packed, _vector_pointer(context, builder, order_t, args[2], n, byte_vector), align=1)
-            n = builder.add(n, builder.call(popcount, [quarter]))
-        builder.store(ir.Constant(_V64, None), pointer, align=8)
-        return n
-
-    return types.uint64(bits, m, order), codegen
 
 
 # ----------------------------------------------------------------------------- compiled core
@@ -347,16 +376,13 @@ def _spikes_from_bits(bits, n_words, shift, n_f, y0, x0, direct, spikes, out, n_
 
 
 @inlined
-def _small_pass_spikes(bits, order, shift, n_f, y0, x0, direct, spikes, out, n_out, t, layer_id):
-    """``_spikes_from_bits`` for a pass of fewer than 16 positions (one table word per feature,
-    features in groups of 16): each group's spikes are put in order by ``spike_order_16``."""
-    n, x_mask = 0, (1 << shift) - 1
-    for g in range(0, n_f, 16):
-        for i in range(spike_order_16(bits, np.uint64(g), order)):
-            index = order[i]  # 16 * (f - g) + position
-            p = index & 15
-            _put(n, g + (index >> 4), y0 + (p >> shift), x0 + (p & x_mask), direct, spikes, out, n_out, t, layer_id)
-            n += 1
+def _ordered_spikes(order, n, shift, y0, x0, direct, spikes, out, n_out, t, layer_id):
+    """Record (``_put``) the ``n`` spikes listed in ``order`` by ``update_window_16`` (bytes
+    ``16 * f + position``, in rule 3's order) of a pass whose first position is (y0, x0)."""
+    x_mask = (1 << shift) - 1
+    for i in range(n):
+        p = order[i] & 15
+        _put(i, order[i] >> 4, y0 + (p >> shift), x0 + (p & x_mask), direct, spikes, out, n_out, t, layer_id)
     return n
 
 
@@ -365,11 +391,16 @@ def _window_pass(n_f, n_words, small, li, c, ty, tx, y0, y1, x0, x1, lp, thr, we
                  reject, bits, order, direct, spikes, out, n_out, t):
     """Update the targets of input channel ``c`` at padded position (ty, tx): output rows
     y0..y1, columns x0..x1 of layer ``li`` (``n_f`` features, ``n_words`` table words per
-    feature; ``small``: fewer than 16 positions and features in groups of 16); record their
-    spikes (with ``_small_pass_spikes`` or ``_spikes_from_bits``) and return how many."""
+    feature; ``small``: 16 features and fewer than 16 positions, done by ``update_window_16``);
+    record their spikes and return how many."""
     k, sy, sx, w_out = lp[li, KERNEL], lp[li, STRIDE_Y], lp[li, STRIDE_X], lp[li, W_OUT]
     hi, lo, rz, shift = thr[li, 0], thr[li, 1], lp[li, RESET_ZERO], lp[li, WINDOW_SHIFT]
     w_off, s_off = lp[li, W_OFFSET] + c * k * k * n_f, lp[li, S_OFFSET]
+    if small:
+        n = update_window_16(state, s_off + (y0 * w_out + x0) * n_f, w_out * n_f, weights,
+                             w_off + ((ty - y0 * sy) * k + k - 1 - tx + x0 * sx) * n_f, -sy * k * n_f,
+                             sx * n_f, hi, lo, rz, wrap, reject, y1 - y0 + 1, x1 - x0 + 1, shift, order)
+        return _ordered_spikes(order, n, shift, y0, x0, direct, spikes, out, n_out, t, lp[li, LAYER_ID])
     for yo in range(y0, y1 + 1):
         w_row = w_off + ((ty - yo * sy) * k + k - 1 - tx) * n_f  # + xo * sx * n_f: the tap for xo
         s_row, p_row = s_off + yo * w_out * n_f, (yo - y0) << shift
@@ -380,9 +411,6 @@ def _window_pass(n_f, n_words, small, li, c, ty, tx, y0, y1, x0, x1, lp, thr, we
             for xo in range(x0, x1 + 1):
                 _update_run(state, s_row + xo * n_f, weights, w_row + xo * sx * n_f, 1,
                             hi, lo, rz, wrap, reject, True, n_f, bits, p_row + xo - x0, n_words == 1)
-    if small:
-        return _small_pass_spikes(bits, order, shift, n_f, y0, x0, direct, spikes, out, n_out, t,
-                                  lp[li, LAYER_ID])
     return _spikes_from_bits(bits, n_words, shift, n_f, y0, x0, direct, spikes, out, n_out, t,
                              lp[li, LAYER_ID])
 
@@ -649,7 +677,7 @@ class EventSimulator:
         # pass over a whole layer needs the most words
         self._bits = np.zeros(max([lp[i, F_OUT] * -(-(lp[i, H_OUT] << lp[i, MAP_SHIFT]) // 64)
                                    for i in range(len(ids))], default=1), dtype=np.uint64)
-        self._order = np.zeros(320, dtype=np.uint8)  # scratch of spike_order_16
+        self._order = np.zeros(320, dtype=np.uint8)  # scratch of update_window_16
         # pending deliveries: at most 2 per spike of one delivery, per level of a feed-forward cascade
         self._stack = np.empty((2 * len(self._spikes) * (len(ids) + 1) + 1, 4), dtype=np.int64)
         self._out = np.empty(OUTPUT_CAPACITY, dtype=EVENT_DTYPE)  # grown on demand (see _hand_over)

@@ -271,6 +271,36 @@ def test_vector_update_equals_scalar_rule(state, add, hi, low_gap, flags, bit):
     assert results[0] == results[1]
 
 
+@njit(_nrt=False)
+def window_rule(state, add, thr, flags, n_rows, width, order):
+    return engine.update_window_16(state, 0, 64, add, 0, 64, 16, thr[0], thr[1], flags[0], flags[1] != 0,
+                                   flags[2] != 0, n_rows, width, 2, order)
+
+
+@settings(max_examples=300, deadline=None)
+@given(state=st.lists(st.integers(-32768, 32767), min_size=192, max_size=192),
+       add=st.lists(st.integers(-128, 127), min_size=192, max_size=192),
+       hi=st.integers(1, 32767), low_gap=st.integers(1, 65535), flags=st.tuples(*[st.integers(0, 1)] * 3),
+       n_rows=st.integers(1, 3), width=st.integers(1, 4))
+def test_window_update_equals_scalar_rule_and_order(state, add, hi, low_gap, flags, n_rows, width):
+    """``engine.update_window_16`` is rule 1 of ``_update`` on rows of 16-neuron positions, and
+    lists the spikes as bytes ``16 * neuron + position`` in ascending (rule 3) order."""
+    thr = np.array([hi, max(hi - low_gap, -32768)], np.int16)
+    add, expected, spikes = np.array(add, np.int8), np.array(state, np.int16), []
+    for r in range(n_rows):
+        for d in range(width):
+            for j in range(16):
+                i = 64 * r + 16 * d + j
+                expected[i], spiked = engine._update.py_func(int(expected[i]), int(add[i]), hi, int(thr[1]),
+                                                             *map(bool, flags), True)
+                if spiked:
+                    spikes.append(16 * j + 4 * r + d)
+    got, order = np.array(state, np.int16), np.zeros(320, np.uint8)
+    n = window_rule(got, add, thr, np.array(flags, np.int64), n_rows, width, order)
+    assert got.tolist() == expected.tolist()
+    assert order[:n].tolist() == sorted(spikes)
+
+
 # ----------------------------------------------------------------------------- worked rules
 
 
