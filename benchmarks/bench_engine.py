@@ -127,7 +127,7 @@ def main():
             np_updates, np_seconds = numpy_per_event_rate(net, events[: args.numpy_events])
             sinabs_s = sinabs_seconds(layers, raster, args.repeats)
             rate, np_rate = updates / seconds, np_updates / np_seconds
-            print(f"{name:22} {density:7.0%} {len(events):8d} {updates:10d} {seconds * 1e3:7.1f}ms "
+            print(f"{name:22} {density:7.0%} {len(events):8d} {updates:10d} {seconds * 1e3:7.2f}ms "
                   f"{rate / 1e6:8.0f} {np_rate / 1e6:9.2f} {rate / np_rate:8.0f} {sinabs_s * 1e3:9.1f} "
                   f"{sinabs_s / seconds:8.1f}")
     raster = (rng.random((STEPS, 2, 64, 64)) < 0.05).astype(np.uint8)

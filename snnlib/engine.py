@@ -88,9 +88,12 @@ class ChipModelOptions:
 # vectorized it only behind a run-time check that the arrays do not overlap, with 64-bit lanes;
 # as one explicit ``<16 x i16>`` operation it is ~2.5x faster. It must equal ``_update`` bit for
 # bit, which the tests check on random input. ``nonzero_16`` and ``lowest_set_bit`` find the
-# spikes it recorded.
+# spikes it recorded. ``update_window_16`` does the whole window of a 16-feature layer and puts
+# its spikes in order with byte compress instructions, where the CPU has them.
 
 LANES = 16
+_I1, _I8, _I16, _I32, _I64 = ir.IntType(1), ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
+_V16, _V64 = ir.VectorType(_I16, LANES), ir.VectorType(_I64, LANES)
 
 
 def _target_features() -> set[str]:
@@ -103,8 +106,6 @@ def _target_features() -> set[str]:
 #: ``update_window_16`` needs to be fast; elsewhere LLVM emulates it lane by lane (2x slower
 #: than the scalar path overall), so windows of 16 features take the scalar path there
 BYTE_COMPRESS = "avx512vbmi2" in _target_features()
-_I1, _I8, _I16, _I32, _I64 = ir.IntType(1), ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
-_V16, _V64 = ir.VectorType(_I16, LANES), ir.VectorType(_I64, LANES)
 
 
 @intrinsic
