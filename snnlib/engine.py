@@ -392,7 +392,7 @@ def _window_pass(n_f, n_words, small, li, c, ty, tx, y0, y1, x0, x1, lp, thr, we
                  reject, bits, order, direct, spikes, out, n_out, t):
     """Update the targets of input channel ``c`` at padded position (ty, tx): output rows
     y0..y1, columns x0..x1 of layer ``li`` (``n_f`` features, ``n_words`` table words per
-    feature; ``small``: 16 features and fewer than 16 positions, done by ``update_window_16``);
+    feature; ``small``: 16 features and at most 16 positions, done by ``update_window_16``);
     record their spikes and return how many."""
     k, sy, sx, w_out = lp[li, KERNEL], lp[li, STRIDE_Y], lp[li, STRIDE_X], lp[li, W_OUT]
     hi, lo, rz, shift = thr[li, 0], thr[li, 1], lp[li, RESET_ZERO], lp[li, WINDOW_SHIFT]
