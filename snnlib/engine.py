@@ -593,7 +593,8 @@ def _run(i, events, source_of, until_us, lp, thr, weights, bias, dest, dvs, rule
         elif n:
             if lp[li, MONITOR]:
                 n_out = _emit(n, spikes, t_now, lp[li, LAYER_ID], out, n_out)
-            sp = _push_routes(li, n, spikes, dest, lp, counters, stack, sp)
+            if dest[li, 0, DEST_LAYER] >= 0:
+                sp = _push_routes(li, n, spikes, dest, lp, counters, stack, sp)
     clock[PENDING], clock[PENDING_T], clock[LAST_T] = sp, t_now, last_t
     clock[NEXT_TICK], clock[TICK_LAYER] = next_tick, tick_layer
     return i, n_out, room
