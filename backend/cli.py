@@ -16,7 +16,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_emulate(args: argparse.Namespace) -> int:
-    from backend.emulator_server import emulate
+    from backend.emulator.server import emulate
 
     return emulate("pty" if args.pty else "tcp", args.tcp or 0)
 
@@ -92,7 +92,7 @@ def _self_test() -> int:
 
     from backend.compare import compare
     from backend.device import open_device
-    from backend.emulator_server import EmulatorServer, ServedEmulator
+    from backend.emulator.server import EmulatorServer, ServedEmulator
     from mapper import map_model
     from snnlib import SpikingLayer, empty_events
 

@@ -293,7 +293,7 @@ def list_devices() -> list[FoundDevice]:
     imported when it is the real library; otherwise one unusable entry says how to install it."""
     from serial.tools import list_ports
 
-    from backend.emulator_process import running_emulators
+    from backend.emulator.processes import running_emulators
     from backend.samna_support import import_samna, samna_status
 
     found = [FoundDevice("emu://", "emulator", "spikeflash emulator, in-process")]

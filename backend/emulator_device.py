@@ -1,6 +1,6 @@
 """``emu://``: the emulator in-process, as a :class:`~backend.device.Device`.
 
-The same :class:`~backend.emulated_chip.EmulatedChip` that ``spikeflash emulate`` serves over
+The same :class:`~backend.emulator.chip.EmulatedChip` that ``spikeflash emulate`` serves over
 the wire protocol, called directly: no link, so runs complete synchronously and nothing can
 be lost in transit.
 """
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Optional
 import numpy as np
 
 from backend.device import Device, DeviceInfo
-from backend.emulated_chip import EmulatedChip
+from backend.emulator.chip import EmulatedChip
 from backend.errors import DeviceDisconnected, UnsupportedURL
 
 if TYPE_CHECKING:

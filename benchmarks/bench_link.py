@@ -28,7 +28,7 @@ import types
 
 import numpy as np
 
-from backend.emulator_server import EmulatorServer, ServedEmulator
+from backend.emulator.server import EmulatorServer, ServedEmulator
 from backend.protocol.session import HostSession
 from backend.serial_device import open_port
 from snnlib.events import EVENT_DTYPE

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from backend.device import open_device
-from backend.emulator_process import emulator_on_pty
+from backend.emulator.processes import emulator_on_pty
 
 HERE = Path(__file__).parent
 

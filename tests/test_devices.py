@@ -94,7 +94,7 @@ def test_emulator_url_must_be_bare():
 
 
 def test_list_devices_finds_emulator_processes_while_they_run(monkeypatch, tmp_path):
-    from backend.emulator_process import emulator_on_pty
+    from backend.emulator.processes import emulator_on_pty
 
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))  # inherited by the emulator process
     with emulator_on_pty() as path:

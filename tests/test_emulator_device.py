@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from backend.device import open_device
-from backend.emulated_chip import EmulatedChip
+from backend.emulator.chip import EmulatedChip
 from backend.errors import DeviceDisconnected, NotFlashed
 from backend.qualification import qualification_config, random_input
 

@@ -13,7 +13,7 @@ import pytest
 from test_session import CONFIG, CountingChip, make_events, relabel
 
 from backend.device import open_device
-from backend.emulator_server import EmulatorServer, ServedEmulator
+from backend.emulator.server import EmulatorServer, ServedEmulator
 from backend.errors import (
     DeviceDisconnected,
     DeviceNotFound,

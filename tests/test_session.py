@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from backend.device import open_device
-from backend.emulator_server import EmulatorServer, ServedEmulator
+from backend.emulator.server import EmulatorServer, ServedEmulator
 from backend.errors import (
     DeviceDisconnected,
     DeviceError,

@@ -51,7 +51,7 @@ class EmulatorServer:
     def __init__(self, make_chip: Optional[Callable[[], object]] = None, *, window: int = 16,
                  max_payload: int = MAX_PAYLOAD, rto: float = 0.2):
         if make_chip is None:
-            from backend.emulated_chip import EmulatedChip as make_chip
+            from backend.emulator.chip import EmulatedChip as make_chip
         self.make_chip, self.window, self.max_payload, self.rto = make_chip, window, max_payload, rto
         self.counters = dict.fromkeys(fr.STATUS_FIELDS, 0)
         self._reboot = threading.Event()
@@ -389,7 +389,7 @@ def emulate(kind: str, port: int = 0) -> int:
     """``spikeflash emulate``: serve until interrupted; print ``PTY <path>`` or
     ``TCP <host>:<port>`` on stdout (one flushed line) once ready."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop cleanly on SIGTERM too
-    from backend.emulator_process import announced
+    from backend.emulator.processes import announced
 
     with ServedEmulator(EmulatorServer(), kind, port) as served, announced(served.url):
         label = served.url if kind == "pty" else served.url.removeprefix("socket://")

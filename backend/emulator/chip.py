@@ -3,7 +3,7 @@
 :class:`EmulatedChip` holds what a board holds: the applied configuration and the neuron
 states, and runs input events through the event-exact engine (``snnlib.EventSimulator``,
 the chip semantics of ``docs/chip-model.md``). The wire-protocol server
-(``backend.emulator_server``) and the in-process ``emu://`` device
+(``backend.emulator.server``) and the in-process ``emu://`` device
 (``backend.emulator_device``) both wrap it, so there is one emulator.
 """
 
