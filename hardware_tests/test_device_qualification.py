@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from backend.compare import compare
-from backend.qualification import NETWORKS, qualification_config, random_input
+from backend.testing.qualification import NETWORKS, qualification_config, random_input
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 
 from backend.compare import compare
 from backend.device import open_device
-from backend.qualification import NETWORKS, qualification_config, random_input
+from backend.testing.qualification import NETWORKS, qualification_config, random_input
 from snnlib.events import EVENT_DTYPE
 
 

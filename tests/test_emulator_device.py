@@ -8,7 +8,7 @@ import pytest
 from backend.device import open_device
 from backend.emulator.chip import EmulatedChip
 from backend.errors import DeviceDisconnected, NotFlashed
-from backend.qualification import qualification_config, random_input
+from backend.testing.qualification import qualification_config, random_input
 
 
 @pytest.fixture

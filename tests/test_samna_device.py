@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from backend.errors import DeviceNotFound, SamnaUnavailable, UnsupportedURL
-from backend.qualification import NETWORKS, random_input
+from backend.testing.qualification import NETWORKS, random_input
 from backend.samna_device import (
     SamnaDevice,
     events_to_samna,
@@ -139,7 +139,7 @@ def test_pypi_stub_is_refused_without_import(monkeypatch):
 @pytest.mark.parametrize("name", ["fanout_leak", "dvs_input"])
 def test_flash_run_compare_through_samna_nodes(samna, name):
     from backend.compare import compare
-    from backend.qualification import qualification_config
+    from backend.testing.qualification import qualification_config
 
     config = qualification_config(name, 4)
     with SamnaDevice("samna://speck2fdevkit:1") as dev:
@@ -153,7 +153,7 @@ def test_flash_run_compare_through_samna_nodes(samna, name):
 
 
 def test_reset_restores_initial_states_read_back_by_neuron_address(samna):
-    from backend.qualification import qualification_config
+    from backend.testing.qualification import qualification_config
     from snnlib import EventSimulator
 
     config = qualification_config("fanout_leak", 5)

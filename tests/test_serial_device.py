@@ -22,7 +22,7 @@ from backend.errors import (
     LinkTimeout,
     VersionMismatch,
 )
-from backend.qualification import qualification_config, random_input
+from backend.testing.qualification import qualification_config, random_input
 from backend.protocol.session import HostSession
 from backend.serial_device import SerialDevice, open_port
 

@@ -27,13 +27,13 @@ from backend.errors import (
     RunTimeout,
     VersionMismatch,
 )
-from backend.faulty_link import Faults, FaultyLink
+from backend.testing.faulty_link import Faults, FaultyLink
 from backend.protocol import frames as fr
 from backend.protocol.codec import FrameDecoder, encode_frame
 from backend.protocol.frames import FrameType
 from backend.protocol.link import Link
 from backend.protocol.session import HostSession
-from backend.qualification import qualification_config, random_input
+from backend.testing.qualification import qualification_config, random_input
 from backend.serial_device import open_port
 from snnlib.events import EVENT_DTYPE
 
