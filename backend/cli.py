@@ -33,7 +33,7 @@ def _cmd_devices(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from backend.compare import compare
     from backend.device import open_device
-    from backend.event_files import load_events
+    from backend.files.events import load_events
     from mapper import ChipConfig
 
     with open(args.config, encoding="utf-8") as f:
@@ -152,7 +152,7 @@ def _cmd_flash(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from backend.device import open_device
-    from backend.event_files import load_events, save_events
+    from backend.files.events import load_events, save_events
     from mapper import ChipConfig
 
     config = ChipConfig.load(args.config)

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from backend.compare import compare
 from backend.device import Device, open_device
 from backend.emulator.processes import emulator_on_pty
-from backend.plots import plot_confusion_matrix, plot_event_raster, plot_memory_use
+from backend.files.plots import plot_confusion_matrix, plot_event_raster, plot_memory_use
 from mapper import ChipConfig, map_model
 from mapper.report import FitReport
 from snnlib import SpikingLayer, SumPool2d, from_torch, raster_to_events, simulate

@@ -13,7 +13,7 @@ import torch
 
 from backend.cli import main
 from backend.emulator.server import EmulatorServer, ServedEmulator
-from backend.event_files import load_events, save_events
+from backend.files.events import load_events, save_events
 from mapper import ChipConfig
 from snnlib import SpikingLayer, SumPool2d, empty_events, simulate
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backend.event_files import (
+from backend.files.events import (
     METADATA_KEY,
     XYTP_DTYPE,
     EventFileError,

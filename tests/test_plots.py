@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend.plots import (
+from backend.files.plots import (
     DPI,
     PlotInputError,
     _first_divergence_us,
@@ -136,6 +136,6 @@ def test_bad_inputs_name_the_argument(tmp_path):
 
 
 def test_importing_backend_plots_does_not_import_matplotlib():
-    code = "import sys, backend.plots, backend.event_files; print('matplotlib' in sys.modules)"
+    code = "import sys, backend.files.plots, backend.files.events; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

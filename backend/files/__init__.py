@@ -1,0 +1,1 @@
+"""Files a user keeps: event recordings (load / save) and figures (plots)."""
