@@ -2,7 +2,7 @@
 hardware-versus-simulation comparison. samna is imported only when a ``samna://`` device
 is opened."""
 
-from backend.compare import Comparison, compare
+from backend.analysis.compare import Comparison, compare
 from backend.device import Counters, Device, DeviceInfo, RunResult, list_devices, open_device
 from backend.errors import (
     DeviceDisconnected,

@@ -31,7 +31,7 @@ def _cmd_devices(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from backend.compare import compare
+    from backend.analysis.compare import compare
     from backend.device import open_device
     from backend.files.events import load_events
     from mapper import ChipConfig
@@ -90,7 +90,7 @@ def _self_test() -> int:
     import numpy as np
     import torch
 
-    from backend.compare import compare
+    from backend.analysis.compare import compare
     from backend.device import open_device
     from backend.emulator.server import EmulatorServer, ServedEmulator
     from mapper import map_model

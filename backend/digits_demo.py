@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from backend.compare import compare
+from backend.analysis.compare import compare
 from backend.device import Device, open_device
 from backend.emulator.processes import emulator_on_pty
 from backend.files.plots import plot_confusion_matrix, plot_event_raster, plot_memory_use
@@ -184,7 +184,7 @@ def run_on_device(device: Device, samples: list[np.ndarray]) -> list[np.ndarray]
 class Agreement:
     """Device versus simulation over a test set: ``bit_exact`` when every sample's output
     events are equal; ``n_events`` events on ``n_layers`` monitored layers compared;
-    ``divergence``: the :func:`backend.compare.compare` report of the first differing sample."""
+    ``divergence``: the :func:`backend.analysis.compare.compare` report of the first differing sample."""
 
     bit_exact: bool
     n_samples: int
@@ -203,7 +203,7 @@ class Agreement:
 def check_agreement(config: ChipConfig, device: Device, samples: list[np.ndarray],
                     simulated: list[np.ndarray], received: list[np.ndarray]) -> Agreement:
     """Compare per sample; the first sample whose events differ is re-run through
-    :func:`backend.compare.compare`, which names the layer, neuron and time that diverged."""
+    :func:`backend.analysis.compare.compare`, which names the layer, neuron and time that diverged."""
     n_layers = len(config.monitored_layer_names())
     for index, (expected, got) in enumerate(zip(simulated, received)):
         if not np.array_equal(expected, got):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from backend.compare import compare
+from backend.analysis.compare import compare
 from backend.testing.qualification import NETWORKS, qualification_config, random_input
 
 

@@ -8,7 +8,7 @@ import copy
 import numpy as np
 import pytest
 
-from backend.compare import compare
+from backend.analysis.compare import compare
 from backend.device import open_device
 from backend.testing.qualification import NETWORKS, qualification_config, random_input
 from snnlib.events import EVENT_DTYPE

@@ -138,7 +138,7 @@ def test_pypi_stub_is_refused_without_import(monkeypatch):
 
 @pytest.mark.parametrize("name", ["fanout_leak", "dvs_input"])
 def test_flash_run_compare_through_samna_nodes(samna, name):
-    from backend.compare import compare
+    from backend.analysis.compare import compare
     from backend.testing.qualification import qualification_config
 
     config = qualification_config(name, 4)

@@ -1,0 +1,1 @@
+"""Hardware against simulation: the bit-exact comparison and its first-divergence report."""
