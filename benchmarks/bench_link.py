@@ -30,7 +30,7 @@ import numpy as np
 
 from backend.emulator.server import EmulatorServer, ServedEmulator
 from backend.protocol.session import HostSession
-from backend.serial_device import open_port
+from backend.devices.serial_port import open_port
 from snnlib.events import EVENT_DTYPE
 
 BYTES_PER_EVENT = 8

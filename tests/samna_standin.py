@@ -1,5 +1,5 @@
 """A small stand-in for the ``samna`` module, faithful to the API sinabs uses (chip-facts §7-§8),
-for unit tests of ``backend.samna_device``: install it with
+for unit tests of ``backend.devices.samna_devkit``: install it with
 ``monkeypatch.setitem(sys.modules, "samna", make_samna(...))``.
 
 It is a working devkit, not a recorder: the model turns the applied ``SpeckConfiguration``

@@ -8,10 +8,10 @@ import sys
 import pytest
 from samna_standin import make_samna
 
-from backend.device import list_devices, open_device
-from backend.emulator_device import EmulatorDevice
+from backend.devices.base import list_devices, open_device
+from backend.devices.in_process import EmulatorDevice
 from backend.errors import SamnaUnavailable, UnsupportedURL
-from backend.samna_support import import_samna, samna_status
+from backend.devices.samna_support import import_samna, samna_status
 
 STUB = '''PYPI_SAMNA = True
 __gitlab_packages_index_url__ = "https://example.invalid/api/packages/pypi/simple"

@@ -10,7 +10,7 @@ import pytest
 
 from backend.errors import DeviceNotFound, SamnaUnavailable, UnsupportedURL
 from backend.testing.qualification import NETWORKS, random_input
-from backend.samna_device import (
+from backend.devices.samna_devkit import (
     SamnaDevice,
     events_to_samna,
     find_samna_devices,
@@ -124,7 +124,7 @@ def test_open_and_close_drive_graphs_and_handle(samna):
 
 
 def test_pypi_stub_is_refused_without_import(monkeypatch):
-    from backend.samna_support import samna_status
+    from backend.devices.samna_support import samna_status
 
     monkeypatch.delitem(sys.modules, "samna", raising=False)
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from test_session import CONFIG, CountingChip, make_events, relabel
 
-from backend.device import open_device
+from backend.devices.base import open_device
 from backend.emulator.server import EmulatorServer, ServedEmulator
 from backend.errors import (
     DeviceDisconnected,
@@ -24,7 +24,7 @@ from backend.errors import (
 )
 from backend.testing.qualification import qualification_config, random_input
 from backend.protocol.session import HostSession
-from backend.serial_device import SerialDevice, open_port
+from backend.devices.serial_port import SerialDevice, open_port
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import types
 import numpy as np
 import pytest
 
-from backend.device import open_device
+from backend.devices.base import open_device
 from backend.emulator.server import EmulatorServer, ServedEmulator
 from backend.errors import (
     DeviceDisconnected,
@@ -34,7 +34,7 @@ from backend.protocol.frames import FrameType
 from backend.protocol.link import Link
 from backend.protocol.session import HostSession
 from backend.testing.qualification import qualification_config, random_input
-from backend.serial_device import open_port
+from backend.devices.serial_port import open_port
 from snnlib.events import EVENT_DTYPE
 
 

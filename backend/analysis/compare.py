@@ -17,7 +17,7 @@ import numpy as np
 from snnlib.events import EVENT_DTYPE
 
 if TYPE_CHECKING:
-    from backend.device import Device
+    from backend.devices.base import Device
     from mapper import ChipConfig
 
 #: how many events of the divergent timestamp the report prints per side

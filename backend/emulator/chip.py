@@ -4,7 +4,7 @@
 states, and runs input events through the event-exact engine (``snnlib.EventSimulator``,
 the chip semantics of ``docs/chip-model.md``). The wire-protocol server
 (``backend.emulator.server``) and the in-process ``emu://`` device
-(``backend.emulator_device``) both wrap it, so there is one emulator.
+(``backend.devices.in_process``) both wrap it, so there is one emulator.
 """
 
 from __future__ import annotations

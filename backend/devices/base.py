@@ -247,9 +247,9 @@ def monitored_shape(network: IntegerNetwork, layer: int) -> tuple[int, int, int]
 
 #: URL scheme -> (module, class), imported only when a device of that kind is opened.
 DRIVERS = {
-    "emu": ("backend.emulator_device", "EmulatorDevice"),
-    "samna": ("backend.samna_device", "SamnaDevice"),
-    "serial": ("backend.serial_device", "SerialDevice"),
+    "emu": ("backend.devices.in_process", "EmulatorDevice"),
+    "samna": ("backend.devices.samna_devkit", "SamnaDevice"),
+    "serial": ("backend.devices.serial_port", "SerialDevice"),
 }
 
 
@@ -294,7 +294,7 @@ def list_devices() -> list[FoundDevice]:
     from serial.tools import list_ports
 
     from backend.emulator.processes import running_emulators
-    from backend.samna_support import import_samna, samna_status
+    from backend.devices.samna_support import import_samna, samna_status
 
     found = [FoundDevice("emu://", "emulator", "spikeflash emulator, in-process")]
     for pid, url in running_emulators():
@@ -307,7 +307,7 @@ def list_devices() -> list[FoundDevice]:
         found.append(FoundDevice("samna://", "samna", f"samna {status.state}: {status.hint}",
                                  usable=False))
         return found
-    from backend.samna_device import BOARDS, find_samna_devices
+    from backend.devices.samna_devkit import BOARDS, find_samna_devices
 
     for url in find_samna_devices(import_samna()):
         board = BOARDS[url.removeprefix("samna://").partition(":")[0]]

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Optional
 import numpy as np
 import serial
 
-from backend.device import Device, DeviceInfo
+from backend.devices.base import Device, DeviceInfo
 from backend.errors import DeviceNotFound, DeviceOpenError, FlashMismatch, VersionMismatch
 from backend.protocol.codec import MAX_PAYLOAD
 from backend.protocol.session import HostSession

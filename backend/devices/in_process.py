@@ -1,4 +1,4 @@
-"""``emu://``: the emulator in-process, as a :class:`~backend.device.Device`.
+"""``emu://``: the emulator in-process, as a :class:`~backend.devices.base.Device`.
 
 The same :class:`~backend.emulator.chip.EmulatedChip` that ``spikeflash emulate`` serves over
 the wire protocol, called directly: no link, so runs complete synchronously and nothing can
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
-from backend.device import Device, DeviceInfo
+from backend.devices.base import Device, DeviceInfo
 from backend.emulator.chip import EmulatedChip
 from backend.errors import DeviceDisconnected, UnsupportedURL
 

@@ -4,7 +4,7 @@ Coded against samna's API as sinabs 3.x uses it (``docs/chip-facts.md`` §7-§8)
 ``device_type_name`` sorted by USB address, ``samna.device.open_device``, a model with
 ``apply_configuration`` and source/sink nodes joined to our own nodes by two
 ``samna.graph.EventFilterGraph``s, and the devkit stop-watch for timestamps. samna is imported
-only when a device is opened (:func:`backend.samna_support.import_samna`).
+only when a device is opened (:func:`backend.devices.samna_support.import_samna`).
 
 Differences from sinabs, on purpose:
 
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
-from backend.device import Device, DeviceInfo
+from backend.devices.base import Device, DeviceInfo
 from backend.errors import (
     DeviceDisconnected,
     DeviceNotFound,
@@ -177,7 +177,7 @@ class SamnaDevice(Device):
     """A Speck devkit through samna. ``url``: ``samna://<name>:<index>`` (see :data:`BOARDS`)."""
 
     def __init__(self, url: str):
-        from backend.samna_support import import_samna
+        from backend.devices.samna_support import import_samna
 
         name, index = parse_samna_url(url)
         super().__init__(url)

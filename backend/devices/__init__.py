@@ -1,0 +1,1 @@
+"""Devices: the one Device interface, opening devices by URL, and the device kinds."""
