@@ -3,7 +3,7 @@ hardware-versus-simulation comparison. samna is imported only when a ``samna://`
 is opened."""
 
 from backend.analysis.compare import Comparison, compare
-from backend.devices.base import Counters, Device, DeviceInfo, RunResult, list_devices, open_device
+from backend.devices import Counters, Device, DeviceInfo, RunResult, list_devices, open_device
 from backend.errors import (
     DeviceDisconnected,
     DeviceError,

@@ -22,7 +22,7 @@ def _cmd_emulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_devices(args: argparse.Namespace) -> int:
-    from backend.devices.base import list_devices
+    from backend.devices import list_devices
 
     for found in list_devices():
         usb = f"  [{found.vid_pid}]" if found.vid_pid else ""
@@ -32,7 +32,7 @@ def _cmd_devices(args: argparse.Namespace) -> int:
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     from backend.analysis.compare import compare
-    from backend.devices.base import open_device
+    from backend.devices import open_device
     from backend.files.events import load_events
     from mapper import ChipConfig
 
@@ -91,7 +91,7 @@ def _self_test() -> int:
     import torch
 
     from backend.analysis.compare import compare
-    from backend.devices.base import open_device
+    from backend.devices import open_device
     from backend.emulator.server import EmulatorServer, ServedEmulator
     from mapper import map_model
     from snnlib import SpikingLayer, empty_events
@@ -139,7 +139,7 @@ def _cmd_map(args: argparse.Namespace) -> int:
 
 
 def _cmd_flash(args: argparse.Namespace) -> int:
-    from backend.devices.base import open_device
+    from backend.devices import open_device
     from mapper import ChipConfig
 
     config = ChipConfig.load(args.config)
@@ -151,7 +151,7 @@ def _cmd_flash(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from backend.devices.base import open_device
+    from backend.devices import open_device
     from backend.files.events import load_events, save_events
     from mapper import ChipConfig
 

@@ -27,7 +27,7 @@ from torch import nn
 from tqdm import tqdm
 
 from backend.analysis.compare import compare
-from backend.devices.base import Device, open_device
+from backend.devices import Device, open_device
 from backend.emulator.processes import emulator_on_pty
 from backend.files.plots import plot_confusion_matrix, plot_event_raster, plot_memory_use
 from mapper import ChipConfig, map_model

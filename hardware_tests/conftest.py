@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.devices.base import open_device
+from backend.devices import open_device
 from backend.emulator.processes import emulator_on_pty
 
 HERE = Path(__file__).parent

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from backend.analysis.compare import compare
-from backend.devices.base import open_device
+from backend.devices import open_device
 from backend.testing.qualification import NETWORKS, qualification_config, random_input
 from snnlib.events import EVENT_DTYPE
 

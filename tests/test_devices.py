@@ -8,7 +8,7 @@ import sys
 import pytest
 from samna_standin import make_samna
 
-from backend.devices.base import list_devices, open_device
+from backend.devices import list_devices, open_device
 from backend.devices.in_process import EmulatorDevice
 from backend.errors import SamnaUnavailable, UnsupportedURL
 from backend.devices.samna_support import import_samna, samna_status

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backend.devices.base import open_device
+from backend.devices import open_device
 from backend.emulator.chip import EmulatedChip
 from backend.errors import DeviceDisconnected, NotFlashed
 from backend.testing.qualification import qualification_config, random_input

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from test_session import CONFIG, CountingChip, make_events, relabel
 
-from backend.devices.base import open_device
+from backend.devices import open_device
 from backend.emulator.server import EmulatorServer, ServedEmulator
 from backend.errors import (
     DeviceDisconnected,

@@ -13,7 +13,7 @@ import types
 import numpy as np
 import pytest
 
-from backend.devices.base import open_device
+from backend.devices import open_device
 from backend.emulator.server import EmulatorServer, ServedEmulator
 from backend.errors import (
     DeviceDisconnected,

@@ -1,4 +1,4 @@
-"""The one device interface, and opening devices by URL.
+"""The one device interface.
 
 Every device (in-process emulator, a board on the wire protocol, a samna devkit) is a
 :class:`Device`. The public methods here own validation, conversion and the result layout;
@@ -8,7 +8,6 @@ drivers implement only the raw ``_flash`` / ``_reset`` / ``_read_states`` / ``_r
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional, Union
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING, Optional, Union
 import numpy as np
 import torch
 
-from backend.errors import FlashMismatch, NotFlashed, UnsupportedURL
+from backend.errors import FlashMismatch, NotFlashed
 from snnlib.events import EVENT_DTYPE
 from snnlib.network import DVS_LAYER_ID
 
@@ -243,74 +242,3 @@ def monitored_shape(network: IntegerNetwork, layer: int) -> tuple[int, int, int]
     cy, cx = dvs.cut if dvs.cut is not None else (h // py - 1, w // px - 1)
     shape = (1 if dvs.merge_polarities else c, cy - oy + 1, cx - ox + 1)
     return (shape[0], shape[2], shape[1]) if dvs.mirror_diagonal else shape
-
-
-#: URL scheme -> (module, class), imported only when a device of that kind is opened.
-DRIVERS = {
-    "emu": ("backend.devices.in_process", "EmulatorDevice"),
-    "samna": ("backend.devices.samna_devkit", "SamnaDevice"),
-    "serial": ("backend.devices.serial_port", "SerialDevice"),
-}
-
-
-def open_device(url: str = "emu://", **options) -> Device:
-    """Open a device by URL.
-
-    ``emu://`` — the in-process emulator (default). ``samna://speck2fdevkit:0`` — a SynSense
-    devkit through samna. Anything else is a pyserial URL for a board speaking the spikeflash
-    wire protocol: a port path (``/dev/ttyACM0``, a pty), ``socket://host:port``,
-    ``rfc2217://host:port``.
-    """
-    if not isinstance(url, str) or not url:
-        raise UnsupportedURL(
-            f"open_device(url={url!r}): expected a URL such as 'emu://', '/dev/ttyACM0', "
-            "'socket://localhost:5000' or 'samna://speck2fdevkit:0'"
-        )
-    scheme = url.split("://", 1)[0] if "://" in url else "serial"
-    kind = scheme if scheme in ("emu", "samna") else "serial"
-    module_name, class_name = DRIVERS[kind]
-    driver = getattr(importlib.import_module(module_name), class_name)
-    return driver(url, **options)
-
-
-@dataclass
-class FoundDevice:
-    """One entry of :func:`list_devices`. ``url``: what to pass to :func:`open_device`;
-    ``kind``: "emulator", "serial" or "samna"; ``vid_pid``: USB ``"VVVV:PPPP"`` (hex) for
-    USB serial ports; ``usable``: False for an entry that only says why a kind is missing."""
-
-    url: str
-    kind: str
-    description: str
-    vid_pid: Optional[str] = None
-    usable: bool = True
-
-
-def list_devices() -> list[FoundDevice]:
-    """Devices this machine can open: the in-process emulator, emulators running as
-    ``spikeflash emulate`` processes, every serial port (pyserial's
-    listing, with VID:PID), and samna devkits when the real samna is installed. samna is only
-    imported when it is the real library; otherwise one unusable entry says how to install it."""
-    from serial.tools import list_ports
-
-    from backend.emulator.processes import running_emulators
-    from backend.devices.samna_support import import_samna, samna_status
-
-    found = [FoundDevice("emu://", "emulator", "spikeflash emulator, in-process")]
-    for pid, url in running_emulators():
-        found.append(FoundDevice(url, "emulator", f"spikeflash emulate (pid {pid})"))
-    for port in sorted(list_ports.comports(), key=lambda p: p.device):
-        vid_pid = f"{port.vid:04X}:{port.pid:04X}" if port.vid is not None else None
-        found.append(FoundDevice(port.device, "serial", port.description or port.device, vid_pid))
-    status = samna_status()
-    if not status.usable:
-        found.append(FoundDevice("samna://", "samna", f"samna {status.state}: {status.hint}",
-                                 usable=False))
-        return found
-    from backend.devices.samna_devkit import BOARDS, find_samna_devices
-
-    for url in find_samna_devices(import_samna()):
-        board = BOARDS[url.removeprefix("samna://").partition(":")[0]]
-        found.append(FoundDevice(url, "samna", f"{board.type_name} ({board.chip})"))
-    return found
-
