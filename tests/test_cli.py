@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from backend.cli import main
+from backend.app.cli import main
 from backend.emulator.server import EmulatorServer, ServedEmulator
 from backend.files.events import load_events, save_events
 from mapper import ChipConfig

@@ -1,4 +1,4 @@
-"""backend.digits_demo: the end-to-end demo trains, maps, flashes an emulator process over a
+"""backend.app.digits_demo: the end-to-end demo trains, maps, flashes an emulator process over a
 pty, runs the test digits on it and proves the device matched the simulation."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from backend.digits_demo import N_BINS, predict, rate_code, run_demo
+from backend.app.digits_demo import N_BINS, predict, rate_code, run_demo
 from snnlib import empty_events
 
 

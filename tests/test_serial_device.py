@@ -127,7 +127,7 @@ def test_ctrl_c_mid_run_leaves_the_device_stopped_and_usable(pty_emulator):
 
 @pytest.mark.parametrize("option", [["--pty"], ["--tcp", "0"]])
 def test_spikeflash_emulate_prints_its_address_and_serves(option):
-    proc = subprocess.Popen([sys.executable, "-m", "backend.cli", "emulate", *option],
+    proc = subprocess.Popen([sys.executable, "-m", "backend.app.cli", "emulate", *option],
                             stdout=subprocess.PIPE, text=True)
     try:
         kind, where = proc.stdout.readline().split()

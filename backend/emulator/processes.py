@@ -21,7 +21,7 @@ EMULATOR_START_TIMEOUT_S = 60.0
 def emulator_on_pty(timeout_s: float = EMULATOR_START_TIMEOUT_S) -> Iterator[str]:
     """Start the emulator on a fresh pseudo-terminal; yield its path (open it like
     ``/dev/ttyACM0``); stop the process on exit, also on errors and Ctrl-C."""
-    process = subprocess.Popen([sys.executable, "-m", "backend.cli", "emulate", "--pty"],
+    process = subprocess.Popen([sys.executable, "-m", "backend.app.cli", "emulate", "--pty"],
                                stdout=subprocess.PIPE, text=True)
     try:
         line = _first_line(process, timeout_s)

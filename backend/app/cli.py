@@ -10,7 +10,7 @@ from backend.errors import DeviceError
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from backend.digits_demo import run_demo
+    from backend.app.digits_demo import run_demo
 
     return run_demo()
 

@@ -1,0 +1,1 @@
+"""The application: the spikeflash command line and the demos."""
