@@ -3,7 +3,10 @@
 Arrays are ``(B, T, N)`` (batch, time step, neuron) and C-contiguous; the membrane ``v`` is
 ``(B, N)`` and is updated in place. Work is split over (batch, block of neurons) so that each
 thread keeps its block of membranes in cache while it walks through time. All parameters are
-scalars of the arrays' dtype so that float32 data is computed in float32.
+scalars of the arrays' dtype so that float32 data is computed in float32: the forward pass
+rounds every operation below to the data's dtype, and only the exactness check of the spike
+count runs in float64. The backward pass computes each step in float64 and stores the
+gradient in the data's dtype.
 
 Per step and neuron (the forward pass)::
 
@@ -11,6 +14,15 @@ Per step and neuron (the forward pass)::
     w = max(u, low)                        # low = -inf when unbounded
     s = spike count of w                   # floor(w / thr), or 1 if w >= thr (reset)
     v = w - s * subtract                   # or 0 where s > 0 (reset)
+
+The spike count is the floor of the exact quotient ``w / thr`` of the two floating-point
+values, as ``torch.div(w, thr, rounding_mode="floor")`` gives it: a membrane of exactly k x thr
+(k = 0, 1, 2, ...) emits k spikes, and float32 ``1.0`` at ``thr = 0.1`` emits 9, because
+float32 0.1 is slightly above 1/10. Exact for counts below ``EXACT_COUNT_LIMIT`` per step.
+
+The backward pass (``iaf_backward``) treats the reset mask ``(1 - s)`` as a constant, passes
+no gradient where the membrane was clamped at or below ``low``, and bounds the factor that
+carries the gradient from one step's membrane to the previous one to [-1, 1].
 """
 
 from __future__ import annotations
@@ -21,24 +33,46 @@ import numpy as np
 from numba import njit, prange
 
 BLOCK = 2048  # neurons per work item: 8-16 KiB of membrane, stays in L1/L2
+EXACT_COUNT_LIMIT = 2**26  # n * thr is exact in float64 below it (26-bit n times 26-bit halves)
+VELTKAMP = 2.0**27 + 1  # splits a float64 into two halves of at most 26 significant bits
 
 # surrogate-gradient shape codes, in the order of functional.SURROGATE_SHAPES
 STEP, BOX, TRIANGLE, FAST_SIGMOID, GAUSSIAN = range(5)
 
 
 @njit(inline="always")
-def spike_count(w, thr, inv_thr, reset, negative):
-    """Spikes for membrane ``w``: exact ``floor(w / thr)`` for w >= thr (truncated towards zero
-    with ``negative``), 1 for w >= thr with ``reset``, else 0. Branch-free and in the dtype of
-    ``w`` so that the loops vectorize."""
+def split_threshold(thr):
+    """``thr`` as float64 ``(hi, lo)`` with ``hi + lo == thr`` exactly and at most 26 significant
+    bits each (Veltkamp's split), so that ``n * hi`` and ``n * lo`` are exact for n < 2**26."""
+    thr = np.float64(thr)
+    c = VELTKAMP * thr
+    hi = c - (c - thr)
+    return hi, thr - hi
+
+
+@njit(inline="always")
+def _above(n, thr_hi, thr_lo, a):
+    """Whether ``n * thr > a`` holds exactly (float64 n < EXACT_COUNT_LIMIT, a >= 0 float64).
+    Both products are exact; ``n * thr_hi - a`` is exact when the two are within a factor of two
+    (Sterbenz), and otherwise so far from zero that the rounding cannot change the sign."""
+    return (n * thr_hi - a) + n * thr_lo > 0.0
+
+
+@njit(inline="always")
+def spike_count(w, inv_thr, thr_hi, thr_lo, reset, negative):
+    """Spikes for membrane ``w``: ``floor(w / thr)`` of the exact quotient for w >= thr (with
+    ``negative``, truncated towards zero), 1 for w >= thr with ``reset``, else 0, in the dtype
+    of ``w``. ``inv_thr = 1 / thr`` in that dtype; ``thr = thr_hi + thr_lo`` in float64
+    (``split_threshold``). Branch-free so that the loops vectorize."""
     zero = w - w
-    one = zero + 1
-    if reset:
-        return one if w >= thr else zero
+    one = zero + np.float32(1)  # a float32 1 keeps float32 data in float32 (an int would widen it)
     a = abs(w) if negative else w
-    n = np.floor(a * inv_thr)
-    n = n - one if n * thr > a else n  # the reciprocal product can be one off: make it exact
-    n = n + one if (n + one) * thr <= a else n
+    a64 = np.float64(a)
+    if reset:
+        return zero if _above(1.0, thr_hi, thr_lo, a64) else one
+    n = np.floor(a * inv_thr)  # the rounded quotient can be one off either way: correct it
+    n = n - one if _above(np.float64(n), thr_hi, thr_lo, a64) else n
+    n = n + one if not _above(np.float64(n + one), thr_hi, thr_lo, a64) else n
     n = max(n, zero)
     return -n if w < zero else n
 
@@ -59,14 +93,15 @@ def surrogate(w, thr, code, width, height):
 
 
 @njit(inline="always")
-def _forward_row(x, v, out, u_saved, save, thr, inv_thr, subtract, low, sat_lo, sat_hi, reset, negative):
+def _forward_row(x, v, out, u_saved, save, inv_thr, thr_hi, thr_lo, subtract, low, sat_lo, sat_hi, reset,
+                 negative):
     """One time step for a contiguous run of neurons (1-D arrays, so that LLVM vectorizes)."""
     for i in range(x.shape[0]):
         u = min(max(v[i] + x[i], sat_lo), sat_hi)
         if save:
             u_saved[i] = u
         w = max(u, low)
-        s = spike_count(w, thr, inv_thr, reset, negative)
+        s = spike_count(w, inv_thr, thr_hi, thr_lo, reset, negative)
         out[i] = s
         v[i] = (w - w if s > 0 else w) if reset else w - s * subtract
 
@@ -82,6 +117,7 @@ def _work_item(job, n_blocks, n_neurons):
 def iaf_forward(x, v, out, u_saved, save, thr, inv_thr, subtract, low, sat_lo, sat_hi, reset, negative):
     """Run all T steps; write spike counts to ``out`` and, if ``save``, the clipped
     pre-clamp membrane ``u`` to ``u_saved`` (else it may be a dummy) for the backward pass."""
+    thr_hi, thr_lo = split_threshold(thr)
     n_batch, n_steps, n_neurons = x.shape
     n_blocks = (n_neurons + BLOCK - 1) // BLOCK
     for job in prange(n_batch * n_blocks):
@@ -90,7 +126,7 @@ def iaf_forward(x, v, out, u_saved, save, thr, inv_thr, subtract, low, sat_lo, s
         for t in range(n_steps):
             u_row = u_saved[b, t, start:stop] if save else u_saved[0, 0, :0]
             _forward_row(x[b, t, start:stop], v_block, out[b, t, start:stop], u_row, save,
-                         thr, inv_thr, subtract, low, sat_lo, sat_hi, reset, negative)
+                         inv_thr, thr_hi, thr_lo, subtract, low, sat_lo, sat_hi, reset, negative)
 
 
 @njit(inline="always")
@@ -102,14 +138,13 @@ def _backward_row(grad_out, u_saved, spikes, g_next, grad_x, thr, subtract, low,
         u = u_saved[i]
         w = max(u, low)
         s = spikes[i]
-        if reset:
-            g_s = grad_out[i] - g_next[i] * w
-            g_w = g_next[i] * (1 - s)
-        else:
-            g_s = grad_out[i] - g_next[i] * subtract
-            g_w = g_next[i]
-        g_w += g_s * surrogate(abs(w) if negative else w, thr, code, width, height)
-        grad_x[i] = g_w if u >= low else g_w - g_w
+        ds = surrogate(abs(w) if negative else w, thr, code, width, height)
+        if reset:  # v' = w * (1 - s), the mask a constant: no gradient through s into v'
+            carry = 1 - s
+        else:  # v' = w - subtract * s: dv'/dw = 1 - subtract * ds, in [-1, 1] for subtract <= 2 thr
+            carry = min(max(1 - subtract * ds, -1.0), 1.0)
+        g_w = g_next[i] * carry + grad_out[i] * ds
+        grad_x[i] = g_w if u > low else g_w - g_w
 
 
 @njit(parallel=True, cache=True)
@@ -118,7 +153,17 @@ def iaf_backward(grad_out, u_saved, spikes, grad_x, thr, subtract, low, reset, n
 
     With ``v' = w - subtract * s`` (or ``w * (1 - s)`` for reset), ``s = f(w)`` with the
     surrogate ``f'``, ``w = max(u, low)`` and ``u = v + x``: the gradient reaching ``u`` at
-    step t is the gradient of x[t] and of the membrane carried out of step t-1.
+    step t is the gradient of x[t] and of the membrane carried out of step t-1. Three choices
+    keep it as sinabs v0.2 computes it and bounded over long sequences:
+
+    - reset: the mask ``1 - s`` is a constant (the term ``-w * f'(w)`` would multiply the
+      gradient by about ``-thr`` per step and explode for thresholds above 1);
+    - ``w = max(u, low)`` passes the gradient only where ``u > low`` (none at ``u == low``);
+    - subtract: ``dv'/dw = 1 - subtract * f'(w)`` is clipped to [-1, 1]. Since ``f' <= 1/thr``
+      the clip acts only for ``subtract > 2 * thr``, where the factor would grow geometrically.
+
+    So ``|grad_x[t]| <= sum over t' >= t of |grad_out[t']| * max f'``: linear in T, never
+    exponential.
     """
     n_batch, n_steps, n_neurons = grad_out.shape
     n_blocks = (n_neurons + BLOCK - 1) // BLOCK

@@ -147,7 +147,8 @@ class IAFParameters:
     membrane_reset: at most one spike per step and reset to 0. negative_spikes: also emit
     ``trunc(v / threshold)`` negative spikes below -threshold (ignored with membrane_reset).
     saturate_int16: clip the membrane to [-32768, 32767] after each input, as the chip does.
-    surrogate: one of SURROGATE_SHAPES; surrogate_window: its width in units of threshold.
+    surrogate: one of SURROGATE_SHAPES; surrogate_window: its width in units of threshold
+    (1.0, as sinabs v0.2's layer: the "step" gradient starts at membrane 0).
     """
 
     threshold: float = 1.0
@@ -157,7 +158,7 @@ class IAFParameters:
     negative_spikes: bool = False
     saturate_int16: bool = False
     surrogate: str = "step"
-    surrogate_window: float = 0.5
+    surrogate_window: float = 1.0
 
     def __post_init__(self):
         _check_positive("threshold", self.threshold)
@@ -228,8 +229,14 @@ def integrate_and_fire(x: torch.Tensor, state: torch.Tensor, params: IAFParamete
     Returns the spike counts ``(B, T, N)``. Per step: ``v += x[t]`` (clipped to int16 if
     ``params.saturate_int16``), ``v = max(v, threshold_low)``, then the spikes
     ``floor(v / threshold)`` leave and ``membrane_subtract`` is removed per spike (or one spike
-    and ``v = 0`` with ``membrane_reset``). Integer inputs and parameters give exact integers
-    while |membrane| < 2**24 in float32 (2**53 in float64); saturate_int16 keeps it there.
+    and ``v = 0`` with ``membrane_reset``). The count is the floor of the exact quotient, as
+    ``threshold_subtract`` gives it: a membrane of exactly k x threshold emits k spikes, float32
+    1.0 at threshold 0.1 emits 9. Integer inputs and parameters give exact integers while
+    |membrane| < 2**24 in float32 (2**53 in float64); saturate_int16 keeps it there.
+
+    Backward (``_iaf_kernels.iaf_backward``): the reset mask is a constant, no gradient passes
+    where the membrane is at or below ``threshold_low``, and the gradient stays bounded by the
+    sum of the later incoming gradients times the surrogate's peak, for any T and threshold.
     """
     if not isinstance(params, IAFParameters):
         raise InvalidParameterError(f"params={params!r}: expected an IAFParameters")

@@ -39,7 +39,11 @@ class SpikingLayer(torch.nn.Module):
     clamped at threshold_low, so pass threshold_low=None for a symmetric transfer). layer_name: a name.
     saturate_int16: clip the membrane to the chip's [-32768, 32767] after each input.
     surrogate / surrogate_window: the surrogate gradient shape (functional.SURROGATE_SHAPES) and
-    its width in units of threshold.
+    its width in units of threshold (1.0, as in sinabs v0.2).
+
+    Spike counts and gradients follow sinabs v0.2.1 where the seed page is silent (exact floor
+    of membrane / threshold; the reset mask a constant in the backward pass; no gradient at
+    membrane == threshold_low); docs/seed-compatibility.md lists each case and the exceptions.
 
     The membrane ``state`` has the shape of one time step (``(B, ...)`` with a batch size) and
     persists across calls until ``reset_states``; an input of another shape starts from zeros.
@@ -48,7 +52,7 @@ class SpikingLayer(torch.nn.Module):
     def __init__(self, threshold: float = 1.0, threshold_low: float | None = -1.0,
                  membrane_subtract: float | None = None, batch_size: int | None = None,
                  membrane_reset=False, *, negative_spikes: bool = False, layer_name: str = "spiking",
-                 saturate_int16: bool = False, surrogate: str = "step", surrogate_window: float = 0.5):
+                 saturate_int16: bool = False, surrogate: str = "step", surrogate_window: float = 1.0):
         super().__init__()
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise InvalidParameterError(f"batch_size={batch_size!r}: expected None or a positive int")

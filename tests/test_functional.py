@@ -1,6 +1,8 @@
 """snnlib.functional: quantization, thresholding, surrogate shapes and the compiled
 integrate-and-fire operator (exactness against a plain integer loop, and gradients)."""
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 import torch
@@ -124,39 +126,89 @@ def test_surrogate_shapes_values():
         np.testing.assert_allclose(surrogate_gradient(v, 1.0, shape, 0.5).numpy(), values, err_msg=shape)
 
 
-def _torch_reference_iaf(x, threshold, low, reset):
-    """Autograd through a loop of torch ops and the seed's threshold functions."""
+def _seed_loop_iaf(x, threshold, low, reset, subtract):
+    """Autograd through sinabs v0.2.1's loop (its SpikingLayer.forward, restated): the
+    subtraction (or reset) of step t-1 is applied at step t, the reset mask ``s == 0`` is a
+    constant, the membrane is clamped as ``relu(v - low) + low`` and the surrogate window is
+    1.0 x threshold."""
     v = torch.zeros_like(x[:, 0])
+    s = torch.zeros_like(v)
     out = []
     for t in range(x.shape[1]):
-        v = v + x[:, t]
+        v = x[:, t] + v * (s == 0) if reset else x[:, t] + v - s * subtract
         if low is not None:
-            v = torch.clamp(v, min=low)
-        if reset:
-            s = threshold_reset(v, threshold, 0.5 * threshold)
-            v = v * (1 - s)
-        else:
-            s = threshold_subtract(v, threshold, 0.5 * threshold)
-            v = v - s * threshold
+            v = torch.relu(v - low) + low
+        s = (threshold_reset if reset else threshold_subtract)(v, threshold, threshold)
         out.append(s)
     return torch.stack(out, 1)
 
 
 @pytest.mark.parametrize("reset", [False, True])
 @pytest.mark.parametrize("low", [None, -1.0])
-def test_whole_sequence_gradient_equals_autograd_through_reference_loop(reset, low):
+@pytest.mark.parametrize("subtract", [None, 0.75, 3.0])
+def test_whole_sequence_gradient_equals_autograd_through_the_seed_loop(reset, low, subtract):
+    # x are multiples of 1/4 reaching the clamp value -1 exactly: every sum is exact, so the
+    # two orders of addition agree bit for bit; subtract=3.0 = 2 x threshold is the largest
+    # membrane_subtract whose gradient is not clipped (see iaf_backward)
     torch.manual_seed(1)
     x = (torch.randint(-6, 9, (2, 15, 11)) / 4).double().requires_grad_()
     weights = torch.randn(2, 15, 11, dtype=torch.float64)
-    params = IAFParameters(threshold=1.5, threshold_low=low, membrane_reset=reset)
+    params = IAFParameters(threshold=1.5, threshold_low=low, membrane_subtract=subtract, membrane_reset=reset)
     spikes = integrate_and_fire(x, torch.zeros(2, 11, dtype=torch.float64), params)
     (grad,) = torch.autograd.grad((spikes * weights).sum(), x)
     x_ref = x.detach().clone().requires_grad_()
-    ref = _torch_reference_iaf(x_ref, 1.5, low, reset)
+    ref = _seed_loop_iaf(x_ref, 1.5, low, reset, params.subtract)
     (grad_ref,) = torch.autograd.grad((ref * weights).sum(), x_ref)
     assert torch.equal(spikes, ref)
     torch.testing.assert_close(grad, grad_ref)
     assert grad.abs().sum() > 0
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    threshold=st.floats(1e-3, 1e3),
+    k=st.integers(0, 5000),
+    nudge=st.integers(-2, 2),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+)
+def test_spike_count_is_the_exact_floor_of_the_quotient_of_membrane_and_threshold(threshold, k, nudge, dtype):
+    # membranes at and a few ulps around k x threshold, where a rounded product or quotient
+    # is most often one off; the truth is the floor of the exact rational quotient
+    thr = torch.tensor(threshold, dtype=dtype)
+    v = torch.tensor(k, dtype=dtype) * thr
+    for _ in range(abs(nudge)):
+        v = torch.nextafter(v, torch.tensor(np.sign(nudge) * np.inf, dtype=dtype))
+    exact = Fraction(v.item()) // Fraction(thr.item())
+    params = IAFParameters(threshold=thr.item(), threshold_low=None)
+    spikes = integrate_and_fire(v.reshape(1, 1, 1), torch.zeros(1, 1, dtype=dtype), params)
+    assert spikes.item() == max(exact, 0)
+    assert threshold_subtract(v, thr.item()).item() == max(exact, 0)
+
+
+@pytest.mark.parametrize("mode", ["subtract", "reset", "negative", "subtract_3x"])
+@pytest.mark.parametrize("shape", SURROGATE_SHAPES)
+@pytest.mark.parametrize("threshold", [1.0, 40.0, 5000.0])
+def test_gradient_stays_bounded_over_500_steps(mode, shape, threshold):
+    # each step adds at most |grad_out| x the surrogate's peak (1 for reset, 1/threshold for
+    # multi-spike neurons) and carries the later gradient with a factor in [-1, 1], so
+    # |dL/dx[t]| <= (T - t) x peak for L = sum of all spikes. Differentiating the reset mask
+    # instead multiplied it by about -threshold per step (at threshold 2 over 300 steps it
+    # overflowed float32, where v0.2.1's largest is 7); an unclipped subtraction of
+    # 3 x threshold (as v0.2.1 has it) multiplies it by -2 per step
+    steps = 500
+    torch.manual_seed(5)
+    x = (torch.rand(2, steps, 16, dtype=torch.float64) * 1.6 - 0.3) * threshold
+    if mode == "negative":
+        x = x - 0.5 * threshold
+    params = IAFParameters(threshold=threshold, threshold_low=None if mode == "negative" else -threshold,
+                           membrane_subtract=3 * threshold if mode == "subtract_3x" else None,
+                           membrane_reset=mode == "reset", negative_spikes=mode == "negative", surrogate=shape)
+    x.requires_grad_()
+    integrate_and_fire(x, torch.zeros(2, 16, dtype=torch.float64), params).sum().backward()
+    peak = 1.0 if mode == "reset" else 1.0 / threshold
+    bound = (steps - torch.arange(steps, dtype=torch.float64)).reshape(1, steps, 1) * peak
+    assert torch.all(x.grad.abs() <= bound * (1 + 1e-9))
+    assert x.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("shape", SURROGATE_SHAPES)
