@@ -78,11 +78,9 @@ def test_file_with_missing_field_names_it(tmp_path):
         load_events(path)
 
 
-def test_file_with_xytp_array_points_to_conversion(tmp_path):
-    path = tmp_path / "tonic.npy"
-    np.save(path, np.zeros(3, dtype=XYTP_DTYPE))
+def test_saving_an_xytp_array_as_events_points_to_conversion(tmp_path):
     with pytest.raises(EventFileError, match="xytp_to_events"):
-        load_events(path)
+        save_events(tmp_path / "tonic.npy", np.zeros(3, dtype=XYTP_DTYPE))
 
 
 def test_unstructured_and_unordered_and_unknown_files_are_refused(tmp_path):

@@ -281,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of every subcommand that runs an event file through a configured device."""
     parser.add_argument("config", help="ChipConfig JSON file (from `spikeflash map`)")
-    parser.add_argument("--events", required=True, help="input events: .npy / .npz event file")
+    parser.add_argument("--events", required=True, help="input events: an event file (.npy / .npz), a Tonic (x, y, t, p) "
+                        "sample saved as .npy / .npz, or an AEDAT4 recording (.aedat4)")
     parser.add_argument("--device", default="emu://", help="device URL (default: emu://)")
     parser.add_argument("--timeout", type=float, help="seconds for the device run (default: scales with the input)")
 
@@ -305,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
 def _hint(exc: Exception) -> str:
     """What to try next for ``exc`` (a DeviceError carries its own hint in its message)."""
     if isinstance(exc, ImportError):
-        return "install the optional extras: pip install 'spikeflash[demo,nir]'"
+        return "install the optional extras: pip install 'spikeflash[demo,nir,aedat]'"
     if isinstance(exc, FileNotFoundError):
         return "check the path; relative paths start in the current directory"
     if isinstance(exc, DeviceError) and exc.hint is None:

@@ -1,11 +1,13 @@
 """Event files: save and load event arrays, and convert to and from (x, y, t, p) arrays.
 
 Our event arrays use :data:`snnlib.EVENT_DTYPE` (``t`` in µs, ``layer``, ``channel``, ``y``,
-``x``). On disk they are plain numpy files:
+``x``). On disk:
 
-- ``.npy``: one event array.
-- ``.npz``: several named arrays (e.g. one per layer) plus a JSON metadata dict (e.g.
-  ``{"dt_us": 1000}``), stored under the key :data:`METADATA_KEY`.
+- ``.npy``: one event array, or a Tonic sample (an (x, y, t, p) array, read as DVS input).
+- ``.npz``: several named arrays (e.g. one per layer, or (x, y, t, p) arrays) plus a JSON
+  metadata dict (e.g. ``{"dt_us": 1000}``), stored under the key :data:`METADATA_KEY`.
+- ``.aedat4``: a DV / SynSense recording (:mod:`backend.files.aedat4`), read as DVS input
+  with its absolute timestamps; metadata ``{"sensor_size": [height, width]}``.
 
 Tonic, specksim and other event-camera tools use structured arrays with the fields
 ``x, y, t, p`` in that order (specksim crashes on any other order, sinabs#263).
@@ -118,15 +120,25 @@ def save_events(
     events: Union[np.ndarray, Mapping[str, np.ndarray]],
     metadata: Mapping | None = None,
 ) -> Path:
-    """Write events to ``path`` (``.npy`` or ``.npz``) and return the path.
+    """Write events to ``path`` (``.npy``, ``.npz`` or ``.aedat4``) and return the path.
 
     ``.npy`` takes one event array and no metadata. ``.npz`` takes one array (stored as
     ``"events"``) or a mapping name -> event array (names of letters, digits and ``_``), plus
-    a JSON-serialisable ``metadata`` dict (e.g. ``{"dt_us": 1000}``).
+    a JSON-serialisable ``metadata`` dict (e.g. ``{"dt_us": 1000}``). ``.aedat4`` takes one
+    array of DVS input events (layer ``DVS_LAYER_ID``, channel = polarity) and optional
+    metadata ``{"sensor_size": [height, width]}`` (default 128 x 128).
     """
     path = Path(path)
     suffix = _check_suffix(path)
     arrays = _named_arrays(events)
+    if suffix == ".aedat4":
+        from backend.files.aedat4 import write_aedat4
+
+        size = dict(metadata or {}).pop("sensor_size", (128, 128))
+        if len(arrays) != 1 or set(metadata or {}) - {"sensor_size"}:
+            raise EventFileError(f"path={str(path)!r}: an .aedat4 file holds one DVS event array and "
+                                 "only the metadata 'sensor_size'; save other data as .npz")
+        return write_aedat4(path, next(iter(arrays.values())), tuple(size))
     if suffix == ".npy":
         if len(arrays) != 1 or metadata:
             raise EventFileError(
@@ -142,7 +154,8 @@ def save_events(
 
 
 def load_event_file(path: PathLike) -> EventFile:
-    """Read a ``.npy`` or ``.npz`` event file; every array must be a time-ordered event array.
+    """Read a ``.npy``, ``.npz`` or ``.aedat4`` event file; every array must be a time-ordered
+    event array or an (x, y, t, p) array (a Tonic sample, returned as DVS input events).
 
     A ``.npy`` file yields one array named ``"events"`` and empty metadata.
     """
@@ -150,6 +163,12 @@ def load_event_file(path: PathLike) -> EventFile:
     suffix = _check_suffix(path)
     if not path.is_file():
         raise EventFileError(f"path={str(path)!r}: no such file")
+    if suffix == ".aedat4":
+        from backend.files.aedat4 import read_aedat4
+
+        events, size = read_aedat4(path)
+        return EventFile({DEFAULT_ARRAY_NAME: _check_event_array(events, path.name)},
+                         {"sensor_size": list(size)})
     try:
         if suffix == ".npy":
             arrays = {DEFAULT_ARRAY_NAME: np.load(path, allow_pickle=False)}
@@ -162,8 +181,16 @@ def load_event_file(path: PathLike) -> EventFile:
     except (ValueError, OSError) as exc:
         raise EventFileError(f"path={str(path)!r}: not a readable numpy {suffix} file ({exc})") from exc
     for name, arr in arrays.items():
-        _check_event_array(arr, f"{path.name}['{name}']")
+        if _is_xytp(arr):
+            arrays[name] = xytp_to_events(arr)
+        _check_event_array(arrays[name], f"{path.name}['{name}']")
     return EventFile(arrays, metadata)
+
+
+def _is_xytp(arr: np.ndarray) -> bool:
+    """Whether ``arr`` is an (x, y, t, p) array such as a Tonic sample (no ``layer`` field)."""
+    names = arr.dtype.names or ()
+    return set(XYTP_FIELDS) <= set(names) and "layer" not in names
 
 
 def load_events(path: PathLike, name: str | None = None) -> np.ndarray:
@@ -261,10 +288,10 @@ def _fit(values: np.ndarray, target: np.dtype, name: str) -> np.ndarray:
 
 def _check_suffix(path: Path) -> str:
     suffix = path.suffix
-    if suffix not in (".npy", ".npz"):
+    if suffix not in (".npy", ".npz", ".aedat4"):
         raise EventFileError(
-            f"path={str(path)!r}: suffix {suffix or '(none)'!r}; expected '.npy' (one array) or "
-            "'.npz' (named arrays + metadata)"
+            f"path={str(path)!r}: suffix {suffix or '(none)'!r}; expected '.npy' (one array), "
+            "'.npz' (named arrays + metadata) or '.aedat4' (a DV recording)"
         )
     return suffix
 
