@@ -1,47 +1,81 @@
-"""The backend's exception tree: everything a device can do wrong is a :class:`DeviceError`.
+"""The backend's exception tree: everything a device can do wrong is a :class:`DeviceError`,
+and every class here derives from :class:`snnlib.errors.SpikeflashError`.
 
 Timeouts also subclass the builtin :class:`TimeoutError`, so ``except TimeoutError`` works.
-Each error may carry the link/device ``counters`` at the moment it was raised and a ``hint``
-that says what to do.
+A device error may carry the link/device ``counters`` at the moment it was raised, and, as
+every spikeflash error, a ``hint`` that says what to do.
 """
 
 from __future__ import annotations
 
 from typing import Any, Optional
 
+from snnlib.errors import SpikeflashError
 
-class DeviceError(Exception):
-    """Base class: talking to a device failed."""
+
+class DeviceError(SpikeflashError):
+    """Base class: talking to a device failed.
+
+    Example scenarios:
+      - any of the subclasses below; ``counters`` holds the link and device counters when the
+        error was raised and ``hint`` what to try next
+    """
 
     def __init__(self, message: str, *, counters: Optional[Any] = None, hint: Optional[str] = None):
         self.counters = counters
-        self.hint = hint
-        text = message if hint is None else f"{message} (hint: {hint})"
-        super().__init__(text)
+        super().__init__(message, hint=hint)
 
 
 class UnsupportedURL(DeviceError, ValueError):
-    """The device URL has a form no driver understands."""
+    """The device URL has a form no driver understands.
+
+    Example scenarios:
+      - a misspelt scheme such as ``open_device("emul://")``; the message lists the known ones
+      - an empty string or a non-string URL
+    """
 
 
 class DeviceNotFound(DeviceError):
-    """No device answers at that URL (missing port, no devkit plugged in)."""
+    """No device answers at that URL.
+
+    Example scenarios:
+      - a port path that does not exist (board unplugged, wrong ``/dev/ttyACM*`` number)
+      - ``socket://host:port`` where nothing listens; a ``samna://`` devkit not plugged in
+    """
 
 
 class DeviceOpenError(DeviceError):
-    """The device exists but cannot be opened (busy, permission denied)."""
+    """The device exists but cannot be opened.
+
+    Example scenarios:
+      - the port is held by another program (or another spikeflash)
+      - this user may not open the port (Linux: not in the ``dialout`` group)
+    """
 
 
 class SamnaUnavailable(DeviceError):
-    """A ``samna://`` device was asked for but the real samna library is not installed."""
+    """A ``samna://`` device was asked for but the real samna library cannot be used.
+
+    Example scenarios:
+      - samna is not installed, or only PyPI's placeholder package is installed
+    """
 
 
 class ProtocolError(DeviceError):
-    """The device sent something that breaks the wire protocol (bad frame, unexpected reply)."""
+    """The device sent something that breaks the wire protocol.
+
+    Example scenarios:
+      - a reply of the wrong type or too short for its layout
+      - a device that does not greet with spikeflash's magic (another firmware on the port)
+    """
 
 
 class PartialFrame(ProtocolError):
-    """The byte stream ended in the middle of a frame; ``received`` bytes of it had arrived."""
+    """The byte stream ended in the middle of a frame; ``received`` bytes of it had arrived.
+
+    Example scenarios:
+      - the port closed while a frame was being received
+    """
 
     def __init__(self, received: int, **kw):
         self.received = received
@@ -49,36 +83,88 @@ class PartialFrame(ProtocolError):
 
 
 class VersionMismatch(ProtocolError):
-    """The device speaks another protocol version or reports another chip than expected."""
+    """The device speaks another protocol version or reports another chip than expected.
+
+    Example scenarios:
+      - an old board firmware after a spikeflash upgrade
+      - flashing a configuration mapped for speck2f onto a board that reports another chip
+    """
 
 
 class LinkTimeout(DeviceError, TimeoutError):
-    """The device did not answer within the deadline."""
+    """The device did not answer within the deadline.
+
+    Example scenarios:
+      - no greeting after opening the port (wrong port, or the board is not running firmware)
+      - a reply lost again and again on a noisy link until the retries ran out
+    """
 
 
 class RunTimeout(LinkTimeout):
-    """A run did not end with the device's end-of-run marker before the deadline."""
+    """A run did not end with the device's end-of-run marker before the deadline.
+
+    Example scenarios:
+      - an input far longer than the deadline allows (pass a larger ``timeout``)
+      - a device that stopped sending output mid-run; the message names the events read
+    """
 
 
 class DeviceReset(DeviceError):
-    """The device restarted (greeting or sequence restart seen); its configuration is gone."""
+    """The device restarted; its configuration and states are gone.
+
+    Example scenarios:
+      - a power glitch or a reset button press mid-run (seen as an unasked greeting or
+        restarted sequence numbers); the next operation greets again and re-flashes
+    """
 
 
 class DeviceDisconnected(DeviceError):
-    """The port closed or the device vanished (unplugged)."""
+    """The port closed or the device vanished.
+
+    Example scenarios:
+      - the USB cable was pulled, or the emulator process ended
+      - an operation on a device that was already closed
+    """
 
 
 class FlashError(DeviceError):
-    """Writing a configuration to the device failed verification."""
+    """Writing a configuration to the device failed.
+
+    Example scenarios:
+      - the device refused the configuration as invalid
+      - one of the verification failures below
+    """
 
 
 class FlashNotApplied(FlashError):
-    """The device reports that nothing was written (empty or unchanged configuration)."""
+    """The device reports that nothing was written.
+
+    Example scenarios:
+      - an empty configuration was sent
+    """
 
 
 class FlashMismatch(FlashError):
-    """The device applied a configuration whose digest differs from the one sent."""
+    """The device applied a configuration whose digest differs from the one sent.
+
+    Example scenarios:
+      - bytes corrupted on the way that the frame checks did not catch
+      - re-flashing after a device restart applied something else
+    """
 
 
 class NotFlashed(DeviceError):
-    """An operation needs a configuration, but none has been flashed to this device."""
+    """An operation needs a configuration, but none has been flashed to this device.
+
+    Example scenarios:
+      - ``device.run(events)`` or ``device.read_states()`` before ``device.flash(config)``
+    """
+
+
+class ModelFileError(SpikeflashError, ValueError):
+    """A model file given to the command line cannot be loaded as a model.
+
+    Example scenarios:
+      - a path that does not exist, or a suffix other than ``.pt``/``.pth``/``.nir``
+      - a ``.pt`` file that holds a ``state_dict`` instead of a whole ``nn.Module``
+    """

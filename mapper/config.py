@@ -149,8 +149,11 @@ class ChipConfig:
         return config
 
     def save(self, path: str | Path) -> None:
-        """Write :meth:`to_json` to ``path``."""
-        Path(path).write_text(self.to_json())
+        """Write :meth:`to_json` to ``path``; a file the system refuses raises :class:`ConfigError`."""
+        try:
+            Path(path).write_text(self.to_json())
+        except OSError as exc:
+            raise ConfigError("<file>", f"cannot write {path}: {exc}") from exc
 
     @classmethod
     def load(cls, path: str | Path) -> "ChipConfig":

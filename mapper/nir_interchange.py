@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from snnlib.ann import SumPool2d
+from snnlib.errors import MissingDependency, SpikeflashError
 from snnlib.layers import SpikingLayer
 
 #: Node-metadata key prefix under which export keeps SpikingLayer attributes NIR's IF lacks.
@@ -49,16 +50,30 @@ CHIP_POOL_SIZES = (1, 2, 4)
 SEVERITIES = ("info", "lossy", "chip")
 
 
-class NIRExportError(ValueError):
-    """A model holds something NIR cannot represent; the message lists every such layer."""
+class NIRExportError(SpikeflashError, ValueError):
+    """A model holds something NIR cannot represent; the message lists every such layer.
+
+    Example scenarios:
+      - a Conv2d with ``padding_mode="reflect"`` or a pooling layer with ``ceil_mode=True``
+    """
 
 
-class NIRImportError(ValueError):
-    """A NIR graph holds nodes or a structure that cannot become an snnlib model."""
+class NIRImportError(SpikeflashError, ValueError):
+    """A NIR graph holds nodes or a structure that cannot become an snnlib model.
+
+    Example scenarios:
+      - a graph with branches or a cycle, or a node type with no snnlib counterpart (e.g. LI)
+      - a file that is missing or is not a NIR file
+    """
 
 
 class LossyImportError(NIRImportError):
-    """``strict=True`` and the import would change what the model computes."""
+    """``strict=True`` and the import would change what the model computes.
+
+    Example scenarios:
+      - per-neuron thresholds that would be collapsed to their mean
+      - a LIF node that would be imported as integrate-and-fire
+    """
 
 
 class LegalizationWarning(UserWarning):
@@ -109,7 +124,7 @@ class NIRImport(NamedTuple):
     report: LegalizationReport
 
 
-class _Unsupported(Exception):
+class _Unsupported(SpikeflashError):
     """Internal: one node or module that cannot be converted (collected, then raised together)."""
 
 
@@ -439,7 +454,7 @@ def _nir():
     try:
         import nir
     except ImportError as exc:
-        raise ImportError("NIR support needs the nir package: pip install 'spikeflash[nir]'") from exc
+        raise MissingDependency("NIR support needs the nir package: pip install 'spikeflash[nir]'") from exc
     return nir
 
 

@@ -9,6 +9,7 @@ from snnlib.events import (
     events_to_raster,
     raster_to_events,
 )
+from snnlib.errors import MissingDependency, SpikeflashError
 from snnlib.engine import ChipModelOptions, EventSimulator, SimulationResult, simulate
 from snnlib.network import (
     DVS_LAYER_ID,

@@ -26,14 +26,20 @@ from collections.abc import Mapping
 import numpy as np
 from numba import njit
 
+from snnlib.errors import SpikeflashError
+
 EVENT_DTYPE = np.dtype(
     [("t", "<i8"), ("layer", "<i2"), ("channel", "<i2"), ("y", "<i2"), ("x", "<i2")]
 )
 SPATIAL_FIELDS = ("channel", "y", "x")
 
 
-class InvalidEventsError(ValueError):
+class InvalidEventsError(SpikeflashError, ValueError):
     """An event array (or raster) holds a value that cannot be processed.
+
+    Example scenarios:
+      - timestamps that decrease, or a negative coordinate or channel
+      - an array whose dtype is not :data:`EVENT_DTYPE` (and cannot be converted to it)
 
     ``field``, ``value`` and ``index`` name the first offending entry (``index`` is None when
     the problem is the array as a whole).

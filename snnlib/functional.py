@@ -22,17 +22,28 @@ import numpy as np
 import torch
 
 from snnlib import _iaf_kernels as kernels
+from snnlib.errors import SpikeflashError
 
 SURROGATE_SHAPES = ("step", "box", "triangle", "fast_sigmoid", "gaussian")
 INT16_MIN, INT16_MAX = -32768, 32767
 
 
-class InvalidParameterError(ValueError):
-    """A layer or function argument has a value outside its allowed range or form."""
+class InvalidParameterError(SpikeflashError, ValueError):
+    """A layer or function argument has a value outside its allowed range or form.
+
+    Example scenarios:
+      - ``SpikingLayer(threshold=0)``, or ``batch_size=0``
+      - a cropping that is not ``((top, bottom), (left, right))``
+    """
 
 
-class InputShapeError(ValueError):
-    """A tensor given to a layer has the wrong shape or dtype for it."""
+class InputShapeError(SpikeflashError, ValueError):
+    """A tensor given to a layer has the wrong shape or dtype for it.
+
+    Example scenarios:
+      - a tensor without the time axis given to a layer that expects ``(T, ...)``
+      - a cropping or pooling that leaves nothing of the input
+    """
 
 
 def _check_positive(name: str, value: float) -> float:

@@ -15,14 +15,20 @@ import numpy as np
 import torch
 
 from snnlib.ann import SumPool2d
+from snnlib.errors import SpikeflashError
 from snnlib.layers import SpikingLayer
 from snnlib.network import INT16_RANGE, CoreLayer, Destination, IntegerNetwork
 
 SKIPPED = (torch.nn.Identity, torch.nn.Dropout, torch.nn.Dropout2d)
 
 
-class UnsupportedModelError(ValueError):
-    """A module of the model cannot be expressed as chip core layers."""
+class UnsupportedModelError(SpikeflashError, ValueError):
+    """A module of the model cannot be expressed as chip core layers.
+
+    Example scenarios:
+      - a Conv2d with a non-square kernel, or a SpikingLayer with ``negative_spikes=True``
+      - weights that are not integers in the chip's range, or a Linear after a missing Flatten
+    """
 
 
 def _pair(value) -> tuple[int, int]:

@@ -17,6 +17,8 @@ from typing import Optional
 
 import numpy as np
 
+from snnlib.errors import SpikeflashError
+
 INT8_RANGE = (-128, 127)
 INT16_RANGE = (-32768, 32767)
 POOLING_FACTORS = (1, 2, 4)
@@ -26,8 +28,14 @@ MAX_DESTINATIONS = 2
 DVS_LAYER_ID = 13
 
 
-class InvalidNetworkError(ValueError):
-    """An :class:`IntegerNetwork` field holds a value the chip model cannot represent."""
+class InvalidNetworkError(SpikeflashError, ValueError):
+    """An :class:`IntegerNetwork` field holds a value the chip model cannot represent.
+
+    Example scenarios:
+      - a weight outside int8, a threshold outside int16, ``threshold_low >= threshold``
+      - a destination naming a layer that does not exist, or a pooling factor other than 1/2/4
+      - a DVS ``cut`` outside its input or a layer whose input shape does not match its source
+    """
 
 
 @dataclass

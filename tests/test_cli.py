@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from backend.app.cli import main
+from backend.errors import ModelFileError
 from backend.emulator.server import EmulatorServer, ServedEmulator
 from backend.files.events import load_events, save_events
 from mapper import ChipConfig
@@ -131,7 +132,7 @@ def test_a_state_dict_is_refused_with_the_fix(tmp_path, capsys):
 
 
 def test_debug_shows_the_exception(tmp_path):
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ModelFileError, match="no such file"):
         main(["--debug", "map", str(tmp_path / "missing.pt"), "--input-shape", "1,8,8"])
 
 

@@ -17,7 +17,6 @@ from backend.devices import open_device
 from backend.emulator.server import EmulatorServer, ServedEmulator
 from backend.errors import (
     DeviceDisconnected,
-    DeviceError,
     DeviceReset,
     FlashError,
     FlashMismatch,
@@ -359,9 +358,3 @@ def test_window_limits_frames_in_flight_and_ack_releases_them():
     incoming.append(encode_frame(FrameType.ACK, 0, fr.U16.pack(2)))
     link.send(FrameType.EVENTS, b"c", deadline=1.0)
     assert len(sent) == 3
-
-
-def test_every_error_is_a_device_error():
-    for cls in (DeviceDisconnected, DeviceReset, FlashError, LinkTimeout, NotFlashed, RunTimeout,
-                VersionMismatch):
-        assert issubclass(cls, DeviceError)

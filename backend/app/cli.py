@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from backend.errors import DeviceError
+from backend.errors import DeviceError, ModelFileError
+from snnlib.errors import SpikeflashError
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -36,8 +37,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from backend.files.events import load_events
     from mapper import ChipConfig
 
-    with open(args.config, encoding="utf-8") as f:
-        config = ChipConfig.from_json(f.read())
+    config = ChipConfig.load(args.config)
     events = load_events(args.events)
     with open_device(args.device) as device:
         result = compare(config, device, events, flash=not args.no_flash, timeout=args.timeout)
@@ -121,8 +121,8 @@ def _cmd_map(args: argparse.Namespace) -> int:
     model, declared_shape = _load_model(args.model)
     input_shape = args.input_shape or declared_shape
     if input_shape is None:
-        raise ValueError(f"{args.model}: the input shape is unknown; pass --input-shape C,H,W "
-                         "(a .nir file may declare it in its Input node)")
+        raise ModelFileError(f"{args.model}: the input shape is unknown; pass --input-shape C,H,W "
+                             "(a .nir file may declare it in its Input node)")
     try:
         result = map_model(model, input_shape, args.chip)
     except MappingError as exc:
@@ -185,20 +185,24 @@ def _load_model(path: str):
 
     file = Path(path)
     if file.suffix not in (".pt", ".pth", ".nir"):
-        raise ValueError(f"model={path!r}: unknown file type {file.suffix!r}; expected a .pt/.pth file "
-                         "(torch.save(model, path)) or a .nir graph")
+        raise ModelFileError(f"model={path!r}: unknown file type {file.suffix!r}; expected a .pt/.pth "
+                             "file (torch.save(model, path)) or a .nir graph")
     if not file.is_file():
-        raise FileNotFoundError(f"model={path!r}: no such file")
+        raise ModelFileError(f"model={path!r}: no such file",
+                             hint="check the path; relative paths start in the current directory")
     if file.suffix == ".nir":
         from mapper.nir_interchange import declared_input_shape, import_nir
 
         imported = import_nir(file)
         print(imported.report)
         return imported.model, declared_input_shape(file)
-    model = torch.load(file, weights_only=False)
+    try:
+        model = torch.load(file, weights_only=False)
+    except Exception as exc:  # unpickling runs arbitrary code: any exception means "not loadable"
+        raise ModelFileError(f"model={path!r}: torch.load cannot read it ({type(exc).__name__}: {exc})") from exc
     if not isinstance(model, torch.nn.Module):
-        raise ValueError(f"model={path!r}: holds a {type(model).__name__}, not a torch.nn.Module; save the "
-                         "whole model with torch.save(model, path), not its state_dict")
+        raise ModelFileError(f"model={path!r}: holds a {type(model).__name__}, not a torch.nn.Module; save "
+                             "the whole model with torch.save(model, path), not its state_dict")
     return model, None
 
 
@@ -295,21 +299,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, OSError, RuntimeError, ImportError, DeviceError) as exc:
+    except SpikeflashError as exc:  # anything else is a bug, and shows its traceback
         if args.debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc.message}", file=sys.stderr)
         print(f"hint: {_hint(exc)}", file=sys.stderr)
         return 1
 
 
-def _hint(exc: Exception) -> str:
-    """What to try next for ``exc`` (a DeviceError carries its own hint in its message)."""
-    if isinstance(exc, ImportError):
-        return "install the optional extras: pip install 'spikeflash[demo,nir,aedat]'"
-    if isinstance(exc, FileNotFoundError):
-        return "check the path; relative paths start in the current directory"
-    if isinstance(exc, DeviceError) and exc.hint is None:
+def _hint(exc: SpikeflashError) -> str:
+    """What to try next for ``exc``: its own hint, else a general next step."""
+    if exc.hint is not None:
+        return exc.hint
+    if isinstance(exc, DeviceError):
         return "run `spikeflash doctor` to check the installation and the serial path"
     return "rerun with --debug for the full traceback"
 

@@ -27,20 +27,44 @@ def open_device(url: str = "emu://", **options) -> Device:
     """Open a device by URL.
 
     ``emu://`` — the in-process emulator (default). ``samna://speck2fdevkit:0`` — a SynSense
-    devkit through samna. Anything else is a pyserial URL for a board speaking the spikeflash
-    wire protocol: a port path (``/dev/ttyACM0``, a pty), ``socket://host:port``,
-    ``rfc2217://host:port``.
+    devkit through samna. A port path (``/dev/ttyACM0``, a pty) or a URL with one of pyserial's
+    schemes (``socket://host:port``, ``rfc2217://host:port``, ...) is a board speaking the
+    spikeflash wire protocol. Any other scheme raises :class:`UnsupportedURL` listing the known
+    ones.
     """
+    example = "such as 'emu://', '/dev/ttyACM0', 'socket://localhost:5000' or 'samna://speck2fdevkit:0'"
     if not isinstance(url, str) or not url:
-        raise UnsupportedURL(
-            f"open_device(url={url!r}): expected a URL such as 'emu://', '/dev/ttyACM0', "
-            "'socket://localhost:5000' or 'samna://speck2fdevkit:0'"
-        )
-    scheme = url.split("://", 1)[0] if "://" in url else "serial"
-    kind = scheme if scheme in ("emu", "samna") else "serial"
+        raise UnsupportedURL(f"open_device(url={url!r}): expected a URL {example}")
+    scheme = url.split("://", 1)[0].lower() if "://" in url else None  # None: a port path
+    if scheme in ("emu", "samna"):
+        kind = scheme
+    elif scheme is None or scheme in pyserial_schemes():
+        kind = "serial"
+    else:
+        known = ", ".join(f"{s}://" for s in sorted({"emu", "samna"} | pyserial_schemes()))
+        raise UnsupportedURL(f"open_device(url={url!r}): unknown scheme {scheme!r}; known schemes: "
+                             f"{known}, or a port path", hint=f"pass a URL {example}")
     module_name, class_name = DRIVERS[kind]
     driver = getattr(importlib.import_module(module_name), class_name)
     return driver(url, **options)
+
+
+def pyserial_schemes() -> set[str]:
+    """The URL schemes pyserial opens: one per ``protocol_<scheme>`` module in its handler
+    packages (``serial.protocol_handler_packages``, which other packages may extend)."""
+    import pkgutil
+
+    import serial
+
+    schemes = set()
+    for package in serial.protocol_handler_packages:
+        try:
+            path = importlib.import_module(package).__path__
+        except ImportError:  # a package listed there but not installed offers no schemes
+            continue
+        schemes |= {m.name.removeprefix("protocol_") for m in pkgutil.iter_modules(path)
+                    if m.name.startswith("protocol_")}
+    return schemes
 
 
 @dataclass

@@ -25,6 +25,7 @@ from backend.protocol import frames as fr
 from backend.protocol.codec import MAX_PAYLOAD, Frame
 from backend.protocol.frames import ErrorCode, FrameType
 from backend.protocol.link import Link
+from snnlib.errors import SpikeflashError
 
 #: input events the chip processes per step, so output streams while a long run goes on
 RUN_SLICE = 65536
@@ -35,12 +36,14 @@ TRANSACTION_BODY = frozenset({FrameType.CONFIG_BEGIN, FrameType.CONFIG_CHUNK,
 WRITE_DEADLINE = 5.0
 
 
-class Rebooted(Exception):
-    """Raised inside the serving loop when :meth:`EmulatorServer.reboot` was requested."""
+class Rebooted(SpikeflashError):
+    """Raised inside the serving loop when :meth:`EmulatorServer.reboot` was requested; the
+    loop catches it and boots again (it never reaches a caller)."""
 
 
-class PeerClosed(Exception):
-    """The host closed the connection (TCP) or the stream failed."""
+class PeerClosed(SpikeflashError):
+    """The host closed the connection (TCP) or the stream failed; the loop catches it and
+    waits for the next host (it never reaches a caller)."""
 
 
 class EmulatorServer:
@@ -310,7 +313,9 @@ class EmulatorServer:
     }
 
 
-class _Refused(Exception):
+class _Refused(SpikeflashError):
+    """A request the device refuses; answered to the host as an ERROR frame with ``code``."""
+
     def __init__(self, code: ErrorCode, message: str):
         self.code = code
         super().__init__(message)

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from backend.files.events import EventFileError
+from snnlib.errors import MissingDependency
 from snnlib.events import EVENT_DTYPE
 from snnlib.network import DVS_LAYER_ID
 
@@ -33,7 +34,12 @@ _EVENT = np.dtype([("t", "<i8"), ("x", "<i2"), ("y", "<i2"), ("on", "u1"), ("pad
 
 
 class AedatError(EventFileError):
-    """An AEDAT4 file cannot be read or events cannot be written as AEDAT4."""
+    """An AEDAT4 file cannot be read or events cannot be written as AEDAT4.
+
+    Example scenarios:
+      - a file the decoder rejects (truncated, not AEDAT4) or one with no event stream
+      - writing events that are not EVENT_DTYPE, or coordinates the sensor size cannot hold
+    """
 
 
 def read_aedat4(path: str | Path) -> tuple[np.ndarray, tuple[int, int]]:
@@ -42,12 +48,13 @@ def read_aedat4(path: str | Path) -> tuple[np.ndarray, tuple[int, int]]:
     Returns ``(events, (height, width))``: EVENT_DTYPE events on layer ``DVS_LAYER_ID`` in
     file order, ``t`` in µs as recorded. Frames, IMU and trigger streams are skipped.
     Raises :class:`AedatError` for a file the decoder rejects or that holds no event stream,
-    and ImportError naming the extra when ``aedat`` is not installed.
+    and :class:`~snnlib.errors.MissingDependency` (an ImportError) naming the extra when
+    ``aedat`` is not installed.
     """
     try:
         import aedat
     except ImportError as exc:
-        raise ImportError("reading AEDAT4 needs the 'aedat' decoder: pip install 'spikeflash[aedat]'") from exc
+        raise MissingDependency("reading AEDAT4 needs the 'aedat' decoder: pip install 'spikeflash[aedat]'") from exc
     try:
         decoder = aedat.Decoder(str(path))
         streams = {sid: s for sid, s in decoder.id_to_stream().items() if s["type"] == "events"}

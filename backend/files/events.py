@@ -43,7 +43,12 @@ PathLike = Union[str, Path]
 
 
 class EventFileError(InvalidEventsError):
-    """An event array or event file does not have the expected form (``field`` names the field)."""
+    """An event array or event file does not have the expected form (``field`` names the field).
+
+    Example scenarios:
+      - a path that does not exist or is not a readable ``.npy``/``.npz`` file
+      - an ``.npz`` file with several arrays and no ``name`` chosen, or an unknown dtype
+    """
 
 
 @dataclass
@@ -146,10 +151,13 @@ def save_events(
                 f"{len(arrays)} array(s)" + (" and metadata" if metadata else "")
                 + "; save as .npz instead"
             )
-        np.save(path, next(iter(arrays.values())), allow_pickle=False)
-        return path
-    meta_text = _metadata_json(metadata or {})
-    np.savez(path, **arrays, **{METADATA_KEY: np.array(meta_text)})
+    try:
+        if suffix == ".npy":
+            np.save(path, next(iter(arrays.values())), allow_pickle=False)
+        else:
+            np.savez(path, **arrays, **{METADATA_KEY: np.array(_metadata_json(metadata or {}))})
+    except OSError as exc:
+        raise EventFileError(f"path={str(path)!r}: cannot write ({exc})") from exc
     return path
 
 

@@ -17,6 +17,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from snnlib.errors import SpikeflashError
 from snnlib.events import InvalidEventsError, check_events
 
 PathLike = Union[str, Path]
@@ -24,8 +25,13 @@ DPI = 100
 MEMORY_KINDS = ("kernel", "neuron", "bias")
 
 
-class PlotInputError(ValueError):
-    """A plotting function got data it cannot draw."""
+class PlotInputError(SpikeflashError, ValueError):
+    """A plotting function got data it cannot draw.
+
+    Example scenarios:
+      - a raster of two empty event arrays, or a memory row without ``kernel_used``
+      - predicted labels outside the given classes, or a path that does not end in ``.png``
+    """
 
 
 def plot_event_raster(
