@@ -24,29 +24,34 @@ from snnlib import (
 
 
 def reference_iaf(x, v0, threshold, low, subtract, reset=False, negative=False, saturate=False):
-    """Plain integer loop: x (B, T, N) ints, v0 (B, N) ints -> spikes (B, T, N), final v, and
-    the largest |membrane| reached."""
-    v = v0.astype(np.int64).copy()
-    spikes = np.zeros(x.shape, np.int64)
+    """Plain integer loop in Python ints (object arrays: no int64 wrap, however far the membrane
+    runs): x (B, T, N) ints, v0 (B, N) ints -> spikes (B, T, N), final v, and the largest
+    magnitude of any value the float kernel computes (membrane, spike count times subtract)."""
+    v = v0.astype(object)
+    spikes = np.zeros(x.shape, object)
     peak = 0
     for t in range(x.shape[1]):
-        v = v + x[:, t]
+        v = v + x[:, t].astype(object)
         peak = max(peak, int(np.abs(v).max()))
         if saturate:
             v = np.clip(v, -32768, 32767)
         if low is not None:
             v = np.maximum(v, low)
         if reset:
-            s = (v >= threshold).astype(np.int64)
+            s = (v >= threshold).astype(object)
             v = np.where(s > 0, 0, v)
         else:
             s = np.where(v >= threshold, v // threshold, 0)
             if negative:
                 s = s - np.where(v <= -threshold, (-v) // threshold, 0)
+            peak = max(peak, int(np.abs(s * subtract).max()))
             v = v - s * subtract
         spikes[:, t] = s
         peak = max(peak, int(np.abs(v).max()))
     return spikes, v, peak
+
+
+EXACT_INTEGERS = {torch.float32: 2**24, torch.float64: 2**53}  # every integer below is a float
 
 
 @settings(max_examples=60, deadline=None)
@@ -71,11 +76,71 @@ def test_integer_inputs_give_exact_integers_equal_to_reference(data, shape, thre
     params = IAFParameters(threshold, low, subtract, membrane_reset=mode == "reset",
                            negative_spikes=mode == "negative", saturate_int16=saturate)
     expected, v_end, peak = reference_iaf(x, v0, threshold, low, params.subtract, mode == "reset", mode == "negative", saturate)
-    assume(dtype == torch.float64 or peak < 2**24)  # exact integers: float32 holds them up to 2**24
+    # exact only while every value computed is an integer the dtype holds; with negative spikes
+    # and membrane_subtract > threshold the membrane grows geometrically, past 2**53 in 12 steps
+    assume(peak < EXACT_INTEGERS[dtype])
     state = torch.tensor(v0, dtype=dtype)
     spikes = integrate_and_fire(torch.tensor(x, dtype=dtype), state, params)
-    np.testing.assert_array_equal(spikes.numpy(), expected)
-    np.testing.assert_array_equal(state.numpy(), v_end)
+    np.testing.assert_array_equal(spikes.numpy(), expected.astype(np.int64))
+    np.testing.assert_array_equal(state.numpy(), v_end.astype(np.int64))
+
+
+def test_geometric_membrane_growth_stays_exact_up_to_float64_integers():
+    # threshold 1, 300 subtracted per spike, negative spikes: each step v spikes v times and
+    # becomes v - 300 v = -299 v; from 3000, the largest value computed is the subtraction
+    # 300 * 3000 * 299**4 = 7.2e15 at step 4, between 2**52 and 2**53
+    x = np.zeros((1, 5, 1), np.int64)
+    x[0, 0, 0] = 3000
+    params = IAFParameters(1, None, 300, negative_spikes=True)
+    expected, v_end, peak = reference_iaf(x, np.zeros((1, 1), np.int64), 1, None, 300, negative=True)
+    assert 2**52 < peak < 2**53
+    state = torch.zeros(1, 1, dtype=torch.float64)
+    spikes = integrate_and_fire(torch.tensor(x, dtype=torch.float64), state, params)
+    assert spikes.flatten().tolist() == expected.flatten().tolist() == [3000 * (-299) ** t for t in range(5)]
+    assert state.item() == v_end.item() == 3000 * (-299) ** 5
+
+
+def _multiples(threshold: int, limit: int) -> np.ndarray:
+    """Membranes k*threshold - 1, k*threshold, k*threshold + 1 for k = 1..40 and for the 3
+    largest k with k*threshold + 1 below ``limit``, and their negatives."""
+    ks = list(range(1, 41)) + [(limit - 2) // threshold - j for j in (2, 1, 0)]
+    m = np.array([k * threshold + d for k in ks for d in (-1, 0, 1)], np.int64)
+    return np.concatenate([m, -m])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("mode", ["subtract", "reset", "negative"])
+def test_membranes_at_exact_multiples_of_every_threshold_give_exact_spike_counts(dtype, mode):
+    """A membrane of exactly k * threshold is k spikes (subtract), 1 (reset) or, negated, -k
+    (negative spikes), for every integer threshold 1..300, near 1 and near the dtype's largest
+    exact integer; the residue left is the membrane mod threshold."""
+    limit = 2**24 if dtype == torch.float32 else 2**53
+    for threshold in range(1, 301):
+        m = _multiples(threshold, limit)
+        params = IAFParameters(threshold, None, membrane_reset=mode == "reset", negative_spikes=mode == "negative")
+        x = torch.tensor(np.stack([m, np.zeros_like(m)])[None], dtype=dtype)  # (1, 2, N): m, then nothing
+        state = torch.zeros(1, m.size, dtype=dtype)
+        spikes = integrate_and_fire(x, state, params)[0].to(torch.float64).numpy()
+        n = np.abs(m) // threshold  # exact spike count of |m| (Python ints in int64)
+        if mode == "reset":
+            expected, residue = (m >= threshold).astype(np.int64), np.where(m >= threshold, 0, m)
+        elif mode == "negative":
+            expected = np.sign(m) * n
+            residue = m - expected * threshold
+        else:
+            expected = np.where(m >= threshold, n, 0)
+            residue = m - expected * threshold
+        assert spikes[0].astype(np.int64).tolist() == expected.tolist(), f"threshold {threshold}"
+        assert not spikes[1].any(), f"threshold {threshold}: the residue fired again"
+        assert state[0].to(torch.float64).numpy().astype(np.int64).tolist() == residue.tolist(), f"threshold {threshold}"
+
+
+def test_threshold_functions_at_exact_multiples_of_every_threshold():
+    for threshold in range(1, 301):
+        m = torch.tensor(_multiples(threshold, 2**24), dtype=torch.float64)
+        n = torch.div(m.abs(), threshold, rounding_mode="floor")
+        assert torch.equal(threshold_subtract(m, threshold), torch.where(m >= threshold, n, 0.0)), threshold
+        assert torch.equal(threshold_reset(m, threshold), (m >= threshold).double()), threshold
 
 
 def test_threshold_subtract_and_reset_forward():
