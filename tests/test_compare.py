@@ -11,6 +11,7 @@ import pytest
 from backend.analysis.compare import compare
 from backend.devices import open_device
 from backend.testing.qualification import NETWORKS, qualification_config, random_input
+from engine_reference import ReferenceChip
 from snnlib.events import EVENT_DTYPE
 
 
@@ -60,7 +61,15 @@ def test_first_divergence_is_located(device):
     count = lambda e: int(np.sum((e["channel"] == c) & (e["y"] == y) & (e["x"] == x)))  # noqa: E731
     assert (d.expected, d.received) == (count(d.expected_events), count(d.received_events))
     assert d.expected != d.received
-    assert d.state_expected is not None and d.state_received is not None
+    # the states: each network replayed from reset through the input up to and including t
+    # by the plain-Python reference chip (the device holds the perturbed configuration)
+    prefix = events[events["t"] <= d.t_us].tolist()
+    states = []
+    for network in (config.to_network(), wrong.to_network()):
+        reference = ReferenceChip(network)
+        reference.run(prefix)
+        states.append(reference.states()[4][c][y][x])
+    assert (d.state_expected, d.state_received) == tuple(states)
     summary = {s.layer: s for s in result.layers}
     assert summary[1].mismatches == 0 and summary[4].mismatches > 0
     assert summary[4].first_mismatch_us == d.t_us
@@ -69,6 +78,7 @@ def test_first_divergence_is_located(device):
     text = str(result)
     assert text.startswith(f"DIVERGED at t={d.t_us} µs, layer 4")
     assert f"neuron (channel={c}, y={y}, x={x})" in text
+    assert f"state after t: simulation {states[0]}, device {states[1]}" in text
 
 
 def test_compare_flashes_by_default(device):

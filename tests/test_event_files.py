@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from backend.files.events import (
     METADATA_KEY,
     XYTP_DTYPE,
+    XYTP_FIELDS,
     EventFileError,
     events_to_xytp,
     load_event_file,
@@ -161,6 +162,51 @@ def test_events_to_xytp_specksim_dtype_and_range_checks():
         events_to_xytp(ev, dtype=wrong_order)
     with pytest.raises(EventFileError, match="field 'x' is float32"):
         events_to_xytp(ev, dtype=[("x", "<f4"), ("y", "<i2"), ("t", "<i8"), ("p", "<i2")])
+
+
+@pytest.mark.parametrize("source, target", [(s, t) for s in ("x", "y", "channel", "t")
+                                             for t in ("<u4", "<u2", "<u1", "<i2")] + [("channel", "?")])
+def test_events_to_xytp_takes_each_type_s_range_ends_and_rejects_one_past_them(source, target):
+    # e.g. x = -1 into specksim's uint32 must be refused, not wrap to 4294967295
+    fields = {"x": "x", "y": "y", "channel": "p", "t": "t"}
+    kind = np.dtype(target)
+    lo, hi = (0, 1) if kind.kind == "b" else (np.iinfo(kind).min, np.iinfo(kind).max)
+    dtype = np.dtype([(f, target if f == fields[source] else "<i8") for f in XYTP_FIELDS])
+    ev = random_events(1)
+    for value in (lo, hi):
+        if value > np.iinfo(EVENT_DTYPE[source]).max:
+            continue  # int16 fields cannot hold uint32's top
+        ev[source] = value
+        assert events_to_xytp(ev, dtype=dtype)[fields[source]].tolist() == [value]
+    for value in (lo - 1, hi + 1):
+        if not np.iinfo(EVENT_DTYPE[source]).min <= value <= np.iinfo(EVENT_DTYPE[source]).max:
+            continue
+        ev[source] = value
+        with pytest.raises(EventFileError, match=rf"events\['{source}'\]\[0\] = {value} does not fit {kind}"):
+            events_to_xytp(ev, dtype=dtype)
+
+
+def test_xytp_to_events_rejects_values_past_the_event_fields_at_both_ends():
+    xytp = np.zeros(1, dtype=[("x", "<i8"), ("y", "<u8"), ("t", "<u8"), ("p", "<i4")])
+    for name, ok, bad in [("x", (-32768, 32767), (-32769, 32768)), ("p", (-32768, 32767), (-32769, 32768)),
+                          ("y", (0, 32767), (32768, 2**64 - 1)), ("t", (0, 2**63 - 1), (2**63, 2**64 - 1))]:
+        row = xytp.copy()
+        for value in ok:
+            row[name] = value
+            assert xytp_to_events(row)["channel" if name == "p" else name].tolist() == [value]
+        for value in bad:
+            row[name] = value
+            with pytest.raises(EventFileError, match=rf"xytp\['{name}'\]\[0\] = {value} does not fit"):
+                xytp_to_events(row)
+
+
+@pytest.mark.parametrize("layer", [-1, 32768, 1.0, True])
+def test_xytp_to_events_takes_only_a_layer_id(layer):
+    xytp = np.zeros(1, dtype=XYTP_DTYPE)
+    assert xytp_to_events(xytp, layer=0)["layer"].tolist() == [0]
+    assert xytp_to_events(xytp, layer=32767)["layer"].tolist() == [32767]
+    with pytest.raises(EventFileError, match=rf"layer={layer!r}: expected a layer id, an int in \[0, 32767\]"):
+        xytp_to_events(xytp, layer=layer)
 
 
 def test_events_to_xytp_refuses_to_drop_the_layer():

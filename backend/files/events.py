@@ -112,7 +112,12 @@ def xytp_to_events(xytp: np.ndarray, layer: int = DVS_LAYER_ID) -> np.ndarray:
                 f"xytp: field '{name}' has dtype {xytp.dtype[name]}; expected an integer dtype "
                 f"(as in {XYTP_DTYPE}); round or scale the values first"
             )
-    _fit(np.array([layer]), EVENT_DTYPE["layer"], "layer")
+    top = np.iinfo(EVENT_DTYPE["layer"]).max
+    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not 0 <= layer <= top:
+        raise EventFileError(
+            f"layer={layer!r}: expected a layer id, an int in [0, {top}] (the DVS input is "
+            f"{DVS_LAYER_ID})", "layer", layer
+        )
     events = np.empty(len(xytp), dtype=EVENT_DTYPE)
     events["layer"] = layer
     for target, source in {"t": "t", "channel": "p", "y": "y", "x": "x"}.items():
