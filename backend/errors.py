@@ -91,6 +91,16 @@ class VersionMismatch(ProtocolError):
     """
 
 
+class ConfigImageError(ProtocolError, ValueError):
+    """Bytes that are not a canonical configuration image, or a configuration whose values do
+    not fit the image's fields (docs/protocol.md, "The configuration image").
+
+    Example scenarios:
+      - a truncated image, a wrong magic or format, non-zero reserved bytes or padding
+      - a chip name longer than 16 bytes, or a section of the reserved readout kind
+    """
+
+
 class LinkTimeout(DeviceError, TimeoutError):
     """The device did not answer within the deadline.
 

@@ -1,0 +1,145 @@
+"""The configuration image (backend/protocol/config_image.py, docs/protocol.md): every ChipConfig
+round-trips through it exactly, the decoded config runs bit-exact, and only canonical images
+are accepted."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from backend.errors import ConfigImageError
+from backend.protocol.config_image import HEADER, SECTION, decode_image, encode_image, image_digest
+from mapper import ChipConfig, ConfigError, map_model
+from snnlib import DVS_LAYER_ID, Destination, IntegerNetwork, simulate
+from test_engine import event_streams, networks
+from test_mapper_behaviour import random_events, random_model
+
+BAD_IMAGE = (ConfigImageError, ConfigError)
+
+
+@st.composite
+def chip_configs(draw):
+    """Random speck2f configs: the engine tests' random networks (DAGs, DVS, bias, leak,
+    initial states, both resets) on random cores, with random layer names and scales."""
+    net = draw(networks())
+    cores = draw(st.permutations(range(9)))
+    new_id = {lid: cores[i] for i, lid in enumerate(sorted(net.layers))}
+    layers = {}
+    for lid, layer in net.layers.items():
+        layer = dataclasses.replace(layer, threshold_low=layer.threshold_low or -1, destinations=[
+            Destination(new_id[d.layer], d.pooling, d.feature_shift) for d in layer.destinations])
+        layers[new_id[lid]] = layer
+    if net.dvs is not None:
+        net.dvs.destinations = [Destination(new_id[d.layer], d.pooling, d.feature_shift)
+                                for d in net.dvs.destinations]
+    config = ChipConfig.from_network(IntegerNetwork(layers, net.dvs, net.slow_clock_period_us))
+    for core in config.cores.values():
+        core.layer_names = draw(st.lists(st.text(max_size=6), max_size=3))
+        core.scale = draw(st.floats(1e-6, 1e6))
+    return config
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(config=chip_configs(), data=st.data())
+def test_every_config_round_trips_and_runs_bit_exact(config, data):
+    image = encode_image(config)
+    decoded = decode_image(image)
+    assert decoded == config and encode_image(decoded) == image
+    assert decoded.to_json() == config.to_json()
+    events = data.draw(event_streams(config.to_network()))
+    expected = simulate(config.to_network(), events)
+    got = simulate(decoded.to_network(), events)
+    assert got.events.tobytes() == expected.events.tobytes()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_mapped_models_round_trip_and_run_bit_exact(seed):
+    rng = np.random.default_rng(seed)
+    model, shape = random_model(rng)
+    result = map_model(model, shape, monitor="all", dvs=seed % 2 == 1)
+    image = encode_image(result.config)
+    decoded = decode_image(image)
+    assert decoded == result.config and encode_image(decoded) == image
+    config = result.config
+    layer, shape = ((DVS_LAYER_ID, config.dvs.input_shape) if config.dvs is not None
+                    else (result.input_cores[0], shape))
+    events = random_events(rng, shape, layer=layer)
+    assert (simulate(decoded.to_network(), events).events.tobytes()
+            == simulate(result.config.to_network(), events).events.tobytes())
+
+
+def _small() -> ChipConfig:
+    rng = np.random.default_rng(1)
+    model, shape = random_model(rng)
+    return map_model(model, shape, slow_clock_period_us=1000).config
+
+
+def test_every_truncation_and_extension_is_refused():
+    image = encode_image(_small())
+    for n in range(len(image)):
+        with pytest.raises(ConfigImageError):
+            decode_image(image[:n])
+    with pytest.raises(ConfigImageError, match="header says"):
+        decode_image(image + bytes(4))
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_a_changed_byte_is_refused_or_decodes_to_a_config_that_reencodes_to_it(data):
+    """Canonical: no two images describe one config."""
+    image = bytearray(encode_image(_SMALL))
+    i = data.draw(st.integers(0, len(image) - 1))
+    image[i] ^= data.draw(st.integers(1, 255))
+    try:
+        config = decode_image(bytes(image))
+    except BAD_IMAGE:
+        return
+    assert encode_image(config) == bytes(image)
+
+
+_SMALL = _small()
+
+
+def test_reserved_readout_section_and_unknown_versions_are_refused():
+    image = encode_image(_SMALL)
+    first = HEADER.size
+    for offset, value, match in ((first, 3, "readout"), (first + 1, 2, "version"),
+                                 (4, 2, "format"), (14, 1, "reserved")):
+        bad = bytearray(image)
+        bad[offset] = value
+        with pytest.raises(ConfigImageError, match=match):
+            decode_image(bytes(bad))
+
+
+def test_header_fields_and_digest():
+    config = _SMALL
+    image = encode_image(config)
+    magic, fmt, head, size, n_sections, _, period, chip = HEADER.unpack_from(image)
+    assert (magic, fmt, head, size, period, chip) == (b"SPKI", 1, 36, len(image), 1000,
+                                                      b"speck2f".ljust(16, b"\0"))
+    assert n_sections == len(config.cores)
+    kind, version, core_id, length = SECTION.unpack_from(image, HEADER.size)
+    assert (kind, version, core_id) == (1, 1, min(config.cores)) and length % 4 == 0
+    assert image_digest(image) == __import__("hashlib").sha256(image).hexdigest()
+
+
+def test_values_that_do_not_fit_their_field_are_named():
+    config = ChipConfig.from_json(_SMALL.to_json())
+    config.chip = "a-chip-name-longer-than-16"
+    with pytest.raises(ConfigImageError, match="chip"):
+        encode_image(config)
+    config = ChipConfig.from_json(_SMALL.to_json())
+    config.slow_clock_period_us = 2**32
+    with pytest.raises(ConfigImageError, match="slow_clock_period_us"):
+        encode_image(config)
+
+
+def test_an_image_the_chip_cannot_run_is_a_config_error():
+    image = bytearray(encode_image(_SMALL))
+    image[20] = ord("x")  # chip "xpeck2f": no such chip
+    with pytest.raises(ConfigError, match="chip"):
+        decode_image(bytes(image))
