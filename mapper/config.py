@@ -204,6 +204,9 @@ def validate_config(config: ChipConfig, spec: ChipSpec) -> None:
     if config.dvs is not None:
         if spec.dvs_size is None:
             raise ConfigError("dvs", f"{spec.name} has no DVS stage; remove it")
+        if config.dvs.input_shape[0] != 2:
+            raise ConfigError("dvs.input_shape", f"{config.dvs.input_shape}; expected (2, h, w): the sensor "
+                              "has 2 polarities (for one input channel set merge_polarities=True)")
         _, h, w = config.dvs.input_shape
         if h > spec.dvs_size[0] or w > spec.dvs_size[1]:
             raise ConfigError("dvs.input_shape", f"{h}x{w} is larger than the "
@@ -214,8 +217,7 @@ def validate_config(config: ChipConfig, spec: ChipSpec) -> None:
         if len(config.dvs.destinations) > spec.limits.max_destinations:
             raise ConfigError("dvs.destinations", f"{len(config.dvs.destinations)} destinations; at "
                                                   f"most {spec.limits.max_destinations}")
-        channels = 1 if config.dvs.merge_polarities else 2
-        _check_destinations("dvs", config.dvs.destinations, channels, config.cores)
+        _check_destinations("dvs", config.dvs.destinations, config.dvs.output_shape[0], config.cores)
 
 
 def _check_destinations(where: str, dests, channels: int, cores: dict) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from snnlib import Destination
+from snnlib import DVS_LAYER_ID, Destination
 
 from mapper.allocate import allocate
 from mapper.checks import Violation, check_core
@@ -25,11 +25,33 @@ from mapper.report import CoreUsage, FitReport
 class MappingResult:
     """``config``: the validated chip configuration; ``report``: what was done and the memory
     and quantization tables; ``input_cores``: the cores that model input events enter when
-    there is no DVS stage (send events with ``layer`` = one of these ids)."""
+    there is no DVS stage (empty with a DVS stage)."""
 
     config: ChipConfig
     report: FitReport
     input_cores: list[int]
+
+    @property
+    def input(self) -> int:
+        """The layer id model input events are addressed to, whatever the model: the DVS stage
+        (:data:`snnlib.DVS_LAYER_ID`, channel = polarity) or the one core the input enters.
+        Raises :class:`MappingError` when the input enters several cores without a DVS stage."""
+        if self.config.dvs is not None:
+            return DVS_LAYER_ID
+        if len(self.input_cores) != 1:
+            raise MappingError(FitReport(self.report.chip, violations=[Violation(
+                "input", "the model input enters several cores; each event must be sent to each",
+                self.input_cores, "send every input event once per core in input_cores, or map with "
+                "dvs=True so that the DVS stage fans it out")]))
+        return self.input_cores[0]
+
+    def describe_input(self) -> str:
+        """Where input events go, in words (for the command line)."""
+        if self.config.dvs is not None:
+            _, h, w = self.config.dvs.input_shape
+            return (f"the DVS stage (layer {DVS_LAYER_ID}; x < {w}, y < {h}, channel = polarity "
+                    "0 OFF / 1 ON)")
+        return f"core(s) {self.input_cores}"
 
 
 def map_model(model: nn.Module, input_shape, chip: str | ChipSpec = "speck2f", *,
@@ -40,9 +62,13 @@ def map_model(model: nn.Module, input_shape, chip: str | ChipSpec = "speck2f", *
     ``input_shape``: ``(c, h, w)`` of the model input. ``monitor``: model layer names whose
     core's spikes are read out (None: the output layers; ``"all"``: every core).
     ``layer2core``: model layer name (any layer merged into a core) -> core id, checked.
-    ``dvs``: True (or a :class:`DVSConfig` template for mirroring / polarity settings) when
-    the input comes from the DVS stage, which then also does input pooling and cropping.
-    ``slow_clock_period_us``: leak tick period for layers with a bias.
+    ``dvs``: True when the input comes from the DVS stage, which then also does the model's
+    input pooling and cropping; or a :class:`DVSConfig` template whose ``input_shape`` is the
+    sensor size, ``origin`` the window's top-left (post-pooling pixels), and whose polarity
+    select (``on_channel`` / ``off_channel``), mirror and ``monitor`` fields are used (``cut``,
+    ``pooling``, ``merge_polarities`` and ``destinations`` follow from the model: one input
+    channel merges the polarities). ``slow_clock_period_us``: leak tick period (µs) for layers
+    with a bias; a bias without it is a problem in the report.
     Raises :class:`MappingError` whose ``report`` lists every problem found.
     """
     spec = get_chip(chip)
@@ -54,13 +80,23 @@ def map_model(model: nn.Module, input_shape, chip: str | ChipSpec = "speck2f", *
         raise TypeError(f"layer2core={layer2core!r}: expected a dict model layer name -> core id")
     if not isinstance(dvs, (bool, DVSConfig)):
         raise TypeError(f"dvs={dvs!r}: expected True/False or a mapper.DVSConfig template")
+    if slow_clock_period_us is not None and (
+            isinstance(slow_clock_period_us, bool) or not isinstance(slow_clock_period_us, int)
+            or slow_clock_period_us < 1):
+        raise ValueError(f"slow_clock_period_us={slow_clock_period_us!r}: expected None or a positive "
+                         "int (µs between leak ticks, usually the time step)")
 
     legal = legalize(extract_graph(model, shape), dvs=dvs is not False)
     report = FitReport(spec.name, list(legal.notes), list(legal.violations))
     for plan in legal.cores.values():
         report.violations += check_core(plan.name, plan, spec.limits)
+        if plan.bias is not None and slow_clock_period_us is None:
+            report.violations.append(Violation(
+                plan.name, "a bias is added on slow-clock ticks; without the slow clock it does nothing",
+                "slow_clock_period_us=None", "pass slow_clock_period_us=<time step in µs> (CLI: "
+                "--slow-clock-us), or train without bias (bias=False, no BatchNorm)"))
     if legal.dvs is not None:
-        report.violations += _check_dvs(legal.dvs, spec)
+        report.violations += _check_dvs(legal.dvs, spec, dvs if isinstance(dvs, DVSConfig) else None)
     core_of_name = {n: key for key, plan in legal.cores.items() for n in plan.layer_names}
     pinned = _resolve(layer2core or {}, core_of_name, "layer2core", report)
     monitored = _monitored(monitor, legal, core_of_name, report)
@@ -122,16 +158,27 @@ def _monitored(monitor, legal: LegalNetwork, core_of_name: dict, report: FitRepo
     return set(_resolve({m: 0 for m in monitor}, core_of_name, "monitor", report))
 
 
-def _check_dvs(dvs: DVSPlan, spec: ChipSpec) -> list[Violation]:
+def _check_dvs(dvs: DVSPlan, spec: ChipSpec, template: DVSConfig | None) -> list[Violation]:
     out = []
     c, h, w = dvs.input_shape
     if spec.dvs_size is None:
         return [Violation("input", f"{spec.name} has no DVS stage", "dvs=True", "map with dvs=False")]
     if c not in (1, 2):
         out.append(Violation("input", "DVS input has 1 or 2 polarity channels", c, "use 1 or 2 input channels"))
-    if h > spec.dvs_size[0] or w > spec.dvs_size[1]:
+    sh, sw = _sensor_size(dvs, template)
+    if sh > spec.dvs_size[0] or sw > spec.dvs_size[1]:
         out.append(Violation("input", f"DVS input must be <= {spec.dvs_size[0]}x{spec.dvs_size[1]}",
-                             f"{h}x{w}", "crop the events to the sensor size"))
+                             f"{sh}x{sw}", "crop the events to the sensor size"))
+    if template is not None:
+        (oy, ox), (cy, cx) = _window(dvs, template)
+        py, px = dvs.pooling
+        if (cy + 1) * py > sh or (cx + 1) * px > sw:
+            out.append(Violation("input", f"the model's input window must lie on the {sh}x{sw} sensor",
+                                 f"origin ({oy}, {ox}) + {h}x{w} input",
+                                 "lower the DVS origin or use a smaller model input"))
+        if template.mirror_diagonal and cy - oy != cx - ox:
+            out.append(Violation("input", "mirror_diagonal swaps height and width of the DVS window",
+                                 f"{cy - oy + 1}x{cx - ox + 1} window", "use a square input window"))
     for p in dvs.pooling:
         if p not in spec.limits.poolings:
             out.append(Violation("input", f"DVS pooling must be one of {spec.limits.poolings}", dvs.pooling,
@@ -143,19 +190,32 @@ def _check_dvs(dvs: DVSPlan, spec: ChipSpec) -> list[Violation]:
     return out
 
 
+def _sensor_size(plan: DVSPlan, template: DVSConfig | None) -> tuple[int, int]:
+    """``(h, w)`` of the sensor: the template's input size, else the model input's."""
+    return tuple((template.input_shape if template is not None else plan.input_shape)[1:])
+
+
+def _window(plan: DVSPlan, template: DVSConfig | None) -> tuple[tuple[int, int], tuple[int, int]]:
+    """``(origin, cut)`` of the model's input window in post-pooling sensor pixels: the
+    template's origin plus the model's crop, as large as the model's pooled, cropped input."""
+    _, h, w = plan.input_shape
+    top, bottom, left, right = plan.crop
+    oy, ox = template.origin if template is not None else (0, 0)
+    origin = (oy + top, ox + left)
+    return origin, (origin[0] + h // plan.pooling[0] - top - bottom - 1,
+                    origin[1] + w // plan.pooling[1] - left - right - 1)
+
+
 def _dvs_config(plan: DVSPlan | None, template, assignment: dict[str, int]) -> DVSConfig | None:
     if plan is None:
         return None
-    base = template if isinstance(template, DVSConfig) else DVSConfig()
-    c, h, w = plan.input_shape
-    top, bottom, left, right = plan.crop
-    ph, pw = h // plan.pooling[0], w // plan.pooling[1]
-    cropped = plan.crop != (0, 0, 0, 0)
+    template = template if isinstance(template, DVSConfig) else None
+    base = template or DVSConfig()
+    origin, cut = _window(plan, template)
     return DVSConfig(
-        input_shape=(2, h, w), merge_polarities=c == 1, on_channel=base.on_channel,
-        off_channel=base.off_channel, pooling=plan.pooling,
-        origin=(top, left) if cropped else base.origin,
-        cut=(ph - bottom - 1, pw - right - 1) if cropped else base.cut,
-        mirror_x=base.mirror_x, mirror_y=base.mirror_y, mirror_diagonal=base.mirror_diagonal,
+        input_shape=(2, *_sensor_size(plan, template)), merge_polarities=plan.input_shape[0] == 1,
+        on_channel=base.on_channel, off_channel=base.off_channel, pooling=plan.pooling,
+        origin=origin, cut=cut, mirror_x=base.mirror_x, mirror_y=base.mirror_y,
+        mirror_diagonal=base.mirror_diagonal,
         destinations=[Destination(assignment[r.layer]) for r in plan.destinations],
         monitor=base.monitor)

@@ -89,7 +89,7 @@ class CoreLayer:
 class DVSInput:
     """The DVS pre-processing stage: polarity select / merge -> pooling -> ROI crop -> mirror.
 
-    ``input_shape``: ``(2, h, w)`` sensor size (2 polarities). ``pooling``: ``(py, px)`` in
+    ``input_shape``: ``(2, h, w)`` sensor size (always 2 polarities: OFF = 0, ON = 1). ``pooling``: ``(py, px)`` in
     {1, 2, 4}. ``origin`` / ``cut``: ``(y, x)`` top-left and inclusive bottom-right of the
     region of interest in post-pooling coordinates (``cut=None`` keeps everything).
     ``merge_polarities`` sums both polarities into channel 0.
@@ -261,9 +261,10 @@ def _validate_layer(lid: int, layer: CoreLayer, layers) -> None:
 
 def _validate_dvs(dvs: DVSInput, layers) -> None:
     where = "dvs"
-    if len(dvs.input_shape) != 3 or dvs.input_shape[0] not in (1, 2):
+    if len(dvs.input_shape) != 3 or dvs.input_shape[0] != 2:
         raise InvalidNetworkError(
-            f"{where}: input_shape {dvs.input_shape}; expected (polarities, h, w) with 1 or 2 polarities"
+            f"{where}: input_shape {dvs.input_shape}; expected (2, h, w): the sensor has 2 polarities "
+            "(for one input channel set merge_polarities=True, and on_channel / off_channel to select)"
         )
     if any(p not in POOLING_FACTORS for p in dvs.pooling):
         raise InvalidNetworkError(f"{where}: pooling {dvs.pooling}; each must be one of {POOLING_FACTORS}")

@@ -53,7 +53,8 @@ def test_three_big_linears_compete_for_two_cores():
 
 
 def test_allocation_is_deterministic_and_ordered():
-    model = nn.Sequential(*[m for c in (2, 4, 4, 4) for m in (nn.Conv2d(c, 4, 3, padding=1), SpikingLayer())])
+    model = nn.Sequential(*[m for c in (2, 4, 4, 4) for m in (nn.Conv2d(c, 4, 3, padding=1, bias=False),
+                                                              SpikingLayer())])
     a = map_model(model, (2, 16, 16))
     assert a.config.to_json() == map_model(model, (2, 16, 16)).config.to_json()
     assert list(a.config.cores) == [0, 1, 2, 3] and a.input_cores == [0]

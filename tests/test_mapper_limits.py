@@ -124,9 +124,9 @@ def test_a_layer_fits_a_core_with_exactly_its_memory_and_not_one_word_less(memor
     assert need == {"kernel_words": 384, "neuron_words": 160, "bias_words": 5}
     model = nn.Sequential(nn.Conv2d(3, 5, 3), SpikingLayer())
     exact = ChipSpec("exact", {0: CoreSpec(**need)})
-    assert list(map_model(model, (3, 6, 7), exact).config.cores) == [0]
+    assert list(map_model(model, (3, 6, 7), exact, slow_clock_period_us=1000).config.cores) == [0]
     short = ChipSpec("short", {0: CoreSpec(**{**need, memory: need[memory] - 1})})
-    (problem,) = _problems(model, (3, 6, 7), chip=short)
+    (problem,) = _problems(model, (3, 6, 7), chip=short, slow_clock_period_us=1000)
     assert "fits no core's memory" in problem, problem
 
 

@@ -44,7 +44,7 @@ def seq(*layers):
     (seq(nn.Conv2d(1100, 4, 1), SpikingLayer()), (1100, 2, 2), ["at most 1024 input channels", "1100"]),
     (seq(nn.Conv2d(2, 4, 1, stride=2), SpikingLayer()), (2, 130, 128), ["input map must be <= 128x128", "130x128"]),
     (seq(nn.Conv2d(2, 4, 3, padding=1), SpikingLayer()), (2, 128, 128), ["output map must be <= 64x64 before pooling", "128x128", "use stride 2 or add 2x2 pooling"]),
-    (seq(nn.Conv2d(2, 4, 1), SpikingLayer(), nn.Conv2d(4, 4, 1), SpikingLayer()), (2, 4, 4), []),  # control: fits
+    (seq(nn.Conv2d(2, 4, 1, bias=False), SpikingLayer(), nn.Conv2d(4, 4, 1, bias=False), SpikingLayer()), (2, 4, 4), []),  # control: fits
     (seq(nn.Conv2d(2, 4, 3), nn.ReLU()), (2, 8, 8), ["1: unsupported layer type", "ReLU"]),
     (seq(nn.Conv2d(2, 4, 3), nn.MaxPool2d(2)), (2, 8, 8), ["unsupported layer type", "MaxPool2d"]),
     (seq(nn.Conv2d(2, 4, 3), nn.Conv2d(4, 4, 1), SpikingLayer()), (2, 8, 8), ["must be followed by a SpikingLayer"]),
@@ -94,7 +94,7 @@ def test_all_violations_at_once_and_fast():
 
 
 def test_dvs_stage_takes_input_pooling_and_crop():
-    model = seq(SumPool2d(2), Cropping2dLayer(((1, 2), (3, 0))), nn.Conv2d(2, 4, 3), SpikingLayer())
+    model = seq(SumPool2d(2), Cropping2dLayer(((1, 2), (3, 0))), nn.Conv2d(2, 4, 3, bias=False), SpikingLayer())
     config = map_model(model, (2, 128, 128), dvs=True).config
     dvs = config.dvs
     assert dvs.pooling == (2, 2) and dvs.origin == (1, 3) and dvs.cut == (61, 63)

@@ -103,7 +103,7 @@ def _self_test() -> int:
     rng = np.random.default_rng(0)
     events = empty_events(300)
     events["t"] = np.sort(rng.integers(0, 10_000, len(events)))
-    events["layer"] = mapping.input_cores[0]
+    events["layer"] = mapping.input
     events["y"], events["x"] = rng.integers(0, 8, (2, len(events)))
     with ServedEmulator(EmulatorServer(), "pty") as served, open_device(served.url) as device:
         result = compare(mapping.config, device, events)
@@ -124,7 +124,8 @@ def _cmd_map(args: argparse.Namespace) -> int:
         raise ModelFileError(f"{args.model}: the input shape is unknown; pass --input-shape C,H,W "
                              "(a .nir file may declare it in its Input node)")
     try:
-        result = map_model(model, input_shape, args.chip)
+        result = map_model(model, input_shape, args.chip, dvs=_dvs_option(args, input_shape),
+                           slow_clock_period_us=args.slow_clock_us)
     except MappingError as exc:
         print(f"error: {args.model} does not fit {exc.report.chip}: {len(exc.report.violations)} problem(s)",
               file=sys.stderr)
@@ -134,8 +135,31 @@ def _cmd_map(args: argparse.Namespace) -> int:
     output = args.output or str(Path(args.model).with_suffix(".json"))
     result.config.save(output)
     print(result.report)
-    print(f"input events enter core(s) {result.input_cores}; configuration written to {output}")
+    print(f"input events enter {result.describe_input()}; configuration written to {output}")
     return 0
+
+
+def _dvs_flags(args: argparse.Namespace) -> bool:
+    """True when any --dvs-* option (beyond --dvs itself) is given."""
+    return any((args.dvs_input_size, args.dvs_origin, args.dvs_polarity, args.dvs_mirror, args.dvs_monitor))
+
+
+def _dvs_option(args: argparse.Namespace, input_shape):
+    """``map_model``'s ``dvs`` argument from the --dvs* flags: False, True, or a DVSConfig
+    template when a DVS option is given."""
+    from mapper import DVSConfig
+
+    if not args.dvs:
+        return False
+    if not _dvs_flags(args):
+        return True
+    size = args.dvs_input_size or tuple(input_shape)[1:]
+    polarity = args.dvs_polarity or "both"
+    mirror = set(args.dvs_mirror or ())
+    return DVSConfig(input_shape=(2, *size), origin=args.dvs_origin or (0, 0),
+                     on_channel=polarity in ("both", "on"), off_channel=polarity in ("both", "off"),
+                     mirror_x="x" in mirror, mirror_y="y" in mirror, mirror_diagonal="diagonal" in mirror,
+                     monitor=args.dvs_monitor)
 
 
 def _cmd_flash(args: argparse.Namespace) -> int:
@@ -206,14 +230,30 @@ def _load_model(path: str):
     return model, None
 
 
-def _shape(text: str) -> tuple[int, int, int]:
+def _ints(text: str, n: int, low: int, expected: str) -> tuple[int, ...]:
     try:
-        shape = tuple(int(v) for v in text.split(","))
+        values = tuple(int(v) for v in text.split(","))
     except ValueError:
-        shape = ()
-    if len(shape) != 3 or min(shape) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected C,H,W, three positive ints such as 1,8,8")
-    return shape
+        values = ()
+    if len(values) != n or min(values) < low:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected {expected}")
+    return values
+
+
+def _shape(text: str) -> tuple[int, int, int]:
+    return _ints(text, 3, 1, "C,H,W, three positive ints such as 1,8,8")
+
+
+def _size(text: str) -> tuple[int, int]:
+    return _ints(text, 2, 1, "H,W, two positive ints such as 128,128")
+
+
+def _point(text: str) -> tuple[int, int]:
+    return _ints(text, 2, 0, "Y,X, two ints >= 0 such as 16,0")
+
+
+def _positive(text: str) -> int:
+    return _ints(text, 1, 1, "a positive int such as 1000")[0]
 
 
 EXAMPLES = {
@@ -227,7 +267,10 @@ EXAMPLES = {
     "devices": "spikeflash devices",
     "doctor": "spikeflash doctor",
     "compare": "spikeflash compare model.json --events input.npz --device /dev/ttyACM0",
-    "map": "spikeflash map model.pt --input-shape 1,8,8 -o model.json\n  spikeflash map model.nir --input-shape 2,64,64 --chip speck2f",
+    "map": "spikeflash map model.pt --input-shape 1,8,8 -o model.json\n  spikeflash map model.nir --input-shape 2,64,64 --chip speck2f"
+           "\n  spikeflash map dvs_model.pt --input-shape 2,128,128 --dvs --slow-clock-us 1000"
+           "\n  spikeflash map dvs_model.pt --input-shape 2,64,64 --dvs --dvs-input-size 128,128 --dvs-origin 32,32"
+           " --dvs-polarity on --dvs-mirror x",
     "flash": "spikeflash flash model.json --device /dev/ttyACM0\n  spikeflash flash model.json --device socket://localhost:5000",
     "run": "spikeflash run model.json --events input.npz --device emu:// -o output.npz",
 }
@@ -271,6 +314,20 @@ def build_parser() -> argparse.ArgumentParser:
                          "whose Input node declares it)")
     mapping.add_argument("--chip", default="speck2f", help="target chip (default: speck2f)")
     mapping.add_argument("-o", "--output", help="config JSON to write (default: the model path with .json)")
+    mapping.add_argument("--slow-clock-us", type=_positive, metavar="US", help="slow clock period in µs (leak "
+                         "ticks; needed when a layer has a bias, usually the training time step)")
+    dvs = mapping.add_argument_group("DVS stage", "input from the sensor (map_model(dvs=...)): the model's "
+                                     "input pooling and cropping run in the DVS stage; one input channel "
+                                     "merges the polarities")
+    dvs.add_argument("--dvs", action="store_true", help="the model input comes from the DVS stage (layer 13)")
+    dvs.add_argument("--dvs-input-size", type=_size, metavar="H,W",
+                     help="sensor size the events have (default: the model input's H,W)")
+    dvs.add_argument("--dvs-origin", type=_point, metavar="Y,X", help="top-left of the model's input window "
+                     "on the sensor, in pooled pixels (default: 0,0)")
+    dvs.add_argument("--dvs-polarity", choices=("both", "on", "off"), help="polarities passed on (default: both)")
+    dvs.add_argument("--dvs-mirror", action="append", choices=("x", "y", "diagonal"),
+                     help="mirror the window (repeat for several)")
+    dvs.add_argument("--dvs-monitor", action="store_true", help="also read out the DVS stage's events (layer 13)")
     flash = _subcommand(sub, "flash", _cmd_flash, "write a ChipConfig JSON to a device and verify the read-back")
     flash.add_argument("config", help="ChipConfig JSON file (from `spikeflash map`)")
     flash.add_argument("--device", required=True, help="device URL: emu://, a port such as /dev/ttyACM0, "
@@ -294,6 +351,8 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "map" and not args.dvs and _dvs_flags(args):
+        parser.error("the --dvs-* options need --dvs (the model input comes from the DVS stage)")
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

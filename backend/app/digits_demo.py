@@ -67,7 +67,7 @@ def run_demo(output_dir: str | Path = "demo_output", n_test: int | None = None) 
 
     mapping = map_model(snn, INPUT_SHAPE, "speck2f")
     print(f"\nmapped to {mapping.config.chip}:\n{mapping.report}\n")
-    input_core = mapping.input_cores[0]
+    input_core = mapping.input
     samples = [raster_to_events(raster, input_core, BIN_US) for raster in x_test.numpy()]
 
     network = mapping.config.to_network()
