@@ -11,6 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from backend.devices import open_device
+from backend.emulator.server import EmulatorServer, ServedEmulator
 from backend.errors import ConfigImageError
 from backend.protocol.config_image import HEADER, SECTION, decode_image, encode_image, image_digest
 from mapper import ChipConfig, ConfigError, map_model
@@ -143,3 +145,16 @@ def test_an_image_the_chip_cannot_run_is_a_config_error():
     image[20] = ord("x")  # chip "xpeck2f": no such chip
     with pytest.raises(ConfigError, match="chip"):
         decode_image(bytes(image))
+
+
+def test_the_emulator_on_a_pty_stores_the_image_verbatim_and_runs_bit_exact():
+    with ServedEmulator(EmulatorServer(), "pty") as served, open_device(served.url) as device:
+        for seed in (0, 1, 3):
+            rng = np.random.default_rng(seed)
+            model, shape = random_model(rng)
+            result = map_model(model, shape, monitor="all", slow_clock_period_us=500)
+            device.flash(result.config)
+            assert served.server.applied == encode_image(result.config)
+            events = random_events(rng, shape, layer=result.input_cores[0])
+            expected = simulate(result.config.to_network(), events).events
+            assert device.run(events).events.tobytes() == expected.tobytes()

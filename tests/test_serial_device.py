@@ -23,6 +23,7 @@ from backend.errors import (
     VersionMismatch,
 )
 from backend.testing.qualification import qualification_config, random_input
+from backend.protocol.frames import PROTOCOL_VERSION
 from backend.protocol.session import HostSession
 from backend.devices.serial_port import SerialDevice, open_port
 
@@ -37,7 +38,7 @@ def test_open_by_pty_path_greets_and_closes(pty_emulator):
     with open_device(pty_emulator.url) as device:
         assert isinstance(device, SerialDevice)
         info = device.info()
-        assert (info.kind, info.chip, info.protocol_version) == ("serial", "counting", 1)
+        assert (info.kind, info.chip, info.protocol_version) == ("serial", "counting", PROTOCOL_VERSION)
         reader = device.session._reader
     assert not device.session.port.is_open and not reader.is_alive()
     device.close()  # twice is fine

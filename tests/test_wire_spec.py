@@ -6,14 +6,17 @@ accepts; the host session completes a handshake and runs against that peer."""
 from __future__ import annotations
 
 import re
+import socket
 import struct
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import wire_peer
 
-from backend.errors import LinkTimeout
+from backend.emulator.server import EmulatorServer, ServedEmulator
+from backend.errors import LinkTimeout, VersionMismatch
 from backend.protocol import frames as fr
 from backend.protocol.codec import Frame, decode_stream, encode_frame
 from backend.devices.serial_port import open_port
@@ -37,8 +40,8 @@ MEANING = {
     "ack-6": (0x10, 0, struct.pack("<H", 6)),
     "nack-65535": (0x11, 0, struct.pack("<H", 65535)),
     "config-chunk-escapes": (0x03, 219, struct.pack("<I", 192) + b"\xdb\xc0"),
-    "hello": (0x01, 0, struct.pack("<4sHIHI", b"SPKF", 1, 65536, 16, NONCE)),
-    "greeting": (0x81, 0, struct.pack("<4sHIHII16s", b"SPKF", 1, 1024, 4, NONCE, 0xB007, b"speck2f") + b"emu 1"),
+    "hello": (0x01, 0, struct.pack("<4sHIHI", b"SPKF", 2, 65536, 16, NONCE)),
+    "greeting": (0x81, 0, struct.pack("<4sHIHII16s", b"SPKF", 2, 1024, 4, NONCE, 0xB007, b"speck2f") + b"emu 1"),
     "events-span-2^32-first": (0x09, 0, struct.pack("<q", 0) + _event(0, 0, 0, 0, 1)),
     "events-span-2^32-second": (0x09, 1, struct.pack("<q", 2**32) + _event(0, 1, 2, 3, 4)),
     "events-span-2^32-minus-1": (0x09, 0, struct.pack("<q", 0) + _event(0, 0, 0, 0, 1)
@@ -134,3 +137,38 @@ def test_a_greeting_with_another_nonce_does_not_complete_the_handshake():
         assert stale.hellos >= 2
     finally:
         session.close()
+
+
+def test_a_host_refuses_a_version_1_device_with_version_mismatch():
+    peer = wire_peer.PeerDevice(version=1)
+    session = _session(peer)
+    try:
+        with pytest.raises(VersionMismatch, match="device speaks protocol version 1, this host 2"):
+            session.handshake()
+    finally:
+        session.close()
+
+
+def test_the_emulator_answers_a_version_1_hello_with_its_version_and_stays_out_of_session():
+    """A v1 host learns the device's version from the GREETING (and raises its own
+    VersionMismatch); its requests get the unasked greeting, never a reply."""
+    with ServedEmulator(EmulatorServer(), "tcp") as served, socket.create_connection(
+            served.url.removeprefix("socket://").split(":")) as conn:
+        conn.settimeout(2.0)
+        hello_v1 = wire_peer.encode(wire_peer.HELLO, 0, struct.pack("<4sHIHI", b"SPKF", 1, 65536, 16, NONCE))
+        answer = _read_frames(conn, hello_v1, lambda f: f[0] == wire_peer.GREETING and f[2][12:16] != bytes(4))
+        greeting = fr.Greeting.unpack(answer[-1][2])
+        assert (greeting.nonce, greeting.version) == (NONCE, 2)
+        time.sleep(0.3)  # the emulator repeats its unasked greeting at most every 0.2 s
+        frames = _read_frames(conn, wire_peer.encode(wire_peer.STATUS, 0, b""), lambda f: f[0] == wire_peer.GREETING)
+        assert fr.Greeting.unpack(frames[-1][2]).nonce == 0
+        assert wire_peer.STATUS_DATA not in [f[0] for f in frames]
+
+
+def _read_frames(conn, request: bytes, until) -> list:
+    conn.sendall(request)
+    frames, data = [], b""
+    while not frames or not until(frames[-1]):
+        data += conn.recv(65536)
+        frames = wire_peer.decode(data)
+    return frames

@@ -64,9 +64,10 @@ def decode(wire: bytes) -> list[tuple[int, int, bytes]]:
     return frames
 
 
-def greeting(nonce: int, boot_id: int, max_payload: int, window: int, chip: str, firmware: str) -> bytes:
-    """A GREETING payload: magic, version 1, max_payload, window, nonce, boot_id, chip, firmware."""
-    return struct.pack("<4sHIHII16s", b"SPKF", 1, max_payload, window, nonce, boot_id, chip.encode()) + firmware.encode()
+def greeting(nonce: int, boot_id: int, max_payload: int, window: int, chip: str, firmware: str,
+             version: int = 2) -> bytes:
+    """A GREETING payload: magic, version, max_payload, window, nonce, boot_id, chip, firmware."""
+    return struct.pack("<4sHIHII16s", b"SPKF", version, max_payload, window, nonce, boot_id, chip.encode()) + firmware.encode()
 
 
 def events_of(payload: bytes) -> list[tuple[int, int, int, int, int]]:
@@ -84,8 +85,9 @@ class PeerDevice:
     echoes each run's input events back as output. ``received`` logs every HELLO and every
 frame delivered in order as ``(type, seq, payload)``."""
 
-    def __init__(self, nonces=lambda nonce, i: nonce, boot_id: int = 0xB007, window: int = 4):
-        self.nonces, self.boot_id, self.window = nonces, boot_id, window
+    def __init__(self, nonces=lambda nonce, i: nonce, boot_id: int = 0xB007, window: int = 4,
+                 version: int = 2):
+        self.nonces, self.boot_id, self.window, self.version = nonces, boot_id, window, version
         self.received: list[tuple[int, int, bytes]] = []
         self.hellos = 0
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -116,7 +118,8 @@ frame delivered in order as ``(type, seq, payload)``."""
             nonce = self.nonces(struct.unpack_from("<4sHIHI", payload)[4], self.hellos)
             self.hellos += 1
             self._tx = self._expected = 0
-            return encode(GREETING, 0, greeting(nonce, self.boot_id, 1024, self.window, "peer", "wire peer 1"))
+            return encode(GREETING, 0, greeting(nonce, self.boot_id, 1024, self.window, "peer", "wire peer 1",
+                                                  self.version))
         self._expected = (self._expected + 1) & 0xFFFF
         out = encode(ACK, 0, struct.pack("<H", self._expected))
         if frame_type == STATUS:

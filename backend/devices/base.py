@@ -113,6 +113,11 @@ class Device(ABC):
     def _flash(self, config: ChipConfig) -> str:
         """Write ``config``; return the digest the device computed of what it applied."""
 
+    def _digest(self, config: ChipConfig) -> str:
+        """The digest a device that applied ``config`` reports: sha256 of the form it receives
+        (:meth:`ChipConfig.digest`, of the JSON; the wire protocol's image digest for boards)."""
+        return config.digest()
+
     @abstractmethod
     def _reset(self) -> None:
         """Set every neuron state back to its initial value (zero unless configured)."""
@@ -137,11 +142,11 @@ class Device(ABC):
 
         if not isinstance(config, ChipConfig):
             raise TypeError(f"flash(config): expected a mapper.ChipConfig, got {type(config).__name__}")
-        applied = self._flash(config)
-        if applied != config.digest():
+        applied, sent = self._flash(config), self._digest(config)
+        if applied != sent:
             raise FlashMismatch(
                 f"{self.url}: device applied configuration {applied[:16]}..., "
-                f"sent {config.digest()[:16]}...",
+                f"sent {sent[:16]}...",
                 counters=self.counters,
                 hint="flash again; if it persists, the link corrupts data or the firmware is wrong",
             )

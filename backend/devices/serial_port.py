@@ -12,6 +12,7 @@ import serial
 from backend.devices.base import Device, DeviceInfo
 from backend.errors import DeviceNotFound, DeviceOpenError, FlashMismatch, VersionMismatch
 from backend.protocol.codec import MAX_PAYLOAD
+from backend.protocol.config_image import encode_image, image_digest
 from backend.protocol.session import HostSession
 
 if TYPE_CHECKING:
@@ -79,8 +80,8 @@ class SerialDevice(Device):
             return
         self.greeting = self.session.handshake()
         if self.config is not None:
-            applied = self.session.flash(self.config.to_json().encode())
-            if applied != self.config.digest():
+            applied = self.session.flash(encode_image(self.config))
+            if applied != self._digest(self.config):
                 raise FlashMismatch(f"{self.url}: re-flashing after a restart applied {applied[:16]}...",
                                     counters=self.counters)
 
@@ -90,7 +91,10 @@ class SerialDevice(Device):
             raise VersionMismatch(f"{self.url}: the device is a {self.greeting.chip}, the "
                                   f"configuration is for {config.chip}",
                                   hint=f"map the model with chip={self.greeting.chip!r}")
-        return self.session.flash(config.to_json().encode())
+        return self.session.flash(encode_image(config))
+
+    def _digest(self, config: ChipConfig) -> str:
+        return image_digest(encode_image(config))
 
     def _reset(self) -> None:
         self._resync()

@@ -49,7 +49,8 @@ class RunStats:
 
 
 class EmulatedChip:
-    """A chip in software: ``apply_config`` a ChipConfig's JSON, then ``run`` events.
+    """A chip in software: ``apply_config`` a ChipConfig's JSON (or ``apply_image`` its wire
+    image), then ``run`` events.
 
     ``chip``: the chip name it reports before and after configuration (e.g. ``"speck2f"``).
     """
@@ -69,16 +70,29 @@ class EmulatedChip:
         ValueError) for an invalid configuration; the previous one then stays in force.
         """
         from mapper import ChipConfig
-        from snnlib import EventSimulator
 
         if not isinstance(config_json, (bytes, bytearray, memoryview)):
             raise TypeError(
                 f"apply_config(config_json): expected bytes, got {type(config_json).__name__}"
             )
         config = ChipConfig.from_json(bytes(config_json).decode("utf-8"))
+        self._load(config)
+        return config.digest()
+
+    def apply_image(self, image: bytes) -> str:
+        """Apply a configuration image (docs/protocol.md, what the wire carries); return the
+        sha256 hex digest of the image. Raises ``ConfigImageError`` / ``mapper.ConfigError``
+        (ValueErrors) for an invalid image; the previous configuration then stays in force."""
+        from backend.protocol.config_image import decode_image, image_digest
+
+        self._load(decode_image(bytes(image)))
+        return image_digest(bytes(image))
+
+    def _load(self, config: ChipConfig) -> None:
+        from snnlib import EventSimulator
+
         engine = EventSimulator(config.to_network())
         self.config, self._engine = config, engine
-        return config.digest()
 
     def reset(self) -> None:
         """Set every neuron state back to its initial value (zero unless configured)."""

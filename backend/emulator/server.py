@@ -156,6 +156,9 @@ class EmulatorServer:
         except ProtocolError:
             return
         self._greet(hello.nonce)
+        if hello.version != fr.PROTOCOL_VERSION:  # the host learns our version from the greeting
+            self.in_session = False
+            return
         self.link.restart(window=hello.window, max_payload=min(hello.max_payload, MAX_PAYLOAD))
         self.in_session = True
         self._upload, self._run, self._deferred = None, None, None
@@ -222,8 +225,8 @@ class EmulatorServer:
             nothing = fr.CONFIG_APPLIED.pack(fr.ConfigStatus.NOTHING_WRITTEN, 0, bytes(32))
             self._reply(FrameType.CONFIG_APPLIED, nothing)
             return
-        digest = self.chip.apply_config(bytes(upload))
-        self.applied = self.chip.config.to_json().encode()  # what the chip holds, for read-back
+        digest = self.chip.apply_image(bytes(upload))
+        self.applied = bytes(upload)  # the image, verbatim, for read-back
         self._reply(FrameType.CONFIG_APPLIED,
                     fr.CONFIG_APPLIED.pack(fr.ConfigStatus.APPLIED, len(self.applied), bytes.fromhex(digest)))
 

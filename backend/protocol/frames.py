@@ -17,7 +17,8 @@ from backend.errors import ProtocolError
 from snnlib.events import EVENT_DTYPE
 
 MAGIC = b"SPKF"
-PROTOCOL_VERSION = 1
+#: version 2: the configuration travels as the binary image of :mod:`.config_image`
+PROTOCOL_VERSION = 2
 
 
 class FrameType(IntEnum):

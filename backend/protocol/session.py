@@ -210,7 +210,7 @@ class HostSession:
 
     # -- requests -----------------------------------------------------------------------------
     def flash(self, config: bytes) -> str:
-        """Upload ``config`` (canonical JSON bytes) in chunks, let the device apply it, read it
+        """Upload ``config`` (a configuration image, :mod:`.config_image`) in chunks, let the device apply it, read it
         back; return the sha256 hex digest the device reports for what it applied."""
         with self._request():
             deadline = self._deadline(3 * len(config))
