@@ -25,6 +25,7 @@ from mapper.chips import ChipSpec, get_chip
 from mapper.checks import check_core
 from mapper.errors import ChipSpecError, ConfigError
 from mapper.memory import MemoryNeed
+from mapper.names import display_names
 
 #: Format version of the JSON written by :meth:`ChipConfig.to_json`; checked on load.
 CONFIG_VERSION = 1
@@ -92,13 +93,21 @@ class ChipConfig:
         return cls.from_json(cls(spec.name, cores, dvs, network.slow_clock_period_us).to_json(),
                              chip=spec)
 
-    def monitored_layer_names(self) -> dict[int, str]:
-        """Core id -> model layer name (the core's spiking layer) for every monitored core;
-        the DVS stage, when monitored, appears under :data:`snnlib.DVS_LAYER_ID` as ``"dvs"``."""
-        names = {cid: core_name(cid, core) for cid, core in sorted(self.cores.items()) if core.monitor}
-        if self.dvs is not None and self.dvs.monitor:
+    def layer_display_names(self) -> dict[int, str]:
+        """Core id -> the layer's display name (the model's conv / linear name, or a derived
+        ``conv1``-style name, as in the fit report; :mod:`mapper.names`) for every core; the
+        DVS stage, when configured, under :data:`snnlib.DVS_LAYER_ID` as ``"dvs"``."""
+        names = display_names(dict(sorted(self.cores.items())))
+        if self.dvs is not None:
             names[DVS_LAYER_ID] = "dvs"
         return names
+
+    def monitored_layer_names(self) -> dict[int, str]:
+        """:meth:`layer_display_names` of the monitored cores (and the DVS stage if monitored)."""
+        monitored = {cid for cid, core in self.cores.items() if core.monitor}
+        if self.dvs is not None and self.dvs.monitor:
+            monitored.add(DVS_LAYER_ID)
+        return {lid: name for lid, name in self.layer_display_names().items() if lid in monitored}
 
     # --- JSON ----------------------------------------------------------------------------
     def to_json(self) -> str:

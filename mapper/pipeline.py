@@ -3,7 +3,7 @@ after the other, every problem of every pass collected into one :class:`FitRepor
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from torch import nn
 
@@ -17,6 +17,7 @@ from mapper.errors import MappingError
 from mapper.graph import extract_graph
 from mapper.legalize import DVSPlan, LegalNetwork, legalize
 from mapper.memory import MemoryNeed
+from mapper.names import display_names
 from mapper.quantize import quantize_core
 from mapper.report import CoreUsage, FitReport
 
@@ -61,7 +62,8 @@ def map_model(model: nn.Module, input_shape, chip: str | ChipSpec = "speck2f", *
 
     ``input_shape``: ``(c, h, w)`` of the model input. ``monitor``: model layer names whose
     core's spikes are read out (None: the output layers; ``"all"``: every core).
-    ``layer2core``: model layer name (any layer merged into a core) -> core id, checked.
+    ``layer2core``: model layer name (any layer merged into a core, or its display name such as
+    ``conv1``, see :mod:`mapper.names`) -> core id, checked.
     ``dvs``: True when the input comes from the DVS stage, which then also does the model's
     input pooling and cropping; or a :class:`DVSConfig` template whose ``input_shape`` is the
     sensor size, ``origin`` the window's top-left (post-pooling pixels), and whose polarity
@@ -97,7 +99,10 @@ def map_model(model: nn.Module, input_shape, chip: str | ChipSpec = "speck2f", *
                 "--slow-clock-us), or train without bias (bias=False, no BatchNorm)"))
     if legal.dvs is not None:
         report.violations += _check_dvs(legal.dvs, spec, dvs if isinstance(dvs, DVSConfig) else None)
+    names = display_names(legal.cores)
+    report.layers = {names[key]: list(plan.layer_names) for key, plan in legal.cores.items()}
     core_of_name = {n: key for key, plan in legal.cores.items() for n in plan.layer_names}
+    core_of_name.update({name: key for key, name in names.items() if name not in core_of_name})
     pinned = _resolve(layer2core or {}, core_of_name, "layer2core", report)
     monitored = _monitored(monitor, legal, core_of_name, report)
     infos = {k: (MemoryNeed.of(p.weights.shape, p.output_shape, p.bias is not None),
@@ -110,7 +115,7 @@ def map_model(model: nn.Module, input_shape, chip: str | ChipSpec = "speck2f", *
     cores = {}
     for key, plan in legal.cores.items():
         q = quantize_core(plan)
-        report.quantization.append(q.row)
+        report.quantization.append(replace(q.row, layer=names[key]))
         report.transformations += q.notes
         cid = assignment[key]
         cores[cid] = CoreConfig(
@@ -119,7 +124,7 @@ def map_model(model: nn.Module, input_shape, chip: str | ChipSpec = "speck2f", *
             bias=q.bias, leak_enable=q.bias is not None,
             destinations=[Destination(assignment[r.layer], r.pooling) for r in plan.destinations],
             monitor=key in monitored, layer_names=plan.layer_names, scale=q.row.scale)
-        report.memory.append(CoreUsage(cid, plan.layer_names[-1], infos[key][0], spec.cores[cid]))
+        report.memory.append(CoreUsage(cid, names[key], infos[key][0], spec.cores[cid]))
     report.memory.sort(key=lambda u: u.core)
     config = ChipConfig(spec.name, dict(sorted(cores.items())),
                         _dvs_config(legal.dvs, dvs, assignment), slow_clock_period_us)

@@ -64,6 +64,8 @@ class FitReport:
     violations: list[Violation] = field(default_factory=list)
     memory: list[CoreUsage] = field(default_factory=list)
     quantization: list[QuantRow] = field(default_factory=list)
+    #: display name -> the model layers merged into that core (``mapper.names``)
+    layers: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -75,6 +77,10 @@ class FitReport:
             parts.append("problems:\n" + "\n".join(f"  - {v}" for v in self.violations))
         if self.transformations:
             parts.append("transformations:\n" + "\n".join(f"  - {n}" for n in self.transformations))
+        derived = {name: merged for name, merged in self.layers.items() if name not in merged}
+        if derived:
+            parts.append("layer names:\n" + "\n".join(f"  {name:<20} model layers {', '.join(merged)}"
+                                                      for name, merged in derived.items()))
         if self.memory:
             head = f"core  {'layer':<20} " + "  ".join(f"{h:>24}" for h in ("kernel words", "neuron words", "bias words"))
             parts.append("memory (needed/available):\n  " + "\n  ".join([head, *map(str, self.memory)]))

@@ -59,7 +59,7 @@ def test_allocation_is_deterministic_and_ordered():
     assert a.config.to_json() == map_model(model, (2, 16, 16)).config.to_json()
     assert list(a.config.cores) == [0, 1, 2, 3] and a.input_cores == [0]
     assert [d.layer for d in a.config.cores[0].destinations] == [1]
-    assert a.config.monitored_layer_names() == {3: "7"}
+    assert a.config.monitored_layer_names() == {3: "conv4"}  # model layers 6, 7
     assert set(map_model(model, (2, 16, 16), monitor="all").config.monitored_layer_names()) == {0, 1, 2, 3}
     with pytest.raises(MappingError, match="layer2core puts two layers on one core"):
         map_model(model, (2, 16, 16), layer2core={"0": 4, "2": 4})

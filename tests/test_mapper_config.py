@@ -43,7 +43,7 @@ def test_to_network_and_monitored_names():
     assert isinstance(net, IntegerNetwork) and net.validate() is net
     assert sorted(net.layers) == [3, 5] and net.layers[3].destinations[0].layer == 5
     assert type(net.layers[3]).__name__ == "CoreLayer" and net.dvs.destinations[0].layer == 3
-    assert config.monitored_layer_names() == {3: "spk1", 5: "spk2", DVS_LAYER_ID: "dvs"}
+    assert config.monitored_layer_names() == {3: "conv1", 5: "fc", DVS_LAYER_ID: "dvs"}  # the conv names
     assert ChipConfig.from_network(net, "speck2f").to_network().layers[5].threshold_high == 90
 
 

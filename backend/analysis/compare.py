@@ -125,8 +125,8 @@ def compare(
     network = config.to_network()
     expected = simulate(network, events).events
     received = device.run(events, timeout=timeout).events
-    names = config.monitored_layer_names()
-    layers = sorted(set(names) | set(np.unique(expected["layer"]).tolist())
+    names = config.layer_display_names()
+    layers = sorted(set(config.monitored_layer_names()) | set(np.unique(expected["layer"]).tolist())
                     | set(np.unique(received["layer"]).tolist()))
     summaries, first = [], None
     for layer in layers:
