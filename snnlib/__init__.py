@@ -24,6 +24,7 @@ from snnlib.functional import (
     IAFParameters,
     InputShapeError,
     InvalidParameterError,
+    TensorTypeError,
     integrate_and_fire,
     quantize,
     stochastic_rounding,

@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 from numba import njit, prange
 
 BLOCK = 2048  # neurons per work item: 8-16 KiB of membrane, stays in L1/L2
@@ -185,3 +186,24 @@ def surrogate_array(w, thr, code, width, height):
     for i in range(w.size):
         out[i] = surrogate(w[i], thr, code, width, height)
     return out
+
+
+def forward(x, state, out, k, save):
+    """The compiled forward pass behind the common interface of ``_iaf_torch.forward``: CPU,
+    contiguous, float32/float64 tensors, ``k`` an ``_iaf_torch.Scalars``."""
+    scalar = x.numpy().dtype.type
+    u_saved = np.empty(x.shape, x.numpy().dtype) if save else np.empty((1, 1, 1), x.numpy().dtype)
+    iaf_forward(x.numpy(), state.numpy(), out.numpy(), u_saved, save, scalar(k.thr), scalar(k.inv_thr),
+                scalar(k.subtract), scalar(k.low), scalar(k.sat_lo), scalar(k.sat_hi), k.reset, k.negative)
+    return torch.from_numpy(u_saved) if save else None
+
+
+def backward(grad_out, u_saved, spikes, k):
+    """The compiled backward pass behind the interface of ``_iaf_torch.backward``."""
+    scalar = u_saved.numpy().dtype.type
+    grad_out = grad_out.to(u_saved.dtype).contiguous()
+    grad_x = torch.empty_like(u_saved)
+    iaf_backward(grad_out.numpy(), u_saved.numpy(), spikes.numpy(), grad_x.numpy(), scalar(k.thr),
+                 scalar(k.subtract), scalar(k.low), k.reset, k.negative, k.shape, scalar(k.width),
+                 scalar(k.height))
+    return grad_x

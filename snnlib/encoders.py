@@ -1,5 +1,7 @@
 """Hybrid layers that turn analogue data into spike trains: images by Poisson rate coding,
-signals by per-sample Bernoulli spikes. Both are seedable (``seed``) for repeatable runs."""
+signals by per-sample Bernoulli spikes. Both are seedable (``seed``) for repeatable runs: the
+random stream is drawn on the CPU, so a seed gives the same spikes on every device. Any device
+and floating dtype (float16/bfloat16 probabilities are compared in float32)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,13 @@ from snnlib.functional import InputShapeError, InvalidParameterError, int_tuple
 def _positive(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise InvalidParameterError(f"{name}={value!r}: expected a positive number")
+
+
+def _draws(generator: torch.Generator, shape: tuple, like: torch.Tensor) -> torch.Tensor:
+    """Uniform draws in [0, 1) from the CPU ``generator`` (so a seed gives the same spikes on
+    every device), in ``like``'s dtype (float32 for float16/bfloat16) on its device."""
+    dtype = torch.float32 if like.dtype in (torch.float16, torch.bfloat16) else like.dtype
+    return torch.rand(shape, generator=generator, dtype=dtype).to(like.device)
 
 
 def _generator(seed: int | None) -> torch.Generator:
@@ -55,8 +64,8 @@ class Img2SpikeLayer(torch.nn.Module):
             )
         image = image.to(torch.get_default_dtype()) if not image.is_floating_point() else image
         rate = (image.abs() / self.norm * (self.max_rate / 1000.0)).clamp(max=1.0)
-        draws = torch.rand((self.tw, *self.image_shape), generator=self.generator, dtype=image.dtype)
-        spikes = (draws < rate).to(image.dtype)
+        draws = _draws(self.generator, (self.tw, *self.image_shape), image)
+        spikes = (draws < rate.to(draws.dtype)).to(image.dtype)
         return spikes * torch.sign(image) if self.negative_spikes else spikes * (image > 0)
 
 
@@ -86,5 +95,5 @@ class Sig2SpikeLayer(torch.nn.Module):
         rate = torch.repeat_interleave(signal / self.norm_level, self.tw, dim=0)
         if not self.spk_out:
             return rate
-        draws = torch.rand(rate.shape, generator=self.generator, dtype=rate.dtype)
-        return (draws < rate.clamp(0.0, 1.0)).to(rate.dtype)
+        draws = _draws(self.generator, tuple(rate.shape), rate)
+        return (draws < rate.clamp(0.0, 1.0).to(draws.dtype)).to(rate.dtype)

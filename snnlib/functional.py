@@ -22,10 +22,10 @@ import numpy as np
 import torch
 
 from snnlib import _iaf_kernels as kernels
+from snnlib import _iaf_torch, _iaf_triton
 from snnlib.errors import SpikeflashError
 
 SURROGATE_SHAPES = ("step", "box", "triangle", "fast_sigmoid", "gaussian")
-INT16_MIN, INT16_MAX = -32768, 32767
 
 
 class InvalidParameterError(SpikeflashError, ValueError):
@@ -34,6 +34,16 @@ class InvalidParameterError(SpikeflashError, ValueError):
     Example scenarios:
       - ``SpikingLayer(threshold=0)``, or ``batch_size=0``
       - a cropping that is not ``((top, bottom), (left, right))``
+    """
+
+
+class TensorTypeError(SpikeflashError, TypeError):
+    """A tensor is on a device or of a dtype that the operation does not take, or differs in
+    device or dtype from a tensor it must match.
+
+    Example scenarios:
+      - an int64 or complex tensor given to ``integrate_and_fire``
+      - the membrane ``state`` on the CPU while the input is on a GPU
     """
 
 
@@ -67,7 +77,12 @@ def int_tuple(name: str, value, length: int, minimum: int) -> tuple[int, ...]:
 
 
 def _surrogate_derivative(v: torch.Tensor, threshold: float, shape: str, width: float, height: float) -> torch.Tensor:
-    flat = v.detach().to("cpu", torch.float64).contiguous().numpy().ravel()
+    """The surrogate at ``v`` computed in float64 (float32 on MPS), returned in ``v``'s dtype."""
+    if v.device.type != "cpu":
+        compute = _iaf_torch.compute_dtype(v.device)
+        return _iaf_torch.surrogate(v.detach().to(compute), threshold, SURROGATE_SHAPES.index(shape), width, height,
+                                    compute).to(v.dtype)
+    flat = v.detach().to(torch.float64).contiguous().numpy().ravel()
     out = kernels.surrogate_array(flat, float(threshold), SURROGATE_SHAPES.index(shape), float(width), float(height))
     return torch.from_numpy(out).to(v.dtype).reshape(v.shape)
 
@@ -192,58 +207,76 @@ class IAFParameters:
         return self.threshold if self.membrane_subtract is None else float(self.membrane_subtract)
 
 
+HALF_DTYPES = (torch.float16, torch.bfloat16)  # computed in float32, returned in their dtype
+
+
+def implementation(device: torch.device):
+    """The integrate-and-fire implementation for tensors on ``device``: the compiled kernels
+    (``_iaf_kernels``) on the CPU, the fused Triton kernels (``_iaf_triton``) on CUDA/ROCm where
+    triton is installed, plain torch operations (``_iaf_torch``) on every other device. Each has
+    ``forward(x, state, out, scalars, save)`` and ``backward(grad_out, u_saved, spikes, scalars)``."""
+    if device.type == "cpu":
+        return kernels
+    if device.type == "cuda" and _iaf_triton.available():
+        return _iaf_triton
+    return _iaf_torch
+
+
 class _IntegrateAndFire(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, p: IAFParameters, buffers):
         state, out = buffers  # a tuple: autograd does not track the in-place updated buffers
-        x = x.detach()
-        scalar = x.numpy().dtype.type
-        low = -np.inf if p.threshold_low is None else p.threshold_low
-        sat_lo, sat_hi = (INT16_MIN, INT16_MAX) if p.saturate_int16 else (-np.inf, np.inf)
+        impl, k = implementation(x.device), _iaf_torch.scalars(p, x.dtype, SURROGATE_SHAPES)
         save = ctx.needs_input_grad[0]
-        u_saved = torch.empty_like(x) if save else torch.empty((1, 1, 1), dtype=x.dtype)
-        kernels.iaf_forward(
-            x.numpy(), state.numpy(), out.numpy(), u_saved.numpy(), save,
-            scalar(p.threshold), scalar(1.0 / p.threshold), scalar(p.subtract), scalar(low),
-            scalar(sat_lo), scalar(sat_hi), p.membrane_reset, p.negative_spikes and not p.membrane_reset,
-        )
+        u_saved = impl.forward(x.detach(), state, out, k, save)
         if save:
             ctx.save_for_backward(u_saved, out)
-            ctx.params = p
+            ctx.impl, ctx.scalars = impl, k
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         u_saved, spikes = ctx.saved_tensors
-        p: IAFParameters = ctx.params
-        scalar = u_saved.numpy().dtype.type
-        grad_out = grad_out.to(u_saved.dtype).contiguous()
-        grad_x = torch.empty_like(u_saved)
-        low = -np.inf if p.threshold_low is None else p.threshold_low
-        kernels.iaf_backward(
-            grad_out.numpy(), u_saved.numpy(), spikes.numpy(), grad_x.numpy(),
-            scalar(p.threshold), scalar(p.subtract), scalar(low), p.membrane_reset,
-            p.negative_spikes and not p.membrane_reset, SURROGATE_SHAPES.index(p.surrogate),
-            scalar(p.surrogate_window * p.threshold), scalar(1.0 if p.membrane_reset else 1.0 / p.threshold),
-        )
-        return grad_x, None, None
+        return ctx.impl.backward(grad_out.contiguous(), u_saved, spikes, ctx.scalars), None, None
+
+
+def _check_tensor(name: str, tensor: torch.Tensor, dtype: torch.dtype, device: torch.device, shape: tuple) -> None:
+    if tensor.device != device:
+        raise TensorTypeError(f"{name}: on device {tensor.device}; expected device {device}, the device of x")
+    if tensor.dtype != dtype:
+        raise TensorTypeError(f"{name}: dtype {tensor.dtype}; expected dtype {dtype}, the dtype of x")
+    if tuple(tensor.shape) != shape or not tensor.is_contiguous():
+        raise InputShapeError(f"{name}: got shape {tuple(tensor.shape)}; expected a contiguous {shape} tensor")
 
 
 def integrate_and_fire(x: torch.Tensor, state: torch.Tensor, params: IAFParameters = IAFParameters(),
                        out: torch.Tensor | None = None) -> torch.Tensor:
-    """Integrate-and-fire over a whole sequence in one compiled pass; differentiable in ``x``.
+    """Integrate-and-fire over a whole sequence in one pass; differentiable in ``x``.
 
-    x: input current ``(B, T, N)`` (batch, time step, neuron), float32 or float64 on the CPU.
-    state: membrane ``(B, N)``, same dtype; updated in place to the state after step T-1.
-    out: optional ``(B, T, N)`` buffer to reuse for the result, for inference only (x must not
-    require grad: a reused buffer would overwrite what the backward pass needs).
-    Returns the spike counts ``(B, T, N)``. Per step: ``v += x[t]`` (clipped to int16 if
-    ``params.saturate_int16``), ``v = max(v, threshold_low)``, then the spikes
-    ``floor(v / threshold)`` leave and ``membrane_subtract`` is removed per spike (or one spike
-    and ``v = 0`` with ``membrane_reset``). The count is the floor of the exact quotient, as
-    ``threshold_subtract`` gives it: a membrane of exactly k x threshold emits k spikes, float32
-    1.0 at threshold 0.1 emits 9. Integer inputs and parameters give exact integers while
-    |membrane| < 2**24 in float32 (2**53 in float64); saturate_int16 keeps it there.
+    x: input current ``(B, T, N)`` (batch, time step, neuron), on any device, of dtype float32,
+    float64, float16 or bfloat16. state: membrane ``(B, N)``, same device and dtype; updated in
+    place to the state after step T-1. out: optional ``(B, T, N)`` buffer to reuse for the
+    result, for inference only (x must not require grad: a reused buffer would overwrite what
+    the backward pass needs). Returns the spike counts ``(B, T, N)``.
+
+    Per step: ``v += x[t]`` (clipped to int16 if ``params.saturate_int16``),
+    ``v = max(v, threshold_low)``, then the spikes ``floor(v / threshold)`` leave and
+    ``membrane_subtract`` is removed per spike (or one spike and ``v = 0`` with
+    ``membrane_reset``). The count is the floor of the exact quotient, as ``threshold_subtract``
+    gives it: a membrane of exactly k x threshold emits k spikes, float32 1.0 at threshold 0.1
+    emits 9.
+
+    Implementations (``implementation``): compiled loops on the CPU, a fused Triton kernel on
+    CUDA, torch operations elsewhere (MPS, meta); all compute the same operations in the same
+    order, so their results are equal bit for bit (the gaussian surrogate's ``exp`` to rounding;
+    the torch operations on MPS compute the backward pass in float32, to rounding).
+
+    Exactness: float32/float64 run in their dtype; integer inputs and parameters give exact
+    integers while |membrane| < 2**24 in float32 (2**53 in float64); saturate_int16 keeps it
+    there. float16/bfloat16 run in float32 and round the results to their dtype: spike counts
+    are exact integers up to 2048 (float16) and 256 (bfloat16) per step, the membrane carried in
+    ``state`` between calls is rounded to the dtype (exact for integers up to those bounds), and
+    the gradient is the float32 one rounded.
 
     Backward (``_iaf_kernels.iaf_backward``): the reset mask is a constant, no gradient passes
     where the membrane is at or below ``threshold_low``, and the gradient stays bounded by the
@@ -251,24 +284,26 @@ def integrate_and_fire(x: torch.Tensor, state: torch.Tensor, params: IAFParamete
     """
     if not isinstance(params, IAFParameters):
         raise InvalidParameterError(f"params={params!r}: expected an IAFParameters")
-    if x.ndim != 3 or x.dtype not in (torch.float32, torch.float64) or x.device.type != "cpu":
-        raise InputShapeError(
-            f"x: got shape {tuple(x.shape)}, dtype {x.dtype}, device {x.device}; expected a (B, T, N) "
-            "float32/float64 CPU tensor"
+    if not isinstance(x, torch.Tensor) or x.dtype not in (torch.float32, torch.float64, *HALF_DTYPES):
+        raise TensorTypeError(
+            f"x: dtype {getattr(x, 'dtype', type(x).__name__)}; expected a tensor of dtype float32, "
+            "float64, float16 or bfloat16 (convert with x.float())"
         )
+    if x.ndim != 3:
+        raise InputShapeError(f"x: got shape {tuple(x.shape)}; expected a (B, T, N) tensor")
     batch, _, neurons = x.shape
-    if state.shape != (batch, neurons) or state.dtype != x.dtype or not state.is_contiguous():
-        raise InputShapeError(
-            f"state: got shape {tuple(state.shape)}, dtype {state.dtype}; expected a contiguous "
-            f"({batch}, {neurons}) tensor of dtype {x.dtype}"
-        )
+    _check_tensor("state", state, x.dtype, x.device, (batch, neurons))
+    if out is not None:
+        _check_tensor("out", out, x.dtype, x.device, tuple(x.shape))
+        if out.requires_grad:
+            raise InputShapeError("out: requires grad; expected a plain buffer")
+        if x.requires_grad and torch.is_grad_enabled():
+            raise InvalidParameterError("out: given while x requires grad; pass out=None when training")
+    if x.dtype in HALF_DTYPES:
+        state32 = state.float()
+        spikes = integrate_and_fire(x.float(), state32, params)
+        state.copy_(state32)
+        return spikes.to(x.dtype) if out is None else out.copy_(spikes)
     if out is None:
         out = torch.empty_like(x, memory_format=torch.contiguous_format)
-    elif out.shape != x.shape or out.dtype != x.dtype or not out.is_contiguous() or out.requires_grad:
-        raise InputShapeError(
-            f"out: got shape {tuple(out.shape)}, dtype {out.dtype}; expected a contiguous "
-            f"{tuple(x.shape)} {x.dtype} tensor that does not require grad"
-        )
-    elif x.requires_grad and torch.is_grad_enabled():
-        raise InvalidParameterError("out: given while x requires grad; pass out=None when training")
     return _IntegrateAndFire.apply(x.contiguous(), params, (state.detach(), out))

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from snnlib.functional import (
+    HALF_DTYPES,
     IAFParameters,
     InputShapeError,
     InvalidParameterError,
@@ -47,6 +48,9 @@ class SpikingLayer(torch.nn.Module):
 
     The membrane ``state`` has the shape of one time step (``(B, ...)`` with a batch size) and
     persists across calls until ``reset_states``; an input of another shape starts from zeros.
+    Inputs on any device, in float32, float64, float16 or bfloat16 (also under ``torch.autocast``):
+    ``functional.integrate_and_fire`` says which implementation runs where and how exact each
+    dtype is.
     """
 
     def __init__(self, threshold: float = 1.0, threshold_low: float | None = -1.0,
@@ -117,7 +121,7 @@ class SpikingLayer(torch.nn.Module):
         state_shape = (batch, *neuron_shape) if self.batch_size else neuron_shape
         if tuple(self.state.shape) != state_shape:
             self.state = torch.zeros(state_shape, dtype=current.dtype, device=current.device)
-        self.state = self.state.to(current.dtype).contiguous()
+        self.state = self.state.to(current.device, current.dtype).contiguous()
         neurons = current[0].numel()
         spikes = integrate_and_fire(current.reshape(batch, rows // batch, neurons),
                                     self.state.view(batch, neurons), params)
@@ -157,7 +161,8 @@ class Cropping2dLayer(torch.nn.Module):
 class SpikingMaxPooling2dLayer(torch.nn.Module):
     """Spiking max pooling of ``(T, C, H, W)`` spike counts: in each window, the output at step t
     is the input spikes at t of the neuron with the most spikes so far (steps 0..t, including
-    earlier calls until ``reset_states``); ties go to the first in row-major order.
+    earlier calls until ``reset_states``); ties go to the first in row-major order. Any device and
+    floating dtype; the counts are kept in float32 for float16/bfloat16 inputs (exact to 2**24).
 
     pool_size: (height, width) or an int. strides: default pool_size. padding: zero padding
     (left, right, top, bottom), as torch.nn.ZeroPad2d.
@@ -188,9 +193,10 @@ class SpikingMaxPooling2dLayer(torch.nn.Module):
         _check_image_input(x, "SpikingMaxPooling2dLayer")
         self.get_output_shape(tuple(x.shape[1:]))
         padded = F.pad(x, self.padding)
-        if self.state.shape != padded.shape[1:]:
-            self.state = torch.zeros(padded.shape[1:], dtype=x.dtype, device=x.device)
-        counts = self.state + torch.cumsum(padded.detach(), dim=0)
+        count_dtype = torch.float32 if x.dtype in HALF_DTYPES else x.dtype  # exact counts past 256
+        if self.state.shape != padded.shape[1:] or self.state.device != x.device:
+            self.state = torch.zeros(padded.shape[1:], dtype=count_dtype, device=x.device)
+        counts = self.state.to(count_dtype) + torch.cumsum(padded.detach(), dim=0, dtype=count_dtype)
         self.state = counts[-1].clone()
         _, index = F.max_pool2d(counts, self.pool_size, self.strides, return_indices=True)
         return torch.gather(padded.flatten(2), 2, index.flatten(2)).reshape(index.shape)
