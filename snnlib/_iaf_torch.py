@@ -14,6 +14,7 @@ pass computes in float64, or float32 on a device without float64 (then to roundi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -53,9 +54,10 @@ class Scalars:
         return torch.tensor(values, dtype=dtype, device=device)
 
 
+@lru_cache(maxsize=256)
 def scalars(p, dtype: torch.dtype, shapes: tuple[str, ...]) -> Scalars:
     """The ``Scalars`` of IAFParameters ``p`` for data of ``dtype`` (float32 or float64);
-    ``shapes`` is functional.SURROGATE_SHAPES."""
+    ``shapes`` is functional.SURROGATE_SHAPES. Cached: a layer's parameters rarely change."""
     real = np.float32 if dtype == torch.float32 else np.float64
     thr = real(p.threshold)
     c = real(SPLITTERS[dtype]) * thr
