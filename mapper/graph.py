@@ -20,6 +20,7 @@ from torch import fx, nn
 from snnlib import Cropping2dLayer, InputLayer, SpikingLayer, SumPool2d
 
 from mapper.checks import conv_output_size
+from mapper.sinabs_models import is_sinabs
 
 KINDS = ("input", "output", "conv", "linear", "spiking", "sumpool", "avgpool", "flatten",
          "batchnorm", "passthrough", "crop", "add", "unsupported")
@@ -34,10 +35,11 @@ _MODULE_KINDS = [
 
 
 class _LeafTracer(fx.Tracer):
-    """Traces through containers only: every module that has no children is one node."""
+    """Traces through containers only: every module that has no children (or is a layer of
+    snnlib, torch or sinabs that the mapper knows by kind) is one node."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return not list(m.children()) or isinstance(m, tuple(t for t, _ in _MODULE_KINDS))
+        return not list(m.children()) or isinstance(m, tuple(t for t, _ in _MODULE_KINDS)) or is_sinabs(m)
 
 
 def module_kind(module: nn.Module) -> str:

@@ -19,6 +19,7 @@ import torch
 
 from mapper.checks import Violation, conv_output_size
 from mapper.report import Note
+from mapper.sinabs_models import unsupported_fix
 
 
 @dataclass
@@ -114,7 +115,7 @@ class _Legalizer:
         g = self.g
         for n, d in g.nodes(data=True):
             if d["kind"] == "unsupported":
-                self.bad(n, "unsupported layer type", d["detail"],
+                self.bad(n, "unsupported layer type", d["detail"], unsupported_fix(d["module"]) or
                          "use Conv2d/Linear -> SpikingLayer -> SumPool2d/AvgPool2d blocks "
                          "(ReLU: convert with snnlib.from_torch; MaxPool: use SumPool2d)")
             elif d["kind"] == "passthrough":

@@ -19,6 +19,7 @@ from mapper.legalize import DVSPlan, LegalNetwork, legalize
 from mapper.memory import MemoryNeed
 from mapper.names import display_names
 from mapper.quantize import quantize_core
+from mapper.sinabs_models import convert_sinabs
 from mapper.report import CoreUsage, FitReport
 
 
@@ -58,7 +59,8 @@ class MappingResult:
 def map_model(model: nn.Module, input_shape, chip: str | ChipSpec = "speck2f", *,
               monitor=None, layer2core: dict[str, int] | None = None,
               dvs: bool | DVSConfig = False, slow_clock_period_us: int | None = None) -> MappingResult:
-    """Map a torch model onto ``chip``.
+    """Map a torch model onto ``chip`` (layers from torch, snnlib, or sinabs: see
+    :mod:`mapper.sinabs_models`).
 
     ``input_shape``: ``(c, h, w)`` of the model input. ``monitor``: model layer names whose
     core's spikes are read out (None: the output layers; ``"all"``: every core).
@@ -88,8 +90,9 @@ def map_model(model: nn.Module, input_shape, chip: str | ChipSpec = "speck2f", *
         raise ValueError(f"slow_clock_period_us={slow_clock_period_us!r}: expected None or a positive "
                          "int (µs between leak ticks, usually the time step)")
 
+    model, converted, refused = convert_sinabs(model)
     legal = legalize(extract_graph(model, shape), dvs=dvs is not False)
-    report = FitReport(spec.name, list(legal.notes), list(legal.violations))
+    report = FitReport(spec.name, converted + legal.notes, refused + legal.violations)
     for plan in legal.cores.values():
         report.violations += check_core(plan.name, plan, spec.limits)
         if plan.bias is not None and slow_clock_period_us is None:
