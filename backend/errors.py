@@ -128,6 +128,16 @@ class DeviceReset(DeviceError):
     """
 
 
+class SessionEnded(DeviceReset):
+    """The device ended the session: its retransmissions went unacknowledged until it gave up,
+    and it said so with an unasked greeting. Unlike a restart, its configuration and states
+    are kept; the next operation greets it again.
+
+    Example scenarios:
+      - the host stopped reading (a paused process, a full buffer) while the device was sending
+    """
+
+
 class DeviceDisconnected(DeviceError):
     """The port closed or the device vanished.
 

@@ -134,6 +134,13 @@ class IntegerNetwork:
     dvs: Optional[DVSInput] = None
     slow_clock_period_us: Optional[int] = None
 
+    def input_shapes(self) -> dict[int, tuple[int, int, int]]:
+        """``{layer id: (c, h, w)}`` of every layer that accepts input events (cores and DVS)."""
+        shapes = {lid: layer.input_shape for lid, layer in self.layers.items()}
+        if self.dvs is not None:
+            shapes[DVS_LAYER_ID] = self.dvs.input_shape
+        return shapes
+
     def validate(self) -> "IntegerNetwork":
         """Check every field; raise :class:`InvalidNetworkError` naming the first problem."""
         for lid, layer in self.layers.items():

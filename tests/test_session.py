@@ -34,7 +34,7 @@ from backend.protocol.link import Link
 from backend.protocol.session import HostSession
 from backend.testing.qualification import qualification_config, random_input
 from backend.devices.serial_port import open_port
-from snnlib.events import EVENT_DTYPE
+from snnlib.events import EVENT_DTYPE, check_events
 
 
 class CountingChip:
@@ -50,6 +50,9 @@ class CountingChip:
     def apply_image(self, image: bytes) -> str:
         self.config = json.loads(image)  # any JSON stands in for an image; anything else is invalid
         return hashlib.sha256(image).hexdigest()
+
+    def check_input(self, events):
+        check_events(events)  # time must not go back; any layer and coordinate will do
 
     def reset(self):
         self.state[:] = 0

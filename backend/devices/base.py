@@ -197,7 +197,7 @@ class Device(ABC):
                 raise ValueError("run(inputs=raster) needs layer=<core id> that the raster enters")
             events = raster_to_events(raster, layer, dt_us, t0_us)
             n_in_steps = raster.shape[0]
-        check_events(events, input_shapes(network))
+        check_events(events, network.input_shapes())
         before = self.counters.snapshot()
         out = self._run_events(events, timeout)
         names = config.monitored_layer_names()
@@ -226,14 +226,6 @@ class Device(ABC):
         if self.config is None:
             raise NotFlashed(f"{self.url}: {what}() needs a configuration; call flash(config) first")
         return self.config
-
-
-def input_shapes(network: IntegerNetwork) -> dict[int, tuple[int, int, int]]:
-    """``{layer id: (c, h, w)}`` of every layer that accepts input events (cores and DVS)."""
-    shapes = {lid: layer.input_shape for lid, layer in network.layers.items()}
-    if network.dvs is not None:
-        shapes[DVS_LAYER_ID] = network.dvs.input_shape
-    return shapes
 
 
 def monitored_shape(network: IntegerNetwork, layer: int) -> tuple[int, int, int]:

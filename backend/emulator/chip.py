@@ -94,6 +94,15 @@ class EmulatedChip:
         engine = EventSimulator(config.to_network())
         self.config, self._engine = config, engine
 
+    def check_input(self, events: np.ndarray) -> None:
+        """Raise ``InvalidEventsError`` for input events the configured chip cannot take: time
+        going back, a layer that takes no input, a channel or coordinate outside its input."""
+        from snnlib.events import check_events
+
+        if self.config is None:
+            raise NotFlashed("emulated chip: check_input() needs a configuration; apply one first")
+        check_events(events, self.config.to_network().input_shapes())
+
     def reset(self) -> None:
         """Set every neuron state back to its initial value (zero unless configured)."""
         self._require_engine("reset").reset()

@@ -8,6 +8,7 @@ starts a new session.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import select
@@ -29,9 +30,9 @@ from snnlib.errors import SpikeflashError
 
 #: input events the chip processes per step, so output streams while a long run goes on
 RUN_SLICE = 65536
-#: frames inside a multi-frame transaction; an error there is answered at its end
-TRANSACTION_BODY = frozenset({FrameType.CONFIG_BEGIN, FrameType.CONFIG_CHUNK,
-                              FrameType.RUN_BEGIN, FrameType.EVENTS})
+#: frames inside an open multi-frame transaction, whose errors are answered at its end
+UPLOAD_BODY = frozenset({FrameType.CONFIG_BEGIN, FrameType.CONFIG_CHUNK})
+RUN_BODY = frozenset({FrameType.RUN_BEGIN, FrameType.EVENTS})
 #: seconds a write may wait for the host to read before the session is dropped
 WRITE_DEADLINE = 5.0
 
@@ -67,8 +68,9 @@ class EmulatorServer:
         self.in_session = False
         self.applied = b""
         self._upload: Optional[bytearray] = None
+        self._announced: tuple[int, bytes] = (0, b"")  # CONFIG_BEGIN's size and sha256
         self._run: Optional[tuple[int, int, list[bytes]]] = None
-        self._deferred: Optional[bytes] = None  # first error inside a transaction
+        self._deferred: Optional[tuple[int, str]] = None  # first error inside a transaction
         self._greeted_at = -1e9
 
     def reboot(self) -> None:
@@ -123,7 +125,10 @@ class EmulatorServer:
                 if announce:
                     announce = False
                     self._greet(0)
+                received = self.link.counters["frames_rx"]
                 self.link.pump(0.05)
+                if not self.in_session and self.link.counters["frames_rx"] != received:
+                    self._greet_unasked()  # any frame out of session, in order or not
                 while self.link.inbox:
                     self._answer(self.link.inbox.popleft())
             except Rebooted:
@@ -133,14 +138,20 @@ class EmulatorServer:
                 announce = True
             except PeerClosed:
                 return
-            except LinkTimeout:  # the host went away mid-session: wait for a new HELLO
+            except LinkTimeout:  # retransmissions ran out: end the session and say so
                 self.in_session = False
                 self.link.restart(window=1, max_payload=0)
+                self._greet(0)
             finally:
                 self.counters.update(frames_rx=self.link.counters["frames_rx"],
                                      frames_tx=self.link.counters["frames_tx"],
                                      retransmits=self.link.counters["retransmits"],
                                      rejected_frames=self.link.decoder.counters.rejected)
+
+    def _greet_unasked(self) -> None:
+        """The nonce-0 greeting that answers frames outside a session (at most every 0.2 s)."""
+        if time.monotonic() - self._greeted_at > 0.2:
+            self._greet(0)
 
     def _greet(self, nonce: int) -> None:
         self._greeted_at = time.monotonic()
@@ -169,8 +180,7 @@ class EmulatorServer:
 
     def _answer(self, frame: Frame) -> None:
         if not self.in_session:  # e.g. after a reboot: make the host notice
-            if time.monotonic() - self._greeted_at > 0.2:
-                self._greet(0)
+            self._greet_unasked()
             return
         handler = self._HANDLERS.get(frame.type)
         try:
@@ -180,47 +190,74 @@ class EmulatorServer:
         except (Rebooted, PeerClosed, LinkTimeout):
             raise
         except Exception as exc:  # a bad request must never stop the device
-            error = self._error_payload(frame.type, exc)
-            if frame.type in TRANSACTION_BODY:  # answered once, at the transaction's end
-                self._deferred = self._deferred or error
+            code, message = self._error_of(frame.type, exc)
+            inside = ((frame.type in UPLOAD_BODY and self._upload is not None)
+                      or (frame.type in RUN_BODY and self._run is not None))
+            if inside:  # answered once, at the transaction's end
+                self._deferred = self._deferred or (code, f"{FrameType(frame.type).name}: {message}")
             else:
-                self._reply(FrameType.ERROR, error)
+                self._send_error(frame.type, code, message)
 
-    def _error_payload(self, frame_type: int, exc: Exception) -> bytes:
+    @staticmethod
+    def _error_of(frame_type: int, exc: Exception) -> tuple[int, str]:
         if isinstance(exc, _Refused):
-            code, message = exc.code, str(exc)
+            return exc.code, str(exc)
+        if frame_type == FrameType.CONFIG_END and isinstance(exc, ValueError):
+            code = ErrorCode.CONFIG_INVALID
+        elif isinstance(exc, (ProtocolError, ValueError)):
+            code = ErrorCode.BAD_PAYLOAD
         else:
-            if frame_type == FrameType.CONFIG_END:
-                code = ErrorCode.CONFIG_INVALID
-            elif isinstance(exc, (ProtocolError, ValueError)):
-                code = ErrorCode.BAD_PAYLOAD
-            else:
-                code = ErrorCode.INTERNAL
-            message = f"{type(exc).__name__}: {exc}"
-        return fr.ERROR.pack(code, frame_type) + message.encode()[:self.link.max_payload - fr.ERROR.size]
+            code = ErrorCode.INTERNAL
+        return code, f"{type(exc).__name__}: {exc}"
 
-    def _end_transaction(self) -> bool:
+    def _send_error(self, request: int, code: int, message: str) -> None:
+        """ERROR answering the frame of type ``request``."""
+        limit = self.link.max_payload - fr.ERROR.size
+        self._reply(FrameType.ERROR, fr.ERROR.pack(code, request) + message.encode()[:limit])
+
+    def _end_transaction(self, request: FrameType) -> bool:
         """Answer a deferred error at a transaction's last frame; True if there was one."""
         error, self._deferred = self._deferred, None
         if error is not None:
-            self._reply(FrameType.ERROR, error)
+            self._send_error(request, *error)
         return error is not None
 
+    def _refuse_open_transaction(self, request: FrameType) -> None:
+        """A BEGIN while a transaction is open: abandon it and refuse the BEGIN."""
+        if self._upload is not None or self._run is not None:
+            what = "an upload" if self._upload is not None else "a run"
+            self._upload, self._run, self._deferred = None, None, None
+            raise _Refused(ErrorCode.BAD_STATE, f"{request.name} while {what} is open; both are "
+                                                "abandoned (send STOP, then start again)")
+
     def _config_begin(self, payload: bytes) -> None:
-        self._deferred, self._upload = None, None
-        fr.unpack_struct(fr.CONFIG_BEGIN, payload, "CONFIG_BEGIN")
-        self._upload = bytearray()
+        self._refuse_open_transaction(FrameType.CONFIG_BEGIN)
+        self._upload, self._deferred = bytearray(), None  # open, even if the payload is bad
+        self._announced = fr.unpack_struct(fr.CONFIG_BEGIN, payload, "CONFIG_BEGIN")
 
     def _config_chunk(self, payload: bytes) -> None:
+        if self._upload is None:
+            raise _Refused(ErrorCode.BAD_STATE, "CONFIG_CHUNK outside an upload (send CONFIG_BEGIN first)")
         (offset,) = fr.unpack_struct(fr.CONFIG_OFFSET, payload, "CONFIG_CHUNK")
-        if self._upload is None or offset != len(self._upload):
-            raise _Refused(ErrorCode.BAD_STATE, f"CONFIG_CHUNK at {offset} outside an upload or out of order")
-        self._upload += payload[fr.CONFIG_OFFSET.size:]
+        data = payload[fr.CONFIG_OFFSET.size:]
+        if offset != len(self._upload) or offset + len(data) > self._announced[0]:
+            raise _Refused(ErrorCode.CONFIG_INVALID,
+                           f"CONFIG_CHUNK of {len(data)} bytes at offset {offset}: chunks must follow each "
+                           f"other ({len(self._upload)} bytes so far) within the {self._announced[0]} "
+                           "bytes CONFIG_BEGIN announced")
+        self._upload += data
 
     def _config_end(self, payload: bytes) -> None:
+        if self._upload is None:
+            raise _Refused(ErrorCode.BAD_STATE, "CONFIG_END outside an upload (send CONFIG_BEGIN first)")
         upload, self._upload = self._upload, None
-        if self._end_transaction():
+        if self._end_transaction(FrameType.CONFIG_END):
             return
+        size, sha = self._announced
+        if len(upload) != size or hashlib.sha256(upload).digest() != sha:
+            raise _Refused(ErrorCode.CONFIG_INVALID,
+                           f"received {len(upload)} bytes with sha256 {hashlib.sha256(upload).hexdigest()[:16]}"
+                           f"...; CONFIG_BEGIN announced {size} bytes with sha256 {sha.hex()[:16]}...")
         if not upload:
             nothing = fr.CONFIG_APPLIED.pack(fr.ConfigStatus.NOTHING_WRITTEN, 0, bytes(32))
             self._reply(FrameType.CONFIG_APPLIED, nothing)
@@ -254,7 +291,8 @@ class EmulatorServer:
                     fr.STATE_DATA.pack(core, f, h, w, offset, flat.size) + flat[offset:offset + n].tobytes())
 
     def _run_begin(self, payload: bytes) -> None:
-        self._deferred, self._run = None, None
+        self._refuse_open_transaction(FrameType.RUN_BEGIN)
+        self._run, self._deferred = (-1, 0, []), None  # open, even if refused below
         self._require_config()
         run_id, n_events = fr.unpack_struct(fr.RUN_BEGIN, payload, "RUN_BEGIN")
         self._run = (run_id, n_events, [])
@@ -262,14 +300,20 @@ class EmulatorServer:
     def _events(self, payload: bytes) -> None:
         if self._run is None:
             raise _Refused(ErrorCode.BAD_STATE, "EVENTS outside a run (send RUN_BEGIN first)")
+        body = len(payload) - fr.EVENT_BATCH_HEADER.size
+        if body < 0 or body % fr.WIRE_EVENT.itemsize:
+            raise ProtocolError(f"EVENTS payload of {len(payload)} bytes; expected 8 + 8 n")
         self._run[2].append(payload)
 
     def _run_end(self, payload: bytes) -> None:
+        if self._run is None:
+            raise _Refused(ErrorCode.BAD_STATE, "RUN_END outside a run (send RUN_BEGIN first)")
         (run_id,) = fr.unpack_struct(fr.RUN_END, payload, "RUN_END")
-        if self._end_transaction():
+        if self._end_transaction(FrameType.RUN_END):
             self._run = None
             return
-        if self._run is None or self._run[0] != run_id:
+        if self._run[0] != run_id:
+            self._run = None
             raise _Refused(ErrorCode.BAD_STATE, f"RUN_END for run {run_id}, which was not begun")
         _, n_expected, payloads = self._run
         self._run = None
@@ -277,6 +321,10 @@ class EmulatorServer:
         if len(events) != n_expected:
             raise _Refused(ErrorCode.BAD_EVENTS,
                            f"run {run_id} announced {n_expected} events, got {len(events)}")
+        try:
+            self.chip.check_input(events)
+        except ValueError as exc:
+            raise _Refused(ErrorCode.BAD_EVENTS, f"run {run_id}: {exc}") from exc
         n_out, last_t, dropped, core_in, core_out = 0, -1, 0, {}, {}
         for start in range(0, len(events), RUN_SLICE):
             out, stats = self.chip.run(events[start:start + RUN_SLICE])

@@ -31,6 +31,7 @@ from backend.errors import (
     NotFlashed,
     ProtocolError,
     RunTimeout,
+    SessionEnded,
     VersionMismatch,
 )
 from backend.protocol import frames as fr
@@ -135,9 +136,13 @@ class HostSession:
             if greeting.nonce == self._nonce:
                 self.greeting = greeting
             return
-        if greeting.boot_id == self.greeting.boot_id:
-            return  # same boot: a late duplicate (answer to a repeated HELLO, or the boot greeting)
+        if greeting.boot_id == self.greeting.boot_id and greeting.nonce != 0:
+            return  # same boot: a late answer to a repeated HELLO
         self.needs_handshake = True
+        if greeting.boot_id == self.greeting.boot_id:
+            raise SessionEnded(f"{self.name}: the device ended the session (it got no acknowledgement "
+                               "for its frames); its configuration and states are kept",
+                               counters=self.link.stats(), hint="repeat the operation: it greets again")
         raise DeviceReset(f"{self.name}: the device restarted (boot id {greeting.boot_id:#x}, "
                           f"was {self.greeting.boot_id:#x}); its configuration and states are gone",
                           counters=self.link.stats(), hint="greet it again and flash the configuration")
