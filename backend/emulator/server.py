@@ -167,11 +167,8 @@ class EmulatorServer:
         except ProtocolError:
             return
         self._greet(hello.nonce)
-        if hello.version != fr.PROTOCOL_VERSION:  # the host learns our version from the greeting
-            self.in_session = False
-            return
         self.link.restart(window=hello.window, max_payload=min(hello.max_payload, MAX_PAYLOAD))
-        self.in_session = True
+        self.in_session = hello.version == fr.PROTOCOL_VERSION  # else the host learns our version
         self._upload, self._run, self._deferred = None, None, None
 
     # -- requests -----------------------------------------------------------------------------
