@@ -188,3 +188,34 @@ class ModelFileError(SpikeflashError, ValueError):
       - a path that does not exist, or a suffix other than ``.pt``/``.pth``/``.nir``
       - a ``.pt`` file that holds a ``state_dict`` instead of a whole ``nn.Module``
     """
+
+
+class DatasetError(SpikeflashError, ValueError):
+    """A dataset given to ``evaluate`` cannot be read as samples, or does not match the results
+    file a run resumes.
+
+    Example scenarios:
+      - a folder without one subfolder per class holding ``.npy``/``.npz``/``.aedat4`` files
+      - an object that is neither a Tonic-style dataset nor an iterable of ``(events, label)``
+      - ``--resume`` with a results file written for another dataset or another config
+    """
+
+
+class EvaluationError(SpikeflashError):
+    """A dataset evaluation cannot go on.
+
+    Example scenarios:
+      - every worker or device was lost (the samples done so far are in the results file;
+        rerun with ``--resume``)
+      - no output layer can be chosen for the prediction (pass ``output_layer``)
+    """
+
+
+class WorkerLost(SpikeflashError):
+    """A worker process, Ray task or actor, or its device, stopped while running samples;
+    the scheduler gives those samples to the other workers.
+
+    Example scenarios:
+      - a worker process killed (out of memory, a signal) or a Ray node gone
+      - a device unplugged or an emulator process ended in the middle of a run
+    """

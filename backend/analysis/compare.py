@@ -122,11 +122,23 @@ def compare(
     if flash:
         device.flash(config)
     device.reset()
-    network = config.to_network()
-    expected = simulate(network, events).events
+    expected = simulate(config.to_network(), events).events
     received = device.run(events, timeout=timeout).events
-    names = config.layer_display_names()
-    layers = sorted(set(config.monitored_layer_names()) | set(np.unique(expected["layer"]).tolist())
+    result = compare_outputs(expected, received, config)
+    if result.first_divergence is not None:
+        _add_states(result.first_divergence, config, device, events, timeout)
+    return result
+
+
+def compare_outputs(expected: np.ndarray, received: np.ndarray,
+                    config: Optional[ChipConfig] = None) -> Comparison:
+    """Compare two output event arrays (EVENT_DTYPE) per layer and time, without running
+    anything: ``expected`` (the simulation), ``received`` (the device). ``config``: names the
+    layers in the report and lists every monitored one, even without events. The divergence
+    carries no neuron states (:func:`compare` adds them)."""
+    names = {} if config is None else config.layer_display_names()
+    monitored = set() if config is None else set(config.monitored_layer_names())
+    layers = sorted(monitored | set(np.unique(expected["layer"]).tolist())
                     | set(np.unique(received["layer"]).tolist()))
     summaries, first = [], None
     for layer in layers:
@@ -136,8 +148,6 @@ def compare(
         summaries.append(summary)
         if mismatch is not None and (first is None or mismatch.t_us < first.t_us):
             first = mismatch
-    if first is not None:
-        _add_states(first, config, device, events, timeout)
     same_order = len(expected) == len(received) and bool(np.all(expected == received))
     return Comparison(first is None, same_order, len(expected), len(received), summaries, first)
 

@@ -193,6 +193,38 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from backend.analysis.evaluate import evaluate, sweep
+    from backend.errors import EvaluationError
+
+    configs, data = args.configs, args.data
+    if args.no_simulate and not args.device:
+        raise EvaluationError("--no-simulate without --device: nothing would run",
+                              hint="add --device URL, or drop --no-simulate")
+    if args.workers is not None and args.workers < 0:
+        raise EvaluationError(f"--workers {args.workers}: expected 0 (this process) or more processes")
+    devices = [_device_target(d) for d in args.device]
+    if len(configs) == 1:
+        paths = [args.results or Path(configs[0]).with_suffix(".results.jsonl")]
+    else:
+        paths = [(Path(args.results) if args.results else Path(c).parent) / (Path(c).stem + ".results.jsonl")
+                 for c in configs]
+    found = sweep(configs, data, results=paths, devices=devices, simulate=not args.no_simulate,
+                  workers=args.workers, ray=args.ray, resume=args.resume, output_layer=args.output_layer,
+                  timeout=args.timeout, progress=True)
+    for name, evaluation in zip(found.names, found.evaluations):
+        print(f"{name}: {evaluation}\n  results: {evaluation.results}")
+    if len(configs) > 1:
+        print(f"\n{found.table()}\nbest: {found.names[found.best]}")
+    return 3 if any(e.summary.n_diverged for e in found.evaluations) else 0
+
+
+def _device_target(text: str):
+    """``URL`` or ``URL@RESOURCE`` (a Ray resource that pins the device's actor to its host)."""
+    url, at, resource = text.rpartition("@")
+    return (url, {resource: 1}) if at and url and resource else text
+
+
 def _layer_summary(core: int, name: str, events) -> str:
     if len(events) == 0:
         return f"  core {core:>2} {name:<16} no events"
@@ -273,6 +305,10 @@ EXAMPLES = {
            " --dvs-polarity on --dvs-mirror x",
     "flash": "spikeflash flash model.json --device /dev/ttyACM0\n  spikeflash flash model.json --device socket://localhost:5000",
     "run": "spikeflash run model.json --events input.npz --device emu:// -o output.npz",
+    "evaluate": "spikeflash evaluate model.json recordings/            # simulation, one process per core\n"
+                "  spikeflash evaluate model.json recordings/ --device /dev/ttyACM0 --device /dev/ttyACM1\n"
+                "  spikeflash evaluate a.json b.json recordings/ --ray auto   # a sweep on a Ray cluster\n"
+                "  spikeflash evaluate model.json recordings/ --resume        # continue an interrupted run",
 }
 
 
@@ -336,6 +372,23 @@ def build_parser() -> argparse.ArgumentParser:
                       "output events and print a summary per monitored layer")
     _add_run_arguments(run)
     run.add_argument("-o", "--output", help="output event file (.npz / .npy; default: <events>_out.npz)")
+    ev = _subcommand(sub, "evaluate", _cmd_evaluate, "run configs over a dataset in simulation and/or on "
+                     "devices: accuracy, confusion, synops, bit-exactness (exit code 3 when a device diverged)")
+    ev.add_argument("configs", nargs="+", metavar="CONFIG", help="ChipConfig JSON file(s) (several: a sweep)")
+    ev.add_argument("data", metavar="DATA", help="dataset folder: one subfolder per class holding .npy/.npz/.aedat4 recordings")
+    ev.add_argument("--device", action="append", default=[], metavar="URL", help="run on this device too "
+                    "(repeat for a farm; URL@RESOURCE pins it to a Ray resource)")
+    ev.add_argument("--no-simulate", action="store_true", help="devices only, no event-exact simulation")
+    ev.add_argument("--workers", type=int, metavar="N", help="local simulation processes (default: one per "
+                    "core; 0: in this process)")
+    ev.add_argument("--ray", metavar="ADDRESS", help="run on Ray: auto (the running cluster), an address, "
+                    "or local")
+    ev.add_argument("--results", metavar="PATH", help="results file (default: <config>.results.jsonl; a "
+                    "folder for several configs)")
+    ev.add_argument("--resume", action="store_true", help="continue the results file, skipping samples it holds")
+    ev.add_argument("--output-layer", type=int, metavar="CORE", help="core whose spikes predict (default: "
+                    "the monitored core that sends to no other)")
+    ev.add_argument("--timeout", type=float, help="seconds per device run (default: scales with the input)")
     return parser
 
 

@@ -27,6 +27,7 @@ from torch import nn
 from tqdm import tqdm
 
 from backend.analysis.compare import compare
+from backend.analysis.runner import predict, winner
 from backend.devices import Device, open_device
 from backend.emulator.processes import emulator_on_pty
 from backend.files.plots import plot_confusion_matrix, plot_event_raster, plot_memory_use
@@ -149,21 +150,8 @@ def predict_time_stepped(snn: nn.Module, rasters: torch.Tensor) -> np.ndarray:
                 if isinstance(layer, SpikingLayer):
                     layer.reset_states()
             counts = snn(raster).reshape(len(raster), N_CLASSES)  # (T, classes)
-            out.append(_winner(counts.sum(0).numpy(), _first_step(counts.numpy())))
+            out.append(winner(counts.sum(0).numpy(), _first_step(counts.numpy())))
     return np.array(out)
-
-
-def predict(output_events: np.ndarray, n_classes: int) -> int:
-    """The class whose output neuron (channel) spiked most; a tie goes to the earliest first
-    spike, and a silent output to class 0."""
-    counts = np.bincount(output_events["channel"], minlength=n_classes)
-    first = np.full(n_classes, np.iinfo(np.int64).max)
-    np.minimum.at(first, output_events["channel"], output_events["t"])
-    return _winner(counts, first)
-
-
-def _winner(counts: np.ndarray, first_time: np.ndarray) -> int:
-    return int(np.lexsort((first_time, -counts))[0])
 
 
 def _first_step(counts: np.ndarray) -> np.ndarray:

@@ -442,6 +442,8 @@ def emulate(kind: str, port: int = 0) -> int:
     """``spikeflash emulate``: serve until interrupted; print ``PTY <path>`` or
     ``TCP <host>:<port>`` on stdout (one flushed line) once ready."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop cleanly on SIGTERM too
+    import mapper  # noqa: F401  the chip model (torch, numba) loads before "ready", not in the
+    import snnlib  # noqa: F401  first flash, whose 2 s deadline a loaded machine would miss
     from backend.emulator.processes import announced
 
     with ServedEmulator(EmulatorServer(), kind, port) as served, announced(served.url):
