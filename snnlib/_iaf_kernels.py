@@ -1,7 +1,8 @@
 """Compiled integrate-and-fire loops over a whole sequence (numba).
 
 Arrays are ``(B, T, N)`` (batch, time step, neuron) and C-contiguous; the membrane ``v`` is
-``(B, N)`` and is updated in place. Work is split over (batch, block of neurons) so that each
+``(B, N)`` and is updated in place; ``w_last`` ``(B, N)`` receives the last step's ``w`` (the
+membrane before its spikes leave, sinabs v0.2's ``state``). Work is split over (batch, block of neurons) so that each
 thread keeps its block of membranes in cache while it walks through time. All parameters are
 scalars of the arrays' dtype so that float32 data is computed in float32: the forward pass
 rounds every operation below to the data's dtype, and only the exactness check of the spike
@@ -94,14 +95,16 @@ def surrogate(w, thr, code, width, height):
 
 
 @njit(inline="always")
-def _forward_row(x, v, out, u_saved, save, inv_thr, thr_hi, thr_lo, subtract, low, sat_lo, sat_hi, reset,
-                 negative):
+def _forward_row(x, v, out, u_saved, save, w_last, last, inv_thr, thr_hi, thr_lo, subtract, low, sat_lo, sat_hi,
+                 reset, negative):
     """One time step for a contiguous run of neurons (1-D arrays, so that LLVM vectorizes)."""
     for i in range(x.shape[0]):
         u = min(max(v[i] + x[i], sat_lo), sat_hi)
         if save:
             u_saved[i] = u
         w = max(u, low)
+        if last:
+            w_last[i] = w
         s = spike_count(w, inv_thr, thr_hi, thr_lo, reset, negative)
         out[i] = s
         v[i] = (w - w if s > 0 else w) if reset else w - s * subtract
@@ -115,9 +118,10 @@ def _work_item(job, n_blocks, n_neurons):
 
 
 @njit(parallel=True, cache=True)
-def iaf_forward(x, v, out, u_saved, save, thr, inv_thr, subtract, low, sat_lo, sat_hi, reset, negative):
-    """Run all T steps; write spike counts to ``out`` and, if ``save``, the clipped
-    pre-clamp membrane ``u`` to ``u_saved`` (else it may be a dummy) for the backward pass."""
+def iaf_forward(x, v, out, u_saved, save, w_last, thr, inv_thr, subtract, low, sat_lo, sat_hi, reset, negative):
+    """Run all T steps; write spike counts to ``out``, the last step's ``w`` to ``w_last`` and,
+    if ``save``, the clipped pre-clamp membrane ``u`` to ``u_saved`` (else it may be a dummy)
+    for the backward pass."""
     thr_hi, thr_lo = split_threshold(thr)
     n_batch, n_steps, n_neurons = x.shape
     n_blocks = (n_neurons + BLOCK - 1) // BLOCK
@@ -127,7 +131,8 @@ def iaf_forward(x, v, out, u_saved, save, thr, inv_thr, subtract, low, sat_lo, s
         for t in range(n_steps):
             u_row = u_saved[b, t, start:stop] if save else u_saved[0, 0, :0]
             _forward_row(x[b, t, start:stop], v_block, out[b, t, start:stop], u_row, save,
-                         inv_thr, thr_hi, thr_lo, subtract, low, sat_lo, sat_hi, reset, negative)
+                         w_last[b, start:stop], t == n_steps - 1, inv_thr, thr_hi, thr_lo, subtract, low,
+                         sat_lo, sat_hi, reset, negative)
 
 
 @njit(inline="always")
@@ -188,13 +193,14 @@ def surrogate_array(w, thr, code, width, height):
     return out
 
 
-def forward(x, state, out, k, save):
+def forward(x, state, out, k, save, membrane):
     """The compiled forward pass behind the common interface of ``_iaf_torch.forward``: CPU,
     contiguous, float32/float64 tensors, ``k`` an ``_iaf_torch.Scalars``."""
     scalar = x.numpy().dtype.type
     u_saved = np.empty(x.shape, x.numpy().dtype) if save else np.empty((1, 1, 1), x.numpy().dtype)
-    iaf_forward(x.numpy(), state.numpy(), out.numpy(), u_saved, save, scalar(k.thr), scalar(k.inv_thr),
-                scalar(k.subtract), scalar(k.low), scalar(k.sat_lo), scalar(k.sat_hi), k.reset, k.negative)
+    iaf_forward(x.numpy(), state.numpy(), out.numpy(), u_saved, save, membrane.numpy(), scalar(k.thr),
+                scalar(k.inv_thr), scalar(k.subtract), scalar(k.low), scalar(k.sat_lo), scalar(k.sat_hi),
+                k.reset, k.negative)
     return torch.from_numpy(u_saved) if save else None
 
 

@@ -121,9 +121,11 @@ def compute_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
 
 
-def forward(x: torch.Tensor, state: torch.Tensor, out: torch.Tensor, k: Scalars, save: bool):
+def forward(x: torch.Tensor, state: torch.Tensor, out: torch.Tensor, k: Scalars, save: bool,
+            membrane: torch.Tensor):
     """All T steps of ``x`` ``(B, T, N)`` from membrane ``state`` ``(B, N)`` (updated in place);
-    spike counts into ``out``. Returns the clipped pre-clamp membranes ``(B, T, N)`` if ``save``."""
+    spike counts into ``out``, the last step's clamped membrane ``w`` into ``membrane`` ``(B, N)``.
+    Returns the clipped pre-clamp membranes ``(B, T, N)`` if ``save``."""
     u_saved = torch.empty_like(x) if save else None
     v = state
     for t in range(x.shape[1]):
@@ -134,6 +136,8 @@ def forward(x: torch.Tensor, state: torch.Tensor, out: torch.Tensor, k: Scalars,
         s = spike_count(w, k)
         out[:, t] = s
         v = torch.where(s > 0, 0.0, w) if k.reset else w - s * k.subtract
+        if t == x.shape[1] - 1:
+            membrane.copy_(w)
     state.copy_(v)
     return u_saved
 

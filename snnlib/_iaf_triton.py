@@ -42,7 +42,7 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-def _forward_kernel(x_ptr, v_ptr, out_ptr, u_ptr, k_ptr, n_steps, n_neurons,
+def _forward_kernel(x_ptr, v_ptr, out_ptr, u_ptr, m_ptr, k_ptr, n_steps, n_neurons,
                     SAVE: tl.constexpr, RESET: tl.constexpr, NEGATIVE: tl.constexpr, BLOCK: tl.constexpr):
     cols = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = cols < n_neurons
@@ -52,6 +52,7 @@ def _forward_kernel(x_ptr, v_ptr, out_ptr, u_ptr, k_ptr, n_steps, n_neurons,
     thr_hi, thr_lo, split = tl.load(k_ptr + THR_HI), tl.load(k_ptr + THR_LO), tl.load(k_ptr + SPLIT)
     v = tl.load(v_ptr + row * n_neurons + cols, mask=mask, other=0.0)
     zero = v - v
+    w = v
     for t in range(n_steps):
         offsets = (row * n_steps + t) * n_neurons + cols
         u = tl.minimum(tl.maximum(v + tl.load(x_ptr + offsets, mask=mask, other=0.0), sat_lo), sat_hi)
@@ -82,6 +83,7 @@ def _forward_kernel(x_ptr, v_ptr, out_ptr, u_ptr, k_ptr, n_steps, n_neurons,
             v = w - s * subtract
         tl.store(out_ptr + offsets, s, mask=mask)
     tl.store(v_ptr + row * n_neurons + cols, v, mask=mask)
+    tl.store(m_ptr + row * n_neurons + cols, w, mask=mask)
 
 
 def _backward_kernel(g_ptr, u_ptr, s_ptr, gx_ptr, k_ptr, n_steps, n_neurons,
@@ -145,11 +147,12 @@ def _grid(x: torch.Tensor) -> tuple[int, int]:
     return triton.cdiv(x.shape[2], BLOCK), x.shape[0]
 
 
-def forward(x: torch.Tensor, state: torch.Tensor, out: torch.Tensor, k: Scalars, save: bool):
-    """As ``_iaf_torch.forward``: contiguous ``x``/``out`` ``(B, T, N)``, ``state`` ``(B, N)``."""
+def forward(x: torch.Tensor, state: torch.Tensor, out: torch.Tensor, k: Scalars, save: bool,
+            membrane: torch.Tensor):
+    """As ``_iaf_torch.forward``: contiguous ``x``/``out`` ``(B, T, N)``, ``state``/``membrane`` ``(B, N)``."""
     u_saved = torch.empty_like(x) if save else x
     forward_kernel, _ = _kernels()
-    forward_kernel[_grid(x)](x, state, out, u_saved, k.as_tensor(x.dtype, x.device), x.shape[1], x.shape[2],
+    forward_kernel[_grid(x)](x, state, out, u_saved, membrane, k.as_tensor(x.dtype, x.device), x.shape[1], x.shape[2],
                              SAVE=save, RESET=k.reset, NEGATIVE=k.negative, BLOCK=BLOCK,
                              enable_fp_fusion=False)
     return u_saved if save else None

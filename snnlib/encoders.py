@@ -32,13 +32,14 @@ def _generator(seed: int | None) -> torch.Generator:
 
 
 class Img2SpikeLayer(torch.nn.Module):
-    """Rate-code an image of ``image_shape`` into ``tw`` time steps of 1 ms.
+    """Rate-code an image into ``tw`` time steps of 1 ms.
 
     A pixel of value ``norm`` fires at ``max_rate`` Hz, i.e. with probability
-    ``|pixel| / norm * max_rate / 1000`` per step (at most 1). Output ``(tw, *image_shape)``
+    ``|pixel| / norm * max_rate / 1000`` per step (at most 1). Output ``(tw, *image.shape)``
     of 0/1 spikes, or -1 for negative pixels with ``negative_spikes`` (else they are silent).
-    squeeze: remove singleton axes of the input first (e.g. a ``(1, C, H, W)`` batch of one).
-    seed: the random stream's seed (None: random).
+    image_shape: the image shape expected, kept as an attribute; as in sinabs v0.2 an image of
+    any shape is encoded. squeeze: remove singleton axes of the input first (e.g. a
+    ``(1, C, H, W)`` batch of one). seed: the random stream's seed (None: random).
     """
 
     def __init__(self, image_shape, tw: int = 100, max_rate: float = 1000, norm: float = 255.0,
@@ -57,24 +58,20 @@ class Img2SpikeLayer(torch.nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         if self.squeeze:
             image = image.squeeze()
-        if tuple(image.shape) != self.image_shape:
-            raise InputShapeError(
-                f"{self.layer_name} image: got shape {tuple(image.shape)}; expected {self.image_shape}"
-                + ("" if self.squeeze else " (squeeze=True removes singleton axes)")
-            )
         image = image.to(torch.get_default_dtype()) if not image.is_floating_point() else image
         rate = (image.abs() / self.norm * (self.max_rate / 1000.0)).clamp(max=1.0)
-        draws = _draws(self.generator, (self.tw, *self.image_shape), image)
+        draws = _draws(self.generator, (self.tw, *image.shape), image)
         spikes = (draws < rate.to(draws.dtype)).to(image.dtype)
         return spikes * torch.sign(image) if self.negative_spikes else spikes * (image > 0)
 
 
 class Sig2SpikeLayer(torch.nn.Module):
-    """Turn an analogue signal ``(T, channels_in)`` into ``(T * tw, channels_in)`` spikes.
+    """Turn an analogue signal ``(channels_in, T)`` into ``(T * tw, channels_in)`` spikes, as
+    sinabs v0.2 (note the transpose).
 
-    Each sample is repeated for ``tw`` steps and scaled by ``1 / norm_level``; with ``spk_out``
-    each step spikes with that probability (clipped to [0, 1]), else the scaled, up-sampled
-    signal is returned. seed: the random stream's seed (None: random).
+    Each sample is repeated for ``tw`` steps; with ``spk_out`` each step spikes with probability
+    ``sample / norm_level`` (clipped to [0, 1]), else the up-sampled signal is returned as it
+    is (unscaled, as in sinabs v0.2). seed: the random stream's seed (None: random).
     """
 
     def __init__(self, channels_in, tw: int = 1, norm_level: float = 1, spk_out: bool = True, *,
@@ -86,14 +83,20 @@ class Sig2SpikeLayer(torch.nn.Module):
         self.norm_level, self.spk_out, self.layer_name = norm_level, spk_out, layer_name
         self.generator = _generator(seed)
 
+    def get_output_shape(self, input_shape: tuple) -> tuple:
+        """(T * tw, channels) for a signal of ``input_shape`` (channels, T)."""
+        channels, steps = int_tuple("input_shape", input_shape, 2, 1)
+        return steps * self.tw, channels
+
     def forward(self, signal: torch.Tensor) -> torch.Tensor:
-        if signal.ndim != 2 or signal.shape[1] != self.channels_in:
+        if signal.ndim != 2 or signal.shape[0] != self.channels_in:
+            hint = " (a (T, channels) signal: transpose it)" if signal.ndim == 2 and signal.shape[1] == self.channels_in else ""
             raise InputShapeError(
-                f"{self.layer_name} signal: got shape {tuple(signal.shape)}; expected (T, {self.channels_in})"
+                f"{self.layer_name} signal: got shape {tuple(signal.shape)}; expected ({self.channels_in}, T){hint}"
             )
         signal = signal.to(torch.get_default_dtype()) if not signal.is_floating_point() else signal
-        rate = torch.repeat_interleave(signal / self.norm_level, self.tw, dim=0)
+        upsampled = torch.repeat_interleave(signal.t(), self.tw, dim=0)
         if not self.spk_out:
-            return rate
-        draws = _draws(self.generator, tuple(rate.shape), rate)
-        return (draws < rate.clamp(0.0, 1.0).to(draws.dtype)).to(rate.dtype)
+            return upsampled
+        draws = _draws(self.generator, tuple(upsampled.shape), upsampled)
+        return (draws < (upsampled / self.norm_level).clamp(0.0, 1.0).to(draws.dtype)).to(upsampled.dtype)

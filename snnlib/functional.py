@@ -98,36 +98,36 @@ def surrogate_gradient(v: torch.Tensor, threshold: float = 1.0, shape: str = "st
     return _surrogate_derivative(v, threshold, shape, window, height)
 
 
-class _Floor(torch.autograd.Function):
+class _StraightThrough(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x):
-        return torch.floor(x)
+    def forward(ctx, x, rounding):
+        return rounding(x)
 
     @staticmethod
     def backward(ctx, grad):
-        return grad
+        return grad, None
 
 
-class _StochasticRounding(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        low = torch.floor(x)
-        return low + (torch.rand_like(x) < (x - low)).to(x.dtype)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad
+def _round_stochastically(x: torch.Tensor) -> torch.Tensor:
+    low = torch.floor(x)
+    return low + (torch.rand_like(x) < (x - low)).to(x.dtype)
 
 
 def quantize(x: torch.Tensor) -> torch.Tensor:
     """``floor(x)``, with the gradient of the identity (straight-through) in the backward pass."""
-    return _Floor.apply(x)
+    return _StraightThrough.apply(x, torch.floor)
 
 
 def stochastic_rounding(x: torch.Tensor) -> torch.Tensor:
     """``ceil(x)`` with probability ``x - floor(x)``, else ``floor(x)`` (unbiased: the mean is x);
     the gradient of the identity in the backward pass. Uses torch's global RNG."""
-    return _StochasticRounding.apply(x)
+    return _StraightThrough.apply(x, _round_stochastically)
+
+
+def round_nearest(x: torch.Tensor) -> torch.Tensor:
+    """``torch.round(x)`` (to the nearest integer, halves to even), with the gradient of the
+    identity in the backward pass."""
+    return _StraightThrough.apply(x, torch.round)
 
 
 class _Threshold(torch.autograd.Function):
@@ -214,7 +214,7 @@ def implementation(device: torch.device):
     """The integrate-and-fire implementation for tensors on ``device``: the compiled kernels
     (``_iaf_kernels``) on the CPU, the fused Triton kernels (``_iaf_triton``) on CUDA/ROCm where
     triton is installed, plain torch operations (``_iaf_torch``) on every other device. Each has
-    ``forward(x, state, out, scalars, save)`` and ``backward(grad_out, u_saved, spikes, scalars)``."""
+    ``forward(x, state, out, scalars, save, membrane)`` and ``backward(grad_out, u_saved, spikes, scalars)``."""
     if device.type == "cpu":
         return kernels
     if device.type == "cuda" and _iaf_triton.available():
@@ -225,10 +225,10 @@ def implementation(device: torch.device):
 class _IntegrateAndFire(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, p: IAFParameters, buffers):
-        state, out = buffers  # a tuple: autograd does not track the in-place updated buffers
+        state, out, membrane = buffers  # a tuple: autograd does not track the in-place updated buffers
         impl, k = implementation(x.device), _iaf_torch.scalars(p, x.dtype, SURROGATE_SHAPES)
         save = ctx.needs_input_grad[0]
-        u_saved = impl.forward(x.detach(), state, out, k, save)
+        u_saved = impl.forward(x.detach(), state, out, k, save, membrane)
         if save:
             ctx.save_for_backward(u_saved, out)
             ctx.impl, ctx.scalars = impl, k
@@ -250,14 +250,16 @@ def _check_tensor(name: str, tensor: torch.Tensor, dtype: torch.dtype, device: t
 
 
 def integrate_and_fire(x: torch.Tensor, state: torch.Tensor, params: IAFParameters = IAFParameters(),
-                       out: torch.Tensor | None = None) -> torch.Tensor:
+                       out: torch.Tensor | None = None, membrane: torch.Tensor | None = None) -> torch.Tensor:
     """Integrate-and-fire over a whole sequence in one pass; differentiable in ``x``.
 
     x: input current ``(B, T, N)`` (batch, time step, neuron), on any device, of dtype float32,
     float64, float16 or bfloat16. state: membrane ``(B, N)``, same device and dtype; updated in
     place to the state after step T-1. out: optional ``(B, T, N)`` buffer to reuse for the
     result, for inference only (x must not require grad: a reused buffer would overwrite what
-    the backward pass needs). Returns the spike counts ``(B, T, N)``.
+    the backward pass needs). membrane: optional ``(B, N)`` buffer like ``state``; receives the
+    last step's membrane after its input and clamp, before its spikes leave (what sinabs v0.2's
+    layer reports as its state; unspecified for T = 0). Returns the spike counts ``(B, T, N)``.
 
     Per step: ``v += x[t]`` (clipped to int16 if ``params.saturate_int16``),
     ``v = max(v, threshold_low)``, then the spikes ``floor(v / threshold)`` leave and
@@ -299,11 +301,17 @@ def integrate_and_fire(x: torch.Tensor, state: torch.Tensor, params: IAFParamete
             raise InputShapeError("out: requires grad; expected a plain buffer")
         if x.requires_grad and torch.is_grad_enabled():
             raise InvalidParameterError("out: given while x requires grad; pass out=None when training")
+    if membrane is not None:
+        _check_tensor("membrane", membrane, x.dtype, x.device, (batch, neurons))
     if x.dtype in HALF_DTYPES:
-        state32 = state.float()
-        spikes = integrate_and_fire(x.float(), state32, params)
+        state32, membrane32 = state.float(), torch.empty_like(state, dtype=torch.float32)
+        spikes = integrate_and_fire(x.float(), state32, params, membrane=membrane32)
         state.copy_(state32)
+        if membrane is not None:
+            membrane.copy_(membrane32)
         return spikes.to(x.dtype) if out is None else out.copy_(spikes)
     if out is None:
         out = torch.empty_like(x, memory_format=torch.contiguous_format)
-    return _IntegrateAndFire.apply(x.contiguous(), params, (state.detach(), out))
+    if membrane is None:
+        membrane = torch.empty_like(state)
+    return _IntegrateAndFire.apply(x.contiguous(), params, (state.detach(), out, membrane.detach()))

@@ -46,11 +46,14 @@ class SpikingLayer(torch.nn.Module):
     of membrane / threshold; the reset mask a constant in the backward pass; no gradient at
     membrane == threshold_low); docs/seed-compatibility.md lists each case and the exceptions.
 
-    The membrane ``state`` has the shape of one time step (``(B, ...)`` with a batch size) and
-    persists across calls until ``reset_states``; an input of another shape starts from zeros.
-    Inputs on any device, in float32, float64, float16 or bfloat16 (also under ``torch.autocast``):
-    ``functional.integrate_and_fire`` says which implementation runs where and how exact each
-    dtype is.
+    ``state`` and ``activations`` have the shape of one time step (``(B, ...)`` with a batch
+    size) and persist across calls until ``reset_states``; an input of another shape starts from
+    zeros. As in sinabs v0.2, ``state`` is the membrane after the last step's input and clamp,
+    and ``activations`` that step's spikes, which leave the membrane at the start of the next
+    call (the spike trains equal subtracting at once: ``[0.4, 0.9]`` leaves state 1.3 and
+    activations 1). Inputs on any device, in float32, float64, float16 or bfloat16 (also under
+    ``torch.autocast``): ``functional.integrate_and_fire`` says which implementation runs where
+    and how exact each dtype is.
     """
 
     def __init__(self, threshold: float = 1.0, threshold_low: float | None = -1.0,
@@ -72,6 +75,7 @@ class SpikingLayer(torch.nn.Module):
         self.surrogate_window = surrogate_window
         self.neuron_parameters()
         self.register_buffer("state", torch.zeros(0), persistent=False)
+        self.register_buffer("activations", torch.zeros(0), persistent=False)
 
     def neuron_parameters(self) -> IAFParameters:
         """The neuron parameters as an ``IAFParameters``; raises InvalidParameterError if bad."""
@@ -88,23 +92,28 @@ class SpikingLayer(torch.nn.Module):
         return tuple(in_shape)
 
     def reset_states(self, shape=None, randomize: bool = False) -> None:
-        """Set the membrane to zeros, or with ``randomize`` to uniform values in
-        [threshold_low (or -threshold), threshold), with the given ``shape`` (default: the
-        current state's shape)."""
+        """Set ``state`` to zeros, or with ``randomize`` to uniform values in [0, 1) (as sinabs
+        v0.2), and ``activations`` to zeros, with the given ``shape`` (default: the current
+        state's shape)."""
         if shape is None:
             shape = tuple(self.state.shape)
         else:
             shape = int_tuple("shape", shape, 1 if isinstance(shape, int) else len(shape), 1)
-        if randomize:
-            low = -self.threshold if self.threshold_low is None else self.threshold_low
-            state = torch.rand(shape, dtype=self.state.dtype) * (self.threshold - low) + low
-        else:
-            state = torch.zeros(shape, dtype=self.state.dtype)
-        self.state = state.to(self.state.device)
+        like = dict(dtype=self.state.dtype, device=self.state.device)
+        self.state = torch.rand(shape, **like) if randomize else torch.zeros(shape, **like)
+        self.activations = torch.zeros(shape, **like)
+
+    def _membrane_after_spikes(self, params: IAFParameters) -> torch.Tensor:
+        """``state`` after the pending ``activations`` left it: a new tensor."""
+        if self.activations.shape != self.state.shape:
+            self.activations = torch.zeros_like(self.state)
+        if params.membrane_reset:
+            return torch.where(self.activations != 0, torch.zeros_like(self.state), self.state)
+        return self.state - self.activations.to(self.state.dtype) * params.subtract
 
     def forward(self, input_spikes: torch.Tensor) -> torch.Tensor:
-        """Spike counts, same shape as the synaptic output of ``input_spikes`` ``(T, ...)`` or
-        ``(B*T, ...)``."""
+        """Spike counts, same shape and dtype as the synaptic output of ``input_spikes``
+        ``(T, ...)`` or ``(B*T, ...)`` (float64 stays float64; sinabs v0.2 returns float32)."""
         params = self.neuron_parameters()
         current = self.synaptic_output(input_spikes)
         if current.ndim < 1 or current.shape[0] == 0:
@@ -121,10 +130,14 @@ class SpikingLayer(torch.nn.Module):
         state_shape = (batch, *neuron_shape) if self.batch_size else neuron_shape
         if tuple(self.state.shape) != state_shape:
             self.state = torch.zeros(state_shape, dtype=current.dtype, device=current.device)
-        self.state = self.state.to(current.device, current.dtype).contiguous()
         neurons = current[0].numel()
-        spikes = integrate_and_fire(current.reshape(batch, rows // batch, neurons),
-                                    self.state.view(batch, neurons), params)
+        membrane = self._membrane_after_spikes(params).to(device=current.device, dtype=current.dtype)
+        membrane = membrane.reshape(batch, neurons).contiguous()
+        last = torch.empty_like(membrane)
+        spikes = integrate_and_fire(current.reshape(batch, rows // batch, neurons), membrane, params,
+                                    membrane=last)
+        self.state = last.view(state_shape)
+        self.activations = spikes.detach()[:, -1].reshape(state_shape).clone()
         return spikes.reshape(current.shape)
 
     def extra_repr(self) -> str:
@@ -159,24 +172,29 @@ class Cropping2dLayer(torch.nn.Module):
 
 
 class SpikingMaxPooling2dLayer(torch.nn.Module):
-    """Spiking max pooling of ``(T, C, H, W)`` spike counts: in each window, the output at step t
-    is the input spikes at t of the neuron with the most spikes so far (steps 0..t, including
-    earlier calls until ``reset_states``); ties go to the first in row-major order. Any device and
-    floating dtype; the counts are kept in float32 for float16/bfloat16 inputs (exact to 2**24).
+    """Spiking max pooling of ``(T, C, H, W)`` spike counts, as sinabs v0.2: in each window, the
+    output at step t is the window's largest input at t if a neuron with the window's highest
+    spike count so far (steps 0..t) spikes at t, else 0. With 0/1 spikes: the spikes of the most
+    active neurons pass, all of them on a tie. Any device and floating dtype; the counts are kept
+    in float32 for float16/bfloat16 inputs (exact to 2**24).
 
     pool_size: (height, width) or an int. strides: default pool_size. padding: zero padding
-    (left, right, top, bottom), as torch.nn.ZeroPad2d.
+    (left, right, top, bottom), as torch.nn.ZeroPad2d. carry_counts: count from the first call
+    after ``reset_states`` rather than from each call's first step (False, as sinabs v0.2), so
+    that a stream given chunk by chunk is pooled as in one call. The gradient is that of
+    ``max_pool2d`` of the input at t where the output passes.
     """
 
-    def __init__(self, pool_size, strides=None, padding=(0, 0, 0, 0)):
+    def __init__(self, pool_size, strides=None, padding=(0, 0, 0, 0), *, carry_counts: bool = False):
         super().__init__()
         self.pool_size = int_tuple("pool_size", pool_size, 2, 1)
         self.strides = self.pool_size if strides is None else int_tuple("strides", strides, 2, 1)
         self.padding = int_tuple("padding", padding, 4, 0)
+        self.carry_counts = bool(carry_counts)
         self.register_buffer("state", torch.zeros(0), persistent=False)
 
     def reset_states(self) -> None:
-        """Forget the spike counts accumulated so far."""
+        """Forget the spike counts carried so far (with ``carry_counts``)."""
         self.state = torch.zeros(0)
 
     def get_output_shape(self, input_shape: tuple) -> tuple:
@@ -194,12 +212,15 @@ class SpikingMaxPooling2dLayer(torch.nn.Module):
         self.get_output_shape(tuple(x.shape[1:]))
         padded = F.pad(x, self.padding)
         count_dtype = torch.float32 if x.dtype in HALF_DTYPES else x.dtype  # exact counts past 256
-        if self.state.shape != padded.shape[1:] or self.state.device != x.device:
-            self.state = torch.zeros(padded.shape[1:], dtype=count_dtype, device=x.device)
-        counts = self.state.to(count_dtype) + torch.cumsum(padded.detach(), dim=0, dtype=count_dtype)
-        self.state = counts[-1].clone()
-        _, index = F.max_pool2d(counts, self.pool_size, self.strides, return_indices=True)
-        return torch.gather(padded.flatten(2), 2, index.flatten(2)).reshape(index.shape)
+        counts = torch.cumsum(padded.detach(), dim=0, dtype=count_dtype)
+        if self.carry_counts:
+            if self.state.shape != padded.shape[1:] or self.state.device != x.device:
+                self.state = torch.zeros(padded.shape[1:], dtype=count_dtype, device=x.device)
+            counts = counts + self.state.to(count_dtype)
+            self.state = counts[-1].clone()
+        highest = F.max_pool2d(counts, self.pool_size, self.strides)
+        highest_spiking = F.max_pool2d(counts * (padded.detach() > 0), self.pool_size, self.strides)
+        return F.max_pool2d(padded, self.pool_size, self.strides) * (highest_spiking >= highest)
 
 
 class InputLayer(torch.nn.Module):
@@ -212,8 +233,9 @@ class InputLayer(torch.nn.Module):
         self.layer_name = layer_name
 
     def get_output_shape(self, input_shape: tuple) -> tuple:
-        """(channels, height, width): the input shape, unchanged."""
-        return _chw(input_shape)
+        """(channels, height, width): the layer's ``input_shape``, whatever is passed (as sinabs
+        v0.2: the input layer defines the network's shape)."""
+        return self.input_shape
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if tuple(x.shape[1:]) != self.input_shape:

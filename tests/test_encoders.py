@@ -19,21 +19,21 @@ def test_img2spike_rate_follows_pixel_value_and_max_rate():
 
 def test_img2spike_is_seedable_and_handles_negative_and_squeeze():
     image = torch.full((1, 1, 3, 3), -127.5)
-    a = Img2SpikeLayer((1, 3, 3), tw=20, squeeze=False, seed=5)
-    with pytest.raises(InputShapeError, match=r"got shape \(1, 1, 3, 3\); expected \(1, 3, 3\) \(squeeze=True"):
-        a(image)
+    kept = Img2SpikeLayer((1, 3, 3), tw=20, squeeze=False, seed=5)(image)
+    assert kept.shape == (20, 1, 1, 3, 3)  # any image shape is encoded, as in sinabs v0.2
     silent = Img2SpikeLayer((3, 3), tw=20, squeeze=True, seed=5)(image)
-    assert silent.abs().sum() == 0  # negative pixels are silent by default
+    assert silent.shape == (20, 3, 3) and silent.abs().sum() == 0  # negative pixels are silent by default
     negative = Img2SpikeLayer((3, 3), tw=20, squeeze=True, negative_spikes=True, seed=5)(image)
     assert negative.min() == -1 and negative.max() == 0
     again = Img2SpikeLayer((3, 3), tw=20, squeeze=True, negative_spikes=True, seed=5)(image)
     assert torch.equal(negative, again)
 
 
-def test_sig2spike_upsamples_and_scales():
-    signal = torch.tensor([[0.0, 2.0], [1.0, 0.5]])
-    analog = Sig2SpikeLayer(2, tw=3, norm_level=2, spk_out=False)(signal)
-    assert analog.tolist() == [[0.0, 1.0]] * 3 + [[0.5, 0.25]] * 3
+def test_sig2spike_upsamples_channels_by_time_signals():
+    signal = torch.tensor([[0.0, 1.0], [2.0, 0.5]])  # (channels, T)
+    layer = Sig2SpikeLayer(2, tw=3, norm_level=2, spk_out=False)
+    assert layer.get_output_shape((2, 2)) == (6, 2)
+    assert layer(signal).tolist() == [[0.0, 2.0]] * 3 + [[1.0, 0.5]] * 3  # not scaled by norm_level
     spikes = Sig2SpikeLayer(2, tw=2000, norm_level=2, seed=1)(signal)
     assert spikes.shape == (4000, 2)
     assert spikes[:2000, 1].mean() == 1.0 and spikes[:2000, 0].sum() == 0
@@ -57,5 +57,7 @@ def test_bad_parameters(make, match):
 
 
 def test_bad_signal_shape():
-    with pytest.raises(InputShapeError, match=r"signal: got shape \(5, 3\); expected \(T, 2\)"):
+    with pytest.raises(InputShapeError, match=r"signal: got shape \(5, 3\); expected \(2, T\)$"):
         Sig2SpikeLayer(2)(torch.zeros(5, 3))
+    with pytest.raises(InputShapeError, match=r"got shape \(5, 2\); expected \(2, T\) \(a \(T, channels\) signal: transpose it\)"):
+        Sig2SpikeLayer(2)(torch.zeros(5, 2))

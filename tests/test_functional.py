@@ -14,6 +14,7 @@ from snnlib import (
     IAFParameters,
     InputShapeError,
     InvalidParameterError,
+    TensorTypeError,
     integrate_and_fire,
     quantize,
     stochastic_rounding,
@@ -311,6 +312,25 @@ def test_out_buffer_is_reused_for_inference_only():
     assert out.sum() == 12 * 1  # threshold 1: one spike per step
     with pytest.raises(InvalidParameterError, match="out"):
         integrate_and_fire(x.clone().requires_grad_(), torch.zeros(1, 3), out=out)
+
+
+@pytest.mark.parametrize("reset", [False, True])
+def test_membrane_buffer_receives_the_last_steps_membrane_before_its_spikes_leave(reset):
+    x = torch.tensor([[[0.5, -3.0, 2.5]], [[4.0, 1.0, 0.25]]]).repeat(1, 2, 1)  # (2, 2, 3)
+    state, membrane = torch.zeros(2, 3), torch.full((2, 3), 7.0)
+    params = IAFParameters(threshold=2.0, membrane_reset=reset)
+    spikes = integrate_and_fire(x, state, params, membrane=membrane)
+    # step 1 starts from step 0's membrane after its spikes left; the clamp at -1 applies
+    before = torch.clamp(x[:, 0], min=-1.0)
+    first = torch.div(before, 2, rounding_mode="floor").clamp(min=0)
+    after = torch.where(first > 0, 0.0, before) if reset else before - 2.0 * first
+    assert torch.equal(membrane, torch.clamp(after + x[:, 1], min=-1.0))
+    last = torch.where(spikes[:, -1] > 0, 0.0, membrane) if reset else membrane - 2.0 * spikes[:, -1]
+    assert torch.equal(state, last)
+    with pytest.raises(InputShapeError, match=r"membrane: got shape \(3,\); expected a contiguous \(2, 3\) tensor"):
+        integrate_and_fire(x, torch.zeros(2, 3), params, membrane=torch.zeros(3))
+    with pytest.raises(TensorTypeError, match=r"membrane: dtype torch.float64; expected dtype torch.float32"):
+        integrate_and_fire(x, torch.zeros(2, 3), params, membrane=torch.zeros(2, 3, dtype=torch.float64))
 
 
 @pytest.mark.parametrize(

@@ -32,23 +32,24 @@ needs_triton = pytest.mark.skipif(not _iaf_triton.available(), reason="triton is
 
 
 def run(impl, device, x, v0, params):
-    """Spikes, final membrane and input gradient (for the loss sum(spikes * weights)) of
-    ``impl`` on ``device``, returned on the CPU."""
+    """Spikes, final membrane, input gradient (for the loss sum(spikes * weights)) and the last
+    step's membrane before its spikes left of ``impl`` on ``device``, returned on the CPU."""
     x = x.to(device).requires_grad_(True)
     state = v0.to(device).clone()
+    membrane = torch.empty_like(state)
     weights = torch.linspace(-1.0, 2.0, x.numel(), dtype=x.dtype).reshape(x.shape).to(device)
     original = functional.implementation
     functional.implementation = lambda _device: impl
     try:
-        spikes = integrate_and_fire(x, state, params)
+        spikes = integrate_and_fire(x, state, params, membrane=membrane)
         (spikes * weights).sum().backward()
     finally:
         functional.implementation = original
-    return [t.detach().cpu() for t in (spikes, state, x.grad)]
+    return [t.detach().cpu() for t in (spikes, state, x.grad, membrane)]
 
 
 def assert_same(expected, got, params):
-    names = ("spikes", "state", "gradient")
+    names = ("spikes", "state", "gradient", "membrane")
     for name, a, b in zip(names, expected, got):
         if name == "gradient" and params.surrogate == "gaussian":  # exp() differs by rounding
             torch.testing.assert_close(b, a, rtol=1e-6 if a.dtype == torch.float32 else 1e-14, atol=1e-30)
@@ -156,7 +157,7 @@ def test_every_layer_runs_forward_and_backward_on_the_meta_device():
         function(v).sum().backward()
         assert v.grad.device.type == "meta"
     assert surrogate_gradient(torch.empty(7, device="meta"), shape="gaussian").device.type == "meta"
-    assert Sig2SpikeLayer(3, tw=2, seed=0)(torch.empty(4, 3, device="meta")).shape == (8, 3)
+    assert Sig2SpikeLayer(3, tw=2, seed=0)(torch.empty(3, 4, device="meta")).shape == (8, 3)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

@@ -59,19 +59,22 @@ def test_forward_counts_multi_spikes_and_state_persists_until_reset():
     layer = SpikingLayer(threshold=2.0)
     out = layer(torch.tensor([[5.0], [1.0], [0.0]]))
     assert out.flatten().tolist() == [2.0, 1.0, 0.0]  # 5 -> 2 spikes, v 1; +1 -> 2 -> 1 spike
-    assert layer.state.tolist() == [0.0]
-    layer(torch.tensor([[1.0]]))
-    assert layer.state.tolist() == [1.0]
+    assert layer.state.tolist() == [0.0] and layer.activations.tolist() == [0.0]
+    layer(torch.tensor([[3.0]]))
+    assert layer.state.tolist() == [3.0] and layer.activations.tolist() == [1.0]  # the spike leaves next call
+    assert layer(torch.tensor([[0.0]])).tolist() == [[0.0]] and layer.state.tolist() == [1.0]
     layer.reset_states()
-    assert layer.state.tolist() == [0.0]
+    assert layer.state.tolist() == [0.0] and layer.activations.tolist() == [0.0]
     layer.reset_states(shape=(3, 4), randomize=True)
-    assert layer.state.shape == (3, 4) and layer.state.min() >= -1.0 and layer.state.max() < 2.0
+    assert layer.state.shape == layer.activations.shape == (3, 4)
+    assert layer.state.min() >= 0.0 and layer.state.max() < 1.0 and layer.activations.abs().sum() == 0
 
 
 def test_membrane_reset_and_threshold_low():
     layer = SpikingLayer(threshold=2.0, threshold_low=-3.0, membrane_reset=True)
     assert layer(torch.tensor([[5.0], [-10.0], [5.0]])).flatten().tolist() == [1.0, 0.0, 1.0]  # -10 clamps at -3, then -3 + 5 = 2 fires
-    assert layer.state.tolist() == [0.0]
+    assert layer.state.tolist() == [2.0] and layer.activations.tolist() == [1.0]  # the reset is pending
+    assert layer(torch.tensor([[1.5]])).tolist() == [[0.0]] and layer.state.tolist() == [1.5]
 
 
 @settings(max_examples=25, deadline=None)
@@ -86,7 +89,7 @@ def test_t_steps_in_one_call_equal_several_calls(seed, splits, saturate):
     expected = whole(x)
     got = torch.cat([parts(chunk) for chunk in torch.split(x, splits)])
     assert torch.equal(got, expected)
-    assert torch.equal(parts.state, whole.state)
+    assert torch.equal(parts.state, whole.state) and torch.equal(parts.activations, whole.activations)
     assert torch.equal(expected, expected.round())
 
 
@@ -104,6 +107,8 @@ def test_saturate_int16_clips_membrane():
     layer = SpikingLayer(threshold=32767.0, threshold_low=None, saturate_int16=True)
     layer(torch.full((3, 1), -30000.0))
     assert layer.state.tolist() == [-32768.0]
+    layer(torch.full((2, 1), 30000.0))
+    assert layer.state.tolist() == [27232.0]  # -32768 + 30000 + 30000: no spike yet
     unbounded = SpikingLayer(threshold=32767.0, threshold_low=None)
     unbounded(torch.full((3, 1), -30000.0))
     assert unbounded.state.tolist() == [-90000.0]
@@ -172,7 +177,8 @@ def test_cropping_and_input_layer():
 
 
 def reference_spiking_max_pool(x, pool, stride):
-    """Loop over steps and windows: pass the spikes of the most active input so far."""
+    """Loop over steps and windows: the window's largest input at t passes if a neuron with the
+    highest count so far spikes at t (sinabs v0.2's rule, written out)."""
     steps, channels, height, width = x.shape
     out_h, out_w = (height - pool) // stride + 1, (width - pool) // stride + 1
     counts = np.zeros(x.shape[1:])
@@ -182,22 +188,26 @@ def reference_spiking_max_pool(x, pool, stride):
         for c in range(channels):
             for i in range(out_h):
                 for j in range(out_w):
-                    window = counts[c, i * stride:i * stride + pool, j * stride:j * stride + pool]
-                    a, b = np.unravel_index(np.argmax(window), window.shape)
-                    out[t, c, i, j] = x[t, c, i * stride + a, j * stride + b]
+                    rows, cols = slice(i * stride, i * stride + pool), slice(j * stride, j * stride + pool)
+                    window, now = counts[c, rows, cols], x[t, c, rows, cols]
+                    if (now[window == window.max()] > 0).any():
+                        out[t, c, i, j] = now.max()
     return out
 
 
 def test_spiking_max_pooling_passes_the_most_active_inputs_spikes():
     rng = np.random.default_rng(0)
-    x = (rng.random((12, 2, 6, 6)) < 0.3).astype(np.float32)
+    x = (rng.random((12, 2, 6, 6)) < 0.3).astype(np.float32) * rng.integers(1, 3, (12, 2, 6, 6))
+    expected = reference_spiking_max_pool(x, 2, 2)
     layer = SpikingMaxPooling2dLayer((2, 2))
     assert layer.get_output_shape((2, 6, 6)) == (2, 3, 3)
-    first = layer(torch.from_numpy(x[:5]))
-    second = layer(torch.from_numpy(x[5:]))  # counts persist across calls
-    np.testing.assert_array_equal(torch.cat([first, second]).numpy(), reference_spiking_max_pool(x, 2, 2))
-    layer.reset_states()
-    np.testing.assert_array_equal(layer(torch.from_numpy(x)).numpy(), reference_spiking_max_pool(x, 2, 2))
+    np.testing.assert_array_equal(layer(torch.from_numpy(x)).numpy(), expected)
+    np.testing.assert_array_equal(layer(torch.from_numpy(x[5:])).numpy(), reference_spiking_max_pool(x[5:], 2, 2))
+    streaming = SpikingMaxPooling2dLayer((2, 2), carry_counts=True)
+    chunks = [streaming(torch.from_numpy(part)) for part in (x[:5], x[5:9], x[9:])]
+    np.testing.assert_array_equal(torch.cat(chunks).numpy(), expected)  # counts carried across calls
+    streaming.reset_states()
+    np.testing.assert_array_equal(streaming(torch.from_numpy(x[5:])).numpy(), reference_spiking_max_pool(x[5:], 2, 2))
 
 
 def test_spiking_max_pooling_padding_and_strides():
