@@ -6,6 +6,12 @@ It is a working devkit, not a recorder: the model turns the applied ``SpeckConfi
 back into an ``IntegerNetwork`` (the inverse of the driver's conversion, written
 independently here) and runs written events through ``snnlib.EventSimulator``; it answers
 ``ReadNeuronValue`` with ``NeuronValue`` in order with the spikes.
+
+Where samna's behaviour matters and is unknown here, it is the strict one: a core's leak
+ticks come from the devkit's external slow clock only when ``leak_internal_slow_clk_enable``
+is False (the datasheet's internal, DVS-count clock is not modelled: such a core never
+ticks), ``set_slow_clk_rate`` takes an int as a pybind-bound ``int`` parameter does, and the
+model has no ``get_configuration`` (samna reads no configuration back from the chip).
 """
 
 from __future__ import annotations
@@ -35,7 +41,8 @@ def _destination():
 
 
 def _cnn_layer():
-    return _Record(dimensions=None, weights=[], biases=[], leak_enable=False, threshold_high=0,
+    return _Record(dimensions=None, weights=[], biases=[], leak_enable=False,
+                   leak_internal_slow_clk_enable=True, threshold_high=0,
                    threshold_low=0, return_to_zero=False, neurons_initial_value=[],
                    monitor_enable=False, destinations=[_destination(), _destination()])
 
@@ -72,7 +79,7 @@ def config_to_network(config, slow_clock_period_us=None) -> IntegerNetwork:
             weights, (dims.input_shape.feature_count, dims.input_shape.size.y, dims.input_shape.size.x),
             cl.threshold_high, cl.threshold_low, (dims.stride.y, dims.stride.x),
             (dims.padding.y, dims.padding.x), "zero" if cl.return_to_zero else "subtract",
-            np.array(cl.biases, np.int16), cl.leak_enable,
+            np.array(cl.biases, np.int16), cl.leak_enable and not cl.leak_internal_slow_clk_enable,
             np.transpose(np.array(cl.neurons_initial_value, np.int16), (0, 2, 1)),
             dests(cl.destinations), cl.monitor_enable)
     d = config.dvs_layer
@@ -113,9 +120,6 @@ class _Model:
         self.config = copy.deepcopy(config)
         self.engine = EventSimulator(config_to_network(self.config, self.kit.io.period_us))
 
-    def get_configuration(self):
-        return copy.deepcopy(self.config)
-
     def get_sink_node(self):
         return self.sink
 
@@ -151,12 +155,17 @@ class _DevKit:
         self.event_types = chip_events
         self.io = _Record(period_us=None)
         self.io.set_slow_clk = lambda on: None
-        self.io.set_slow_clk_rate = lambda hz: setattr(self.io, "period_us", round(1e6 / hz))
+        self.io.set_slow_clk_rate = self._set_rate
         self.watch = _Record(running=False, resets=0)
         self.watch.start = lambda: setattr(self.watch, "running", True)
         self.watch.stop = lambda: setattr(self.watch, "running", False)
         self.watch.reset = lambda: setattr(self.watch, "resets", self.watch.resets + 1)
         self.model = _Model(self)
+
+    def _set_rate(self, hz):
+        if not isinstance(hz, int) or isinstance(hz, bool):  # pybind11: an int parameter
+            raise TypeError(f"set_slow_clk_rate(): incompatible function arguments: {hz!r}")
+        self.io.period_us = 1_000_000 // hz
 
     def get_model(self):
         return self.model

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from backend.errors import DeviceNotFound, SamnaUnavailable, UnsupportedURL
+from backend.errors import DeviceNotFound, FlashError, SamnaUnavailable, UnsupportedURL
 from backend.testing.qualification import NETWORKS, random_input
 from backend.devices.samna_devkit import (
     SamnaDevice,
@@ -16,6 +16,7 @@ from backend.devices.samna_devkit import (
     find_samna_devices,
     neuron_address,
     parse_samna_url,
+    slow_clock_rate_hz,
     samna_to_events,
     write_samna_configuration,
 )
@@ -71,6 +72,7 @@ def test_configuration_fields_round_trip(name):
             assert getattr(got, field) == getattr(layer, field), (core, field)
         initial = np.zeros(layer.output_shape) if layer.initial_state is None else layer.initial_state
         np.testing.assert_array_equal(got.initial_state, initial)
+        assert cl.leak_internal_slow_clk_enable is False  # datasheet §3.2.4.7: external slow clock
     if network.dvs is not None:
         d = config.dvs_layer
         assert (d.pooling.y, d.pooling.x, d.cut.y, d.cut.x, d.mirror.x) == (2, 2, 6, 7, True)
@@ -91,6 +93,48 @@ def test_neuron_address_packs_channel_x_y():
     shape = (5, 7, 9)
     addresses = {neuron_address(c, y, x, shape) for c in range(5) for y in range(7) for x in range(9)}
     assert len(addresses) == 5 * 7 * 9
+
+
+def _sinabs_address(x, y, c, shape):
+    """sinabs 3.1.3 ``calculate_neuron_address`` restated (importing it imports samna)."""
+    import math
+
+    channel, height, width = shape
+    xb, yb, cb = (math.ceil(math.log2(n)) for n in (width, height, channel))
+    return (y << (cb + yb)) | (x << cb) | c
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (2, 4, 4), (5, 7, 7), (16, 32, 32), (3, 5, 8)])
+def test_neuron_address_is_sinabs_layout_where_h_and_w_need_the_same_bits(shape):
+    f, h, w = shape
+    for c, y, x in np.ndindex(*shape):
+        assert neuron_address(c, y, x, shape) == _sinabs_address(x, y, c, shape)
+
+
+def test_slow_clock_rate_is_integer_hz_and_a_period_off_one_second_is_refused(samna):
+    from backend.testing.qualification import qualification_config
+    from mapper import ChipConfig
+
+    assert slow_clock_rate_hz(400, "samna://x") == 2500 and isinstance(slow_clock_rate_hz(1000, "x"), int)
+    with pytest.raises(FlashError, match=r"slow_clock_period_us=300 is 3333.33 Hz.*integer rate in Hz"):
+        slow_clock_rate_hz(300, "samna://x")
+    config = qualification_config("fanout_leak", 1)
+    network = config.to_network()
+    network.slow_clock_period_us = 300
+    with SamnaDevice("samna://speck2fdevkit:0") as dev, pytest.raises(FlashError, match="divides 1,000,000"):
+        dev.flash(ChipConfig.from_network(network))
+
+
+def test_flash_says_it_was_applied_not_read_back(samna, tmp_path, capsys):
+    from backend.app.cli import main
+    from backend.testing.qualification import qualification_config
+
+    qualification_config("fanout_leak", 1).save(tmp_path / "c.json")
+    with SamnaDevice("samna://speck2fdevkit:0") as dev:
+        assert "flash-verify" not in dev.info().capabilities
+    assert main(["flash", str(tmp_path / "c.json"), "--device", "samna://speck2fdevkit:0"]) == 0
+    assert "to samna://speck2fdevkit:0; applied (this device cannot read its configuration back)" in \
+        capsys.readouterr().out
 
 
 def test_event_conversion_round_trip(samna):

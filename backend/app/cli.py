@@ -169,8 +169,10 @@ def _cmd_flash(args: argparse.Namespace) -> int:
     config = ChipConfig.load(args.config)
     with open_device(args.device) as device:
         device.flash(config)
+        verified = "flash-verify" in device.info().capabilities
     print(f"flashed {args.config} ({len(config.cores)} cores, digest {config.digest()[:16]}) to "
-          f"{args.device}; read-back verified")
+          f"{args.device}; " + ("read-back verified" if verified else
+                                "applied (this device cannot read its configuration back)"))
     return 0
 
 
@@ -364,7 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     dvs.add_argument("--dvs-mirror", action="append", choices=("x", "y", "diagonal"),
                      help="mirror the window (repeat for several)")
     dvs.add_argument("--dvs-monitor", action="store_true", help="also read out the DVS stage's events (layer 13)")
-    flash = _subcommand(sub, "flash", _cmd_flash, "write a ChipConfig JSON to a device and verify the read-back")
+    flash = _subcommand(sub, "flash", _cmd_flash, "write a ChipConfig JSON to a device and verify the read-back "
+                        "(a samna devkit only applies it: samna reads no configuration back)")
     flash.add_argument("config", help="ChipConfig JSON file (from `spikeflash map`)")
     flash.add_argument("--device", required=True, help="device URL: emu://, a port such as /dev/ttyACM0, "
                        "socket://host:port or samna://speck2fdevkit:0")

@@ -13,7 +13,14 @@ Differences from sinabs, on purpose:
   ``NeuronValue`` reply arrives (outputs are delivered in order before it);
 * ``reset()`` re-applies the configuration with ``neurons_initial_value`` set to the
   configured initial states (zeros by default), never random values (sinabs#148);
-* a flash is verified by reading the configuration back from the model.
+* a flash is applied, not read back: samna offers no read of the chip's configuration (a
+  model's ``get_configuration()``, which sinabs never calls for Speck, would return the host's
+  copy), so the device does not claim "flash-verify" and ``spikeflash flash`` says so.
+
+The slow clock is the devkit's external one (Speck Dev Kit Datasheet, SynSense, Aug 2023,
+§3.2.6.3.2: ``io.set_slow_clk(True)``, ``io.set_slow_clk_rate(<integer Hz>)``); every core
+is written with ``leak_internal_slow_clk_enable = False``, which §3.2.4.7 requires with an
+external clock (True selects the clock counted from internal DVS events).
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from backend.errors import (
     DeviceDisconnected,
     DeviceNotFound,
     DeviceOpenError,
-    FlashMismatch,
+    FlashError,
     LinkTimeout,
     RunTimeout,
     UnsupportedURL,
@@ -117,6 +124,7 @@ def write_samna_configuration(network: IntegerNetwork, config: Any) -> Any:
         bias = np.zeros(f, int) if layer.bias is None else np.asarray(layer.bias, int)
         cl.biases = bias.tolist()
         cl.leak_enable = bool(layer.leak_enable)
+        cl.leak_internal_slow_clk_enable = False  # leak ticks come from the devkit's external clock
         cl.threshold_high = int(layer.threshold_high)
         cl.threshold_low = int(layer.threshold_low)
         cl.return_to_zero = layer.reset == "zero"
@@ -153,24 +161,27 @@ def _write_destinations(slots: Any, destinations: list) -> None:
 
 def neuron_address(channel: int, y: int, x: int, shape: tuple[int, int, int]) -> int:
     """Address of neuron ``(channel, y, x)`` in a ``(f, h, w)`` map for Read/WriteNeuronValue:
-    ``c | x << cb | y << (cb + xb)`` with ``cb, xb`` the bit widths of f and w."""
+    ``c | x << cb | y << (cb + xb)`` with ``cb, xb`` the bit widths of f and w
+    (``ceil(log2(n))``, 0 for n = 1).
+
+    Source: sinabs 3.1.3, ``sinabs/backend/dynapcnn/io.py``, ``calculate_neuron_address`` (the
+    only public statement of the layout; the datasheet has none). It shifts y by ``cb + yb``
+    (the bit width of h) instead: the same for maps with equal bit widths of h and w, which
+    sinabs' tests use; for other maps the layout is assumed (docs/chip-model.md), since
+    sinabs' form gives two neurons one address when w needs more bits than h."""
     f, _, w = shape
     cb, xb = (f - 1).bit_length(), (w - 1).bit_length()
     return channel | (x << cb) | (y << (cb + xb))
 
 
-def _core_config_fields(cl: Any) -> tuple:
-    """What we write to one core, read from a samna ``CNNLayerConfig`` (for read-back)."""
-    dims = cl.dimensions
-    return (
-        dims.input_shape.size.x, dims.input_shape.size.y, dims.input_shape.feature_count,
-        dims.output_shape.size.x, dims.output_shape.size.y, dims.output_shape.feature_count,
-        dims.padding.x, dims.padding.y, dims.stride.x, dims.stride.y, dims.kernel_size,
-        np.asarray(cl.weights).tobytes(), tuple(cl.biases), bool(cl.leak_enable),
-        cl.threshold_high, cl.threshold_low, bool(cl.return_to_zero),
-        np.asarray(cl.neurons_initial_value).tobytes(), bool(cl.monitor_enable),
-        tuple((d.enable, d.layer, d.pooling, d.feature_shift) for d in cl.destinations if d.enable),
-    )
+def slow_clock_rate_hz(period_us: int, url: str) -> int:
+    """The devkit's slow clock rate in integer Hz for a period in µs (``set_slow_clk_rate``
+    takes an int); a period that does not divide one second exactly raises :class:`FlashError`."""
+    if 1_000_000 % period_us:
+        raise FlashError(f"{url}: slow_clock_period_us={period_us} is {1e6 / period_us:.6g} Hz; the "
+                         "devkit's slow clock runs at an integer rate in Hz",
+                         hint="map with a period that divides 1,000,000 µs, e.g. 1000 (1 kHz) or 400 (2.5 kHz)")
+    return 1_000_000 // period_us
 
 
 class SamnaDevice(Device):
@@ -211,9 +222,10 @@ class SamnaDevice(Device):
         self._require_open()
         return DeviceInfo(self.url, "samna", self.board.chip,
                           f"samna {getattr(self._samna, '__version__', 'unknown')}",
-                          capabilities=("flash-verify", "read-states", "reset-states"))
+                          capabilities=("read-states", "reset-states", "leak"))
 
     def _flash(self, config: ChipConfig) -> str:
+        """Apply ``config``; the digest returned is the host's (samna has no read-back)."""
         self._require_open()
         network = config.to_network()
         samna_config = write_samna_configuration(
@@ -221,13 +233,8 @@ class SamnaDevice(Device):
         if network.slow_clock_period_us is not None:  # the leak clock runs from the start
             io = self._handle.get_io_module()
             io.set_slow_clk(True)
-            io.set_slow_clk_rate(1e6 / network.slow_clock_period_us)  # Hz
+            io.set_slow_clk_rate(slow_clock_rate_hz(network.slow_clock_period_us, self.url))
         self._model.apply_configuration(samna_config)
-        applied = self._model.get_configuration()
-        for core in network.layers:
-            if _core_config_fields(applied.cnn_layers[core]) != _core_config_fields(samna_config.cnn_layers[core]):
-                raise FlashMismatch(f"{self.url}: core {core} reads back differently from what was written",
-                                    hint="flash again; if it persists, update samna / the devkit firmware")
         self._samna_config = samna_config
         return config.digest()
 
