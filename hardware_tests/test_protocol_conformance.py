@@ -216,8 +216,9 @@ def test_a_begin_inside_an_open_transaction_abandons_it_and_is_refused(client, f
     assert_error(client.request(end, fr.RUN_END.pack(5) if end == T.RUN_END else b""), ErrorCode.BAD_STATE, end)
 
 
-def test_a_run_streams_output_and_ends_with_its_marker(client):
-    config = config_for(client)
+@pytest.mark.parametrize("name", ["pooled_chain", "fanout_leak", "dvs_input"])
+def test_a_run_streams_output_and_ends_with_its_marker(client, name):
+    config = config_for(client, name)
     config.cores[min(config.cores)].monitor = False  # unmonitored cores still get a core record
     flash(client, config)
     network = config.to_network()
@@ -229,12 +230,32 @@ def test_a_run_streams_output_and_ends_with_its_marker(client):
     output = fr.unpack_events(out)
     assert (end.run_id, end.events_in, end.events_out) == (77, len(events), len(output))
     assert end.last_t == int(events["t"][-1])  # the time of the last input event
-    assert set(end.core_in) == set(config.cores)
+    assert set(end.core_in) == set(network.input_shapes())  # every core, and the DVS stage as 13
     assert sum(end.core_out.values()) >= len(output) and end.overflow == 0
     assert output.tobytes() == simulate(network, events).events.tobytes()
     after = fr.unpack_status(client.request(T.STATUS).payload)
     assert (after["runs"] - before["runs"], after["events_in"] - before["events_in"],
             after["events_out"] - before["events_out"]) == (1, len(events), len(output))
+
+
+def test_the_device_sends_at_most_the_host_window_ahead(wire_url):
+    with WireClient(wire_url, window=2) as c:
+        c.greeting = c.hello()
+        config = config_for(c, "fanout_leak")
+        flash(c, config)
+        events = random_input(config.to_network(), 3000, seed=6)
+        c.send(T.RUN_BEGIN, fr.RUN_BEGIN.pack(1, len(events)))
+        for payload in fr.pack_events(events, c.link.max_payload):
+            c.send(T.EVENTS, payload)
+        c.send(T.RUN_END, fr.RUN_END.pack(1))
+        peeked = c.raw_frames(1.0)  # not acknowledged: the device stops after 2 new frames
+        assert 0 < len({f.seq for f in peeked if f.type not in fr.CONTROL_TYPES}) <= 2
+        frames = []  # then acknowledged: it retransmits from the oldest and goes on to the end
+        while (frame := c.reply(30.0)).type == T.EVENTS:
+            frames.append(frame.payload)
+        assert frame.type == T.END_OF_RUN
+        expected = simulate(config.to_network(), events).events
+        assert fr.unpack_events(frames).tobytes() == expected.tobytes()
 
 
 def test_bad_events_are_answered_once_at_run_end(client):
@@ -288,11 +309,14 @@ def test_states_page_by_page_and_reset(client):
     assert (states == initial.reshape(-1)[:len(states)]).all()
 
 
-def test_a_configuration_survives_a_new_hello(client):
+def test_a_configuration_and_the_stream_counters_survive_a_new_hello(client):
     image = flash(client, config_for(client))
+    before = fr.unpack_status(client.request(T.STATUS).payload)
     client.hello()
     assert read_config(client, 0, 1 << 20) == image[:client.max_payload - 4]
     assert client.request(T.RESET_STATES).type == T.OK
+    after = fr.unpack_status(client.request(T.STATUS).payload)
+    assert after["frames_rx"] > before["frames_rx"] and after["frames_tx"] > before["frames_tx"]
 
 
 # -- the link ----------------------------------------------------------------------------------

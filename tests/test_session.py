@@ -24,6 +24,7 @@ from backend.errors import (
     LinkTimeout,
     NotFlashed,
     RunTimeout,
+    SessionEnded,
     VersionMismatch,
 )
 from backend.testing.faulty_link import Faults, FaultyLink
@@ -363,3 +364,21 @@ def test_window_limits_frames_in_flight_and_ack_releases_them():
     incoming.append(encode_frame(FrameType.ACK, 0, fr.U16.pack(2)))
     link.send(FrameType.EVENTS, b"c", deadline=1.0)
     assert len(sent) == 3
+
+
+def test_a_device_that_gives_up_ends_the_session_and_the_host_greets_again(served):
+    session = connect(served.url)
+    try:
+        session.flash(CONFIG)
+        session.link.send(FrameType.STATUS, b"", time.monotonic() + 1)  # the host never reads the reply
+        deadline = time.monotonic() + 10
+        while served.server.in_session and time.monotonic() < deadline:
+            time.sleep(0.05)  # the device retransmits at 0.2, 0.6, 1.4 s and gives up at 3 s
+        assert not served.server.in_session
+        with pytest.raises(SessionEnded, match="ended the session"):
+            session.status()
+        boot_id = session.greeting.boot_id
+        assert session.handshake().boot_id == boot_id
+        assert session.status()["boot_id"] == boot_id and served.server.applied == CONFIG  # kept
+    finally:
+        session.close()
