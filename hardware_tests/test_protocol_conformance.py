@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import struct
 import time
+import zlib
 
 import numpy as np
 import pytest
@@ -340,6 +342,17 @@ def test_duplicates_are_acked_gaps_and_corruption_nacked_garbage_skipped(client)
     assert (T.ACK, fr.U16.pack(2)) in [(f.type, f.payload) for f in frames]
     assert frames[-1].type == T.STATUS_DATA and frames[-1].seq == 1
     write(encode_frame(T.ACK, 0, fr.U16.pack(2)))
+
+
+def test_a_frame_longer_than_the_device_announced_is_refused(client):
+    assert client.request(T.STATUS).type == T.STATUS_DATA  # host seq 0 used
+    payload = bytes(client.greeting.max_payload + 1)
+    body = struct.pack("<BBHI", T.STATUS, 0, 1, len(payload)) + payload
+    body += struct.pack("<I", zlib.crc32(body))
+    client.port.write(b"\xc0" + body.replace(b"\xdb", b"\xdb\xdd").replace(b"\xc0", b"\xdb\xdc") + b"\xc0")
+    frames = client.raw_frames(1.0, until=lambda f: f.type == T.NACK)
+    assert frames and frames[-1].type == T.NACK and fr.U16.unpack(frames[-1].payload) == (1,)
+    assert T.STATUS_DATA not in [f.type for f in frames]
 
 
 def test_a_device_that_gets_no_acknowledgement_ends_the_session_and_says_so(client):

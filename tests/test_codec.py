@@ -154,6 +154,15 @@ def test_endless_frame_is_not_buffered_beyond_the_maximum():
     assert decoder.feed(END + encode_frame(FrameType.OK, 3, b"x")) == [Frame(FrameType.OK, 3, b"x")]
 
 
+def test_a_decoder_accepts_what_its_owner_announced_and_no_more():
+    decoder = FrameDecoder(max_payload=16)
+    assert decoder.feed(encode_frame(FrameType.STATUS, 1, bytes(16))) == [Frame(FrameType.STATUS, 1, bytes(16))]
+    assert decoder.feed(encode_frame(FrameType.STATUS, 2, bytes(17))) == []
+    assert decoder.counters.length_errors == 1
+    decoder.feed(b"\x01" * 2 * (16 + 12) + b"\x01")  # past the longest escaped frame: dropped
+    assert decoder.pending_bytes == 0 and decoder.counters.oversize == 1
+
+
 def test_encoder_rejects_payload_over_the_maximum():
     with pytest.raises(ValueError, match="65537 bytes"):
         encode_frame(FrameType.EVENTS, 0, bytes(MAX_PAYLOAD + 1))

@@ -119,6 +119,7 @@ class EmulatorServer:
 
         os.set_blocking(fd, False)  # a write never blocks past WRITE_DEADLINE
         self.link = Link(write, receive, self._on_control, rto=self.rto)
+        self.link.decoder.max_payload = self.max_payload  # what it announces, it accepts
         announce = True  # a device greets unasked when it starts
         while not stop.is_set():
             try:

@@ -23,9 +23,6 @@ HEADER = struct.Struct("<BBHI")
 CRC = struct.Struct("<I")
 #: largest payload any frame may carry (bytes); a device may announce a smaller one
 MAX_PAYLOAD = 65536
-MAX_BODY = HEADER.size + MAX_PAYLOAD + CRC.size
-#: an escaped body is at most twice as long; anything longer without an END is junk
-MAX_ENCODED = 2 * MAX_BODY
 
 
 class Frame(NamedTuple):
@@ -76,9 +73,12 @@ class FrameDecoder:
 
     Garbage, corrupt, truncated or over-long pieces are skipped up to the next ``END`` and
     counted in :attr:`counters`; only frames whose length field and CRC check are returned.
+    ``max_payload``: the largest payload accepted (bytes; what its owner announced); a piece
+    longer than ``2 * (max_payload + 12)`` bytes is dropped as it arrives.
     """
 
     counters: DecoderCounters = field(default_factory=DecoderCounters)
+    max_payload: int = MAX_PAYLOAD
     _pending: bytearray = field(default_factory=bytearray)
     _skipping: bool = False
 
@@ -118,7 +118,7 @@ class FrameDecoder:
             self.counters.dropped_bytes += len(piece)
             return
         self._pending += piece
-        if len(self._pending) > MAX_ENCODED:  # no END in sight: junk, never buffer it all
+        if len(self._pending) > 2 * (self.max_payload + HEADER.size + CRC.size):  # never buffer junk
             self.counters.oversize += 1
             self.counters.dropped_bytes += len(self._pending)
             self._pending = bytearray()
@@ -147,7 +147,7 @@ class FrameDecoder:
             c.short_frames += 1
             return None
         frame_type, flags, seq, length = HEADER.unpack_from(piece)
-        if length > MAX_PAYLOAD or length != len(piece) - HEADER.size - CRC.size:
+        if length > self.max_payload or length != len(piece) - HEADER.size - CRC.size:
             c.length_errors += 1
             return None
         if zlib.crc32(memoryview(piece)[:-CRC.size]) != CRC.unpack_from(piece, len(piece) - CRC.size)[0]:

@@ -72,6 +72,7 @@ class HostSession:
         self._error: Optional[BaseException] = None
         self._closing = threading.Event()
         self.link = Link(self._write, self._receive, self._on_control, rto=rto, clock=clock)
+        self.link.decoder.max_payload = max_payload  # what it announces, it accepts
         self._reader = threading.Thread(target=self._read_loop, name=f"spikeflash-reader {name}",
                                         daemon=True)
         self._reader.start()
