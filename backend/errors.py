@@ -219,3 +219,23 @@ class WorkerLost(SpikeflashError):
       - a worker process killed (out of memory, a signal) or a Ray node gone
       - a device unplugged or an emulator process ended in the middle of a run
     """
+
+
+class RasterTooLarge(SpikeflashError, ValueError):
+    """The rasters a run would return do not fit the memory budget; raised before the run.
+
+    Example scenarios:
+      - absolute timestamps (e.g. 1.7e15 µs) with ``t0_us=0``: the rasters would span from 0
+      - a long recording at a fine ``dt_us``; pass ``rasters=False`` (events only), a coarser
+        ``dt_us`` or a larger ``max_raster_bytes``
+    """
+
+
+class LinkRestarted(DeviceError):
+    """A new handshake restarted the link while a frame of the old session waited to be sent;
+    the frame is dropped so nothing of an old session reaches a new one.
+
+    Example scenarios:
+      - a new host greets the emulator while it streams a run's output to a host that is gone
+        (the emulator abandons that run; the exception never leaves the emulator)
+    """

@@ -693,10 +693,11 @@ class EventSimulator:
             self._source_of[DVS_LAYER_ID] = len(ids)
 
     def reset(self) -> None:
-        """States back to the initial state, leak clock to 0, counters to 0."""
+        """States back to the initial state, leak clock to 0, counters to 0. Without a
+        leak-enabled layer a tick changes nothing, so none is stepped (idle time costs nothing)."""
         self._state = self._initial.copy()
         self._counters = np.zeros((len(self._ids) + 1, len(COUNTER_NAMES)), dtype=np.int64)
-        period = self.network.slow_clock_period_us or 0
+        period = (self.network.slow_clock_period_us or 0) if self._lp[:, LEAK].any() else 0
         self._clock = np.array([period, period, np.iinfo(np.int64).min, 0, 0, -1], dtype=np.int64)
 
     def run(self, events: np.ndarray, until_us: int | None = None) -> np.ndarray:
@@ -742,6 +743,11 @@ class EventSimulator:
             return out.copy()
         self._out = np.empty(len(self._out), dtype=EVENT_DTYPE)
         return out
+
+    @property
+    def leak_ticks(self) -> tuple[int, int]:
+        """``(next tick time, period)`` in µs of the leak clock; period 0: no tick is stepped."""
+        return int(self._clock[NEXT_TICK]), int(self._clock[PERIOD])
 
     @property
     def states(self) -> dict[int, np.ndarray]:

@@ -64,7 +64,8 @@ def _bad_entry(events: np.ndarray, field: str, bad: np.ndarray, expected: str) -
 def check_events(events, shapes: Mapping[int, tuple[int, int, int]] | None = None) -> np.ndarray:
     """Validate an event array and return it.
 
-    Checks that ``events`` is a 1-D array of :data:`EVENT_DTYPE`, that ``t`` never decreases,
+    Checks that ``events`` is a 1-D array of :data:`EVENT_DTYPE`, that ``t`` is never negative
+    (times are µs in 0..2**63-1) and never decreases,
     and, if ``shapes`` maps layer id -> input shape ``(c, h, w)``, that every event names one of
     those layers and lies inside its shape. Raises :class:`InvalidEventsError` naming the field,
     the value and the index of the first bad event; nothing is clipped.
@@ -75,7 +76,8 @@ def check_events(events, shapes: Mapping[int, tuple[int, int, int]] | None = Non
             f"events: got a {got}; expected a 1-D numpy array of snnlib.EVENT_DTYPE "
             "(use snnlib.empty_events(n) or raster_to_events)", None, None, None
         )
-    if _all_valid(events, _limits_table(shapes or {}), shapes is not None):
+    valid = _all_valid(events, _limits_table(shapes or {}), shapes is not None)
+    if valid and not (events.size and events["t"][0] < 0):
         return events
     # something is wrong: find and name it (vectorised numpy, only on this path)
     t = events["t"]
@@ -88,6 +90,8 @@ def check_events(events, shapes: Mapping[int, tuple[int, int, int]] | None = Non
                 "events must be sorted by t (np.sort(events, order='t', kind='stable'))",
                 "t", int(t[i]), i,
             )
+    if t.size and t[0] < 0:
+        raise _bad_entry(events, "t", t < 0, "timestamps are µs in 0..2**63-1, never negative")
     if shapes is not None and events.size:
         _check_bounds(events, shapes)
     return events
@@ -143,8 +147,9 @@ def _check_bounds(events: np.ndarray, shapes: Mapping[int, tuple[int, int, int]]
 def _check_step(dt_us: int, t0_us: int) -> None:
     if isinstance(dt_us, bool) or not isinstance(dt_us, (int, np.integer)) or dt_us < 1:
         raise InvalidEventsError(f"dt_us={dt_us!r}: expected a positive integer number of microseconds", "dt_us", dt_us)
-    if isinstance(t0_us, bool) or not isinstance(t0_us, (int, np.integer)):
-        raise InvalidEventsError(f"t0_us={t0_us!r}: expected an integer time in microseconds", "t0_us", t0_us)
+    if isinstance(t0_us, bool) or not isinstance(t0_us, (int, np.integer)) or t0_us < 0:
+        raise InvalidEventsError(f"t0_us={t0_us!r}: expected an integer time in microseconds, 0..2**63-1",
+                                 "t0_us", t0_us)
 
 
 @njit(cache=True)

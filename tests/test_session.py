@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from backend.devices import open_device
+from backend.emulator.chip import STEP_EVENTS, RunStats
 from backend.emulator.server import EmulatorServer, ServedEmulator
 from backend.errors import (
     DeviceDisconnected,
@@ -61,12 +62,13 @@ class CountingChip:
     def read_states(self):
         return {0: self.state.copy()}
 
-    def run(self, events):
-        self.on_run()
-        np.add.at(self.state, (events["channel"] % 2, events["y"] % 4, events["x"] % 4), 1)
-        return relabel(events), types.SimpleNamespace(
-            events_in={0: len(events)}, events_out={1: len(events)}, dropped=0,
-            last_t=int(events["t"].max()) if len(events) else -1)
+    def steps(self, events, until_us=None):
+        """As EmulatedChip.steps: bounded steps of output and counters."""
+        for start in range(0, len(events), STEP_EVENTS):
+            self.on_run()
+            part = events[start:start + STEP_EVENTS]
+            np.add.at(self.state, (part["channel"] % 2, part["y"] % 4, part["x"] % 4), 1)
+            yield relabel(part), RunStats({0: len(part)}, {1: len(part)}, 0, int(part["t"].max()))
 
 
 def relabel(events):

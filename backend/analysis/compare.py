@@ -123,7 +123,7 @@ def compare(
         device.flash(config)
     device.reset()
     expected = simulate(config.to_network(), events).events
-    received = device.run(events, timeout=timeout).events
+    received = device.run(events, timeout=timeout, rasters=False).events
     result = compare_outputs(expected, received, config)
     if result.first_divergence is not None:
         _add_states(result.first_divergence, config, device, events, timeout)
@@ -212,7 +212,7 @@ def _add_states(d: Divergence, config: ChipConfig, device: Device, events: np.nd
     engine.run(prefix)
     d.state_expected = int(engine.states[d.layer][d.neuron])
     device.reset()
-    device.run(prefix, timeout=timeout)
+    device.run(prefix, timeout=timeout, rasters=False)
     d.state_received = int(device.read_states()[d.layer][d.neuron])
 
 

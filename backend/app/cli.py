@@ -187,7 +187,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     with open_device(args.device) as device:
         device.flash(config)
         device.reset()
-        result = device.run(events, timeout=args.timeout)
+        result = device.run(events, timeout=args.timeout, rasters=False)
     save_events(output, result.events)
     print(f"{len(events)} input events -> {len(result.events)} output events, written to {output}")
     for core, name in config.monitored_layer_names().items():

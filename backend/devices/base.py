@@ -15,13 +15,16 @@ from typing import TYPE_CHECKING, Optional, Union
 import numpy as np
 import torch
 
-from backend.errors import FlashMismatch, NotFlashed
+from backend.errors import FlashMismatch, NotFlashed, RasterTooLarge
 from snnlib.events import EVENT_DTYPE
 from snnlib.network import DVS_LAYER_ID
 
 if TYPE_CHECKING:
     from mapper import ChipConfig
     from snnlib import IntegerNetwork
+
+#: the default memory budget of one run's rasters (bytes; int32 counts)
+MAX_RASTER_BYTES = 1 << 30
 
 
 @dataclass
@@ -82,10 +85,14 @@ class Counters:
 class RunResult:
     """Output of one :meth:`Device.run`.
 
-    ``events``: all output events (EVENT_DTYPE) in device order. ``rasters``: per monitored
-    layer name, a ``(n_steps, C, H, W)`` count tensor whose bin ``i`` covers
-    ``[t0_us + i*dt_us, t0_us + (i+1)*dt_us)`` — the same bins as the input raster.
-    ``counters``: what this run added to the device's counters (``Device.counters`` has totals).
+    ``events``: all output events (EVENT_DTYPE) in device order, always complete. ``rasters``:
+    per monitored layer name, a ``(n_steps, C, H, W)`` count tensor whose bin ``i`` covers
+    ``[t0_us + i*dt_us, t0_us + (i+1)*dt_us)`` — the same bins as the input raster; empty
+    when the run asked for ``rasters=False``. ``t0_us`` is the run's time origin: the one
+    passed, else the first input event's time (0 for a raster input). ``outside_rasters``:
+    output events in ``events`` but in no raster bin: earlier than ``t0_us`` (leak ticks due
+    before the first input event), or later than the bins the budget allows. ``counters``: what this run added to the device's
+    counters (``Device.counters`` has totals).
     """
 
     events: np.ndarray
@@ -94,6 +101,7 @@ class RunResult:
     dt_us: int
     n_steps: int
     counters: Counters
+    outside_rasters: int = 0
 
 
 class Device(ABC):
@@ -127,8 +135,10 @@ class Device(ABC):
         """Neuron states per core id, int16 ``(f, h, w)``."""
 
     @abstractmethod
-    def _run_events(self, events: np.ndarray, timeout: Optional[float]) -> np.ndarray:
-        """Send ``events``, wait for the end-of-run marker, return the output events.
+    def _run_events(self, events: np.ndarray, timeout: Optional[float],
+                    until_us: Optional[int] = None) -> np.ndarray:
+        """Send ``events``, let the device apply the leak ticks up to ``until_us`` (µs; None:
+        none after the last event), wait for the end-of-run marker, return the output events.
         Update ``self.counters``."""
 
     @abstractmethod
@@ -168,49 +178,61 @@ class Device(ABC):
         *,
         layer: Optional[int] = None,
         dt_us: int = 1000,
-        t0_us: int = 0,
+        t0_us: Optional[int] = None,
+        until_us: Optional[int] = None,
         timeout: Optional[float] = None,
+        rasters: bool = True,
+        max_raster_bytes: int = MAX_RASTER_BYTES,
     ) -> RunResult:
         """Run input events, or a ``(T, C, H, W)`` count raster entering core ``layer``.
 
-        ``dt_us``: raster bin width in µs; ``t0_us``: time of bin 0. ``timeout``: seconds to
-        wait for the end of the run (None: a deadline that scales with the work).
-        Returns the output events and a raster per monitored layer on the same bins.
+        ``dt_us``: raster bin width in µs. ``t0_us``: time of bin 0 (None: the first input
+        event's time for events, 0 for a raster), so absolute timestamps give rasters that span
+        the run, never from 0. ``until_us``: also apply the leak ticks up to this time (µs)
+        after the last event, as ``simulate`` does. ``timeout``: seconds to wait for the end of
+        the run (None: a deadline that scales with the work). ``rasters=False`` returns events
+        only. Rasters larger than ``max_raster_bytes`` raise :class:`RasterTooLarge` before
+        the run starts. Returns the output events and a raster per monitored layer.
         """
-        from snnlib.events import check_events, events_to_raster, raster_to_events
+        from snnlib.events import check_events, raster_to_events
 
         config = self._require_config("run")
         network = config.to_network()
-        if dt_us <= 0:
-            raise ValueError(f"run(dt_us={dt_us}): the bin width must be a positive number of µs")
+        if isinstance(dt_us, bool) or not isinstance(dt_us, (int, np.integer)) or dt_us <= 0:
+            raise ValueError(f"run(dt_us={dt_us!r}): the bin width must be a positive number of µs")
+        for name, value in (("t0_us", t0_us), ("until_us", until_us)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+                                      or value < 0):
+                raise ValueError(f"run({name}={value!r}): expected a time in µs, 0..2**63-1")
         if isinstance(inputs, np.ndarray) and inputs.dtype == EVENT_DTYPE:
             events = inputs
             n_in_steps = 0
         else:
-            raster = torch.as_tensor(inputs)
-            if raster.ndim != 4:
-                raise ValueError(
-                    f"run(inputs): raster shape {tuple(raster.shape)}; expected (T, C, H, W) "
-                    "counts, or an EVENT_DTYPE event array"
-                )
+            raster = _as_raster(inputs)
             if layer is None:
                 raise ValueError("run(inputs=raster) needs layer=<core id> that the raster enters")
+            t0_us = 0 if t0_us is None else t0_us
             events = raster_to_events(raster, layer, dt_us, t0_us)
             n_in_steps = raster.shape[0]
         check_events(events, network.input_shapes())
+        last_in = int(events["t"][-1]) if len(events) else None
+        if until_us is not None and last_in is not None and until_us < last_in:
+            raise ValueError(f"run(until_us={until_us}): earlier than the last input event (t = {last_in})")
+        if t0_us is None:
+            t0_us = int(events["t"][0]) if len(events) else (until_us or 0)
+        names = config.monitored_layer_names() if rasters else {}
+        end = max(last_in if last_in is not None else t0_us, until_us or 0)
+        n_steps = max(n_in_steps, (end - t0_us) // dt_us + 1 if end >= t0_us else 0)
+        shapes = {core: monitored_shape(network, core) for core in names}
+        _check_raster_budget(shapes, n_steps, t0_us, end, dt_us, max_raster_bytes)
         before = self.counters.snapshot()
-        out = self._run_events(events, timeout)
-        names = config.monitored_layer_names()
-        last = int(out["t"].max()) if len(out) else t0_us
-        n_steps = max(n_in_steps, (last - t0_us) // dt_us + 1)
-        rasters = {
-            name: torch.from_numpy(
-                events_to_raster(out[out["layer"] == core], monitored_shape(network, core),
-                                 dt_us, t0_us, n_steps)
-            )
-            for core, name in names.items()
-        }
-        return RunResult(out, rasters, t0_us, dt_us, n_steps, self.counters.since(before))
+        out = self._run_events(events, timeout, until_us)  # from here on, never lose `out`
+        if names and len(out) and int(out["t"].max()) >= t0_us + n_steps * dt_us:  # device clock ran on
+            wanted = (int(out["t"].max()) - t0_us) // dt_us + 1
+            n_steps = max(n_steps, min(wanted, max_raster_bytes // max(1, 4 * _neurons(shapes))))
+        inside = (out["t"] >= t0_us) & (out["t"] < t0_us + n_steps * dt_us)
+        return RunResult(out, _rasters(out[inside], names, shapes, t0_us, dt_us, n_steps), t0_us,
+                         dt_us, n_steps, self.counters.since(before), len(out) - int(inside.sum()))
 
     def close(self) -> None:
         """Stop the device and release it. Safe to call twice."""
@@ -226,6 +248,48 @@ class Device(ABC):
         if self.config is None:
             raise NotFlashed(f"{self.url}: {what}() needs a configuration; call flash(config) first")
         return self.config
+
+
+def _as_raster(inputs) -> torch.Tensor:
+    """A ``(T, C, H, W)`` raster from ``inputs``; structured arrays that are not EVENT_DTYPE
+    (e.g. Tonic's ``(x, y, t, p)``) are refused naming the conversion."""
+    if isinstance(inputs, np.ndarray) and inputs.dtype.names is not None:
+        raise ValueError(
+            f"run(inputs): a structured array with fields {inputs.dtype.names}; convert it with "
+            "backend.files.events.xytp_to_events (Tonic x, y, t, p) or pass EVENT_DTYPE events")
+    raster = torch.as_tensor(inputs)
+    if raster.ndim != 4:
+        raise ValueError(
+            f"run(inputs): raster shape {tuple(raster.shape)}; expected (T, C, H, W) "
+            "counts, or an EVENT_DTYPE event array"
+        )
+    return raster
+
+
+def _check_raster_budget(shapes: dict, n_steps: int, t0_us: int, end_us: int, dt_us: int,
+                         budget: int) -> None:
+    """Raise :class:`RasterTooLarge` when int32 rasters of ``n_steps`` bins exceed ``budget``."""
+    size = 4 * n_steps * _neurons(shapes)
+    if size > budget:
+        raise RasterTooLarge(
+            f"run: rasters of {n_steps} bins of {dt_us} µs (t = {t0_us}..{end_us} µs) need "
+            f"{size / 2**20:.0f} MiB, over the {budget / 2**20:.0f} MiB budget",
+            hint="pass rasters=False for events only, a coarser dt_us, t0_us nearer the events, "
+                 "or a larger max_raster_bytes")
+
+
+def _neurons(shapes: dict) -> int:
+    return sum(int(np.prod(s)) for s in shapes.values())
+
+
+def _rasters(out: np.ndarray, names: dict, shapes: dict, t0_us: int, dt_us: int,
+             n_steps: int) -> dict[str, torch.Tensor]:
+    """Per monitored layer name, the counts of its output events (all inside the bins)."""
+    from snnlib.events import events_to_raster
+
+    return {name: torch.from_numpy(events_to_raster(out[out["layer"] == core], shapes[core],
+                                                    dt_us, t0_us, n_steps))
+            for core, name in names.items()}
 
 
 def monitored_shape(network: IntegerNetwork, layer: int) -> tuple[int, int, int]:

@@ -48,9 +48,11 @@ class EmulatorDevice(Device):
     def _read_states(self) -> dict[int, np.ndarray]:
         return self._open_chip().read_states()
 
-    def _run_events(self, events: np.ndarray, timeout: Optional[float]) -> np.ndarray:
-        """Runs synchronously to completion; ``timeout`` does not apply in-process."""
-        out, stats = self._open_chip().run(events)
+    def _run_events(self, events: np.ndarray, timeout: Optional[float],
+                    until_us: Optional[int] = None) -> np.ndarray:
+        """Runs synchronously to completion (Ctrl-C interrupts it between bounded steps);
+        ``timeout`` does not apply in-process."""
+        out, stats = self._open_chip().run(events, until_us)
         self.counters.add_run(len(events), len(out), stats.dropped, stats.events_in, stats.events_out)
         return out
 

@@ -271,16 +271,22 @@ class SamnaDevice(Device):
                                   "were not returned in time", counters=self.counters)
         return states
 
-    def _run_events(self, events: np.ndarray, timeout: Optional[float]) -> np.ndarray:
+    def _run_events(self, events: np.ndarray, timeout: Optional[float],
+                    until_us: Optional[int] = None) -> np.ndarray:
+        """The devkit's stop watch starts at the run's first event: input times are sent
+        relative to it and output times shifted back, so absolute timestamps work."""
         self._require_open()
         event = self._chip_module.event
         self._sink.get_events()  # drain what arrived between runs
+        origin = int(events["t"][0]) if len(events) else 0
+        relative = events.copy()
+        relative["t"] -= origin
         watch = self._handle.get_stop_watch()
         watch.reset()
         watch.start()
         started = time.monotonic()
-        self._source.write(events_to_samna(events, event))
-        last_t = int(events["t"].max()) if len(events) else 0
+        self._source.write(events_to_samna(relative, event))
+        last_t = max(int(relative["t"].max()) if len(events) else 0, (until_us or origin) - origin)
         if timeout is None:
             timeout = last_t / 1e6 + REPLY_TIMEOUT + TIMEOUT_PER_M_EVENTS * len(events) / 1e6
         deadline = started + timeout
@@ -305,6 +311,7 @@ class SamnaDevice(Device):
                     f"input ends at {last_t} µs", counters=self.counters)
         watch.stop()
         out = samna_to_events([ev for ev in received if isinstance(ev, event.Spike)])
+        out["t"] += origin
         c = self.counters
         c.sent += len(events)
         c.received += len(out)

@@ -104,10 +104,11 @@ class SerialDevice(Device):
         self._resync()
         return self.session.read_states(sorted(self.config.to_network().layers))
 
-    def _run_events(self, events: np.ndarray, timeout: Optional[float]) -> np.ndarray:
+    def _run_events(self, events: np.ndarray, timeout: Optional[float],
+                    until_us: Optional[int] = None) -> np.ndarray:
         self._resync()
         try:
-            out, end = self.session.run(events, timeout)
+            out, end = self.session.run(events, timeout, until_us)
         finally:
             self.counters.link = self.session.link.stats()
         self.counters.add_run(len(events), len(out), end.dropped + end.overflow, end.core_in, end.core_out)

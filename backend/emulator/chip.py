@@ -10,11 +10,12 @@ the chip semantics of ``docs/chip-model.md``). The wire-protocol server
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Iterator, Optional
 
 import numpy as np
 
 from backend.errors import NotFlashed
+from snnlib.events import EVENT_DTYPE
 
 if TYPE_CHECKING:
     from mapper import ChipConfig
@@ -22,6 +23,11 @@ if TYPE_CHECKING:
 
 #: what the emulator reports as its firmware
 FIRMWARE = "spikeflash-emulator 0.1"
+#: the most input events one step of a run processes (output streams between steps)
+STEP_EVENTS = 65536
+#: the most leak ticks one step of a run applies; with leaking layers a tick costs one update
+#: of every neuron in them, so a step is bounded by STEP_EVENTS events plus STEP_TICKS ticks
+STEP_TICKS = 4096
 
 
 @dataclass
@@ -46,6 +52,14 @@ class RunStats:
     events_out: dict[int, int] = field(default_factory=dict)
     dropped: int = 0
     last_t: int = -1
+
+    def add(self, other: "RunStats") -> None:
+        """Add the counters of a later step of the same run."""
+        for total, step in ((self.events_in, other.events_in), (self.events_out, other.events_out)):
+            for core, n in step.items():
+                total[core] = total.get(core, 0) + n
+        self.dropped += other.dropped
+        self.last_t = max(self.last_t, other.last_t)
 
 
 class EmulatedChip:
@@ -112,28 +126,65 @@ class EmulatedChip:
         states = self._require_engine("read_states").states
         return {core: np.array(state, dtype=np.int16) for core, state in states.items()}
 
-    def run(self, events: np.ndarray) -> tuple[np.ndarray, RunStats]:
-        """Process input ``events`` (EVENT_DTYPE, ordered by ``t``); states persist.
+    def run(self, events: np.ndarray, until_us: Optional[int] = None) -> tuple[np.ndarray, RunStats]:
+        """Process input ``events`` (EVENT_DTYPE, ordered by ``t``), then the leak ticks up to
+        ``until_us`` (µs, None: none after the last event); states persist.
 
         Returns the monitored output events in production order and this run's counters.
         """
+        outs, stats = [], RunStats()
+        for out, step in self.steps(events, until_us):
+            outs.append(out)
+            stats.add(step)
+        return (np.concatenate(outs) if outs else events[:0].copy()), stats
+
+    def steps(self, events: np.ndarray, until_us: Optional[int] = None) -> Iterator[tuple[np.ndarray, RunStats]]:
+        """:meth:`run` in bounded steps (at most :data:`STEP_EVENTS` events and
+        :data:`STEP_TICKS` leak ticks each), yielding each step's output and counters, so a
+        caller can stream output and abandon a run between steps (idle stretches without
+        leaking layers cost nothing)."""
         engine = self._require_engine("run")
+        if until_us is not None and len(events) and until_us < int(events["t"][-1]):
+            raise ValueError(f"until_us={until_us}: earlier than the last event (t = {int(events['t'][-1])})")
+        start = 0
+        while start < len(events):
+            yield from self._ticks_until(engine, int(events["t"][start]))
+            end = min(start + STEP_EVENTS, len(events))
+            _, period = engine.leak_ticks
+            if period:  # stop the step where its gaps would hold more than STEP_TICKS ticks
+                tick_of = events["t"][start:end] // period
+                end = start + max(1, int(np.searchsorted(tick_of, tick_of[0] + STEP_TICKS, "right")))
+            yield self._step(engine, events[start:end], None)
+            start = end
+        if until_us is not None:
+            yield from self._ticks_until(engine, until_us)
+
+    def _ticks_until(self, engine: EventSimulator, t_us: int) -> Iterator[tuple[np.ndarray, RunStats]]:
+        """Apply the leak ticks due up to ``t_us`` in steps of at most STEP_TICKS."""
+        next_tick, period = engine.leak_ticks
+        while period and next_tick <= t_us:
+            yield self._step(engine, _NO_EVENTS, min(t_us, next_tick + (STEP_TICKS - 1) * period))
+            next_tick, period = engine.leak_ticks
+
+    def _step(self, engine: EventSimulator, events: np.ndarray, until_us: Optional[int]) -> tuple[np.ndarray, RunStats]:
         before = _snapshot(engine.counters)
-        out = engine.run(events)
+        out = engine.run(events, until_us)
         after = _snapshot(engine.counters)
         delta = {core: after[core] - before.get(core, 0) for core in after}
-        stats = RunStats(
+        return out, RunStats(
             events_in={core: int(d[0]) for core, d in delta.items()},
             events_out={core: int(d[1]) for core, d in delta.items()},
             dropped=int(sum(d[2] for d in delta.values())),
             last_t=int(events["t"].max()) if len(events) else -1,
         )
-        return out, stats
 
     def _require_engine(self, what: str) -> EventSimulator:
         if self._engine is None:
             raise NotFlashed(f"emulated chip: {what}() needs a configuration; apply one first")
         return self._engine
+
+
+_NO_EVENTS = np.zeros(0, EVENT_DTYPE)
 
 
 def _snapshot(counters: dict) -> dict[int, np.ndarray]:

@@ -2,8 +2,10 @@
 protocol on a pseudo-terminal or a loopback TCP port (``spikeflash emulate --pty | --tcp PORT``).
 
 One thread, one loop: read what arrives, answer each in-order frame, write the replies.
-Writes have a deadline, so a host that vanishes never blocks the emulator; a new ``HELLO``
-starts a new session.
+Writes have a deadline, so a host that vanishes never blocks the emulator. A run goes in
+bounded steps (``EmulatedChip.steps``); between steps the emulator reads the link, so a
+``STOP`` abandons the run and a new ``HELLO`` starts a new session that receives nothing of
+the old one (a run in progress is abandoned and its output discarded).
 """
 
 from __future__ import annotations
@@ -21,15 +23,14 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from backend.errors import LinkTimeout, ProtocolError
+from backend.emulator.chip import RunStats
+from backend.errors import LinkRestarted, LinkTimeout, ProtocolError
 from backend.protocol import frames as fr
 from backend.protocol.codec import MAX_PAYLOAD, Frame
 from backend.protocol.frames import ErrorCode, FrameType
 from backend.protocol.link import Link
 from snnlib.errors import SpikeflashError
 
-#: input events the chip processes per step, so output streams while a long run goes on
-RUN_SLICE = 65536
 #: frames inside an open multi-frame transaction, whose errors are answered at its end
 UPLOAD_BODY = frozenset({FrameType.CONFIG_BEGIN, FrameType.CONFIG_CHUNK})
 RUN_BODY = frozenset({FrameType.RUN_BEGIN, FrameType.EVENTS})
@@ -187,6 +188,8 @@ class EmulatorServer:
             handler(self, frame.payload)
         except (Rebooted, PeerClosed, LinkTimeout):
             raise
+        except LinkRestarted:  # a new session began: nothing more of this request is sent
+            return
         except Exception as exc:  # a bad request must never stop the device
             code, message = self._error_of(frame.type, exc)
             inside = ((frame.type in UPLOAD_BODY and self._upload is not None)
@@ -307,6 +310,7 @@ class EmulatorServer:
         if self._run is None:
             raise _Refused(ErrorCode.BAD_STATE, "RUN_END outside a run (send RUN_BEGIN first)")
         (run_id,) = fr.unpack_struct(fr.RUN_END, payload, "RUN_END")
+        until_us = fr.run_until(payload)
         if self._end_transaction(FrameType.RUN_END):
             self._run = None
             return
@@ -323,24 +327,21 @@ class EmulatorServer:
             self.chip.check_input(events)
         except ValueError as exc:
             raise _Refused(ErrorCode.BAD_EVENTS, f"run {run_id}: {exc}") from exc
-        n_out, last_t, dropped, core_in, core_out = 0, -1, 0, {}, {}
-        for start in range(0, len(events), RUN_SLICE):
-            out, stats = self.chip.run(events[start:start + RUN_SLICE])
+        n_out, stats, session = 0, RunStats(), self.link.generation
+        for out, step in self.chip.steps(events, until_us):
             for batch in fr.pack_events(out, self.link.max_payload):
                 self._reply(FrameType.EVENTS, batch)
             n_out += len(out)
-            dropped += stats.dropped
-            last_t = max(last_t, stats.last_t)
-            for core, n in stats.events_in.items():
-                core_in[core] = core_in.get(core, 0) + n
-            for core, n in stats.events_out.items():
-                core_out[core] = core_out.get(core, 0) + n
+            stats.add(step)
+            self.link.pump(0)  # a STOP or a new HELLO abandons the run between steps
+            if self.link.generation != session or any(f.type == FrameType.STOP for f in self.link.inbox):
+                return
         self.counters["runs"] += 1
         self.counters["events_in"] += len(events)
         self.counters["events_out"] += n_out
-        self.counters["dropped"] += dropped
-        self._reply(FrameType.END_OF_RUN, fr.EndOfRun(run_id, len(events), n_out, last_t, dropped, 0,
-                                                      core_in, core_out).pack())
+        self.counters["dropped"] += stats.dropped
+        self._reply(FrameType.END_OF_RUN, fr.EndOfRun(run_id, len(events), n_out, stats.last_t, stats.dropped,
+                                                      0, stats.events_in, stats.events_out).pack())
 
     def _status(self, payload: bytes) -> None:
         self._reply(FrameType.STATUS_DATA, fr.pack_status(self.counters))

@@ -218,8 +218,24 @@ CONFIG_APPLIED = struct.Struct("<BI32s")  # status, applied size, sha256 of the 
 READ_STATES = struct.Struct("<BI")  # core, element offset
 STATE_DATA = struct.Struct("<BHHHII")  # core, f, h, w, element offset, total elements
 RUN_BEGIN = struct.Struct("<IQ")  # run id, input event count
-RUN_END = struct.Struct("<I")  # run id
+RUN_END = struct.Struct("<I")  # run id; optionally followed by RUN_UNTIL
+RUN_UNTIL = struct.Struct("<q")  # apply the leak ticks up to this time (µs) after the last event
 ERROR = struct.Struct("<HB")  # code, frame type it answers; then a utf-8 message
+
+
+def pack_run_end(run_id: int, until_us: int | None = None) -> bytes:
+    """``RUN_END``: the run id, and ``until_us`` when the run should end later than its last event."""
+    return RUN_END.pack(run_id) + (b"" if until_us is None else RUN_UNTIL.pack(until_us))
+
+
+def run_until(payload: bytes) -> int | None:
+    """The ``until_us`` of a ``RUN_END`` payload (None when absent); negative raises."""
+    if len(payload) < RUN_END.size + RUN_UNTIL.size:
+        return None
+    (until_us,) = RUN_UNTIL.unpack_from(payload, RUN_END.size)
+    if until_us < 0:
+        raise ProtocolError(f"RUN_END until_us = {until_us}: times are µs in 0..2**63-1")
+    return until_us
 
 
 class ConfigStatus(IntEnum):

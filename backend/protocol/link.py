@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict, deque
 from typing import Callable, Optional
 
-from backend.errors import LinkTimeout
+from backend.errors import LinkRestarted, LinkTimeout
 from backend.protocol.codec import Frame, FrameDecoder, encode_frame
 from backend.protocol.frames import CONTROL_TYPES, U16, FrameType
 
@@ -53,11 +53,13 @@ class Link:
         self.counters = dict.fromkeys(
             ("frames_tx", "frames_rx", "bytes_tx", "bytes_rx", "retransmits", "duplicates",
              "out_of_order", "acks_tx", "nacks_tx", "nacks_rx"), 0)
+        self.generation = -1  # counts restarts, so a sender can tell its session ended
         self.restart(window=1, max_payload=0)
 
     def restart(self, window: int, max_payload: int) -> None:
         """Start both sequence spaces at 0 (after a handshake); drop anything in flight.
         ``window`` and ``max_payload``: what the peer announced it can receive."""
+        self.generation += 1
         self.window, self.max_payload = max(1, window), max_payload
         self._tx_seq = 0
         self._rx_expected = 0
@@ -71,9 +73,14 @@ class Link:
 
     # -- sending ----------------------------------------------------------------------------
     def send(self, frame_type: int, payload: bytes, deadline: float) -> None:
-        """Send one sequenced frame, first waiting (until ``deadline``) for window space."""
+        """Send one sequenced frame, first waiting (until ``deadline``) for window space.
+        Raises :class:`LinkRestarted` (sending nothing) if a handshake restarted the link
+        meanwhile."""
+        generation = self.generation
         while len(self._unacked) >= self.window:
             self._pump_until(deadline, f"window space to send {FrameType(frame_type).name}")
+            if self.generation != generation:
+                raise LinkRestarted(f"a new session began while {FrameType(frame_type).name} waited")
         wire = encode_frame(frame_type, self._tx_seq, payload)
         if not self._unacked:
             self._sent_at, self._retries = self.clock(), 0

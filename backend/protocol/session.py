@@ -289,9 +289,11 @@ class HostSession:
             self._send(FrameType.STATUS, b"", deadline)
             return fr.unpack_status(self._expect(FrameType.STATUS_DATA, deadline, "status").payload)
 
-    def run(self, events: np.ndarray, timeout: Optional[float] = None) -> tuple[np.ndarray, fr.EndOfRun]:
+    def run(self, events: np.ndarray, timeout: Optional[float] = None,
+            until_us: Optional[int] = None) -> tuple[np.ndarray, fr.EndOfRun]:
         """Send ``events`` (EVENT_DTYPE), stream the output events back until the device's
         end-of-run marker; return them (EVENT_DTYPE, device order) and the marker.
+        ``until_us``: the device also applies the leak ticks up to this time (µs).
         ``timeout`` in s; None: 10 s + the transfer at 1 MB/s + 10 µs per input event."""
         fr.check_events_fit(events)
         if timeout is None:
@@ -304,7 +306,7 @@ class HostSession:
             self._send(FrameType.RUN_BEGIN, fr.RUN_BEGIN.pack(run_id, len(events)), deadline)
             for payload in fr.pack_events(events, self.link.max_payload):
                 self._send(FrameType.EVENTS, payload, deadline)
-            self._send(FrameType.RUN_END, fr.RUN_END.pack(run_id), deadline)
+            self._send(FrameType.RUN_END, fr.pack_run_end(run_id, until_us), deadline)
             received, end = self._collect_output(run_id, events, deadline, timeout)
             n_out = sum(fr.count_events(p) for p in received)
             if (end.run_id, end.events_in, end.events_out) != (run_id, len(events), n_out):
