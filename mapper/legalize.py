@@ -223,7 +223,7 @@ class _Legalizer:
 
     def spiking_params(self, n, s, plan: CorePlan) -> None:
         def scalar(name, value):
-            t = torch.as_tensor(value, dtype=torch.float64)
+            t = torch.as_tensor(value, dtype=torch.float64).detach()
             if t.numel() != 1:
                 self.bad(n, "one threshold pair per core", f"{name} with {t.numel()} values",
                          f"use one scalar {name} for the whole layer")

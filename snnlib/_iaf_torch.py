@@ -159,3 +159,28 @@ def backward(grad_out: torch.Tensor, u_saved: torch.Tensor, spikes: torch.Tensor
         grad_x[:, t] = torch.where(u > k.low, g_w, 0.0)
         g_next = grad_x[:, t]
     return grad_x
+
+
+def threshold_gradient(grad_out: torch.Tensor, u_saved: torch.Tensor, spikes: torch.Tensor, grad_x: torch.Tensor,
+                       k: Scalars, tied: bool) -> torch.Tensor:
+    """The gradient of the threshold, per neuron ``(N,)``, summed over batch and time steps.
+
+    The spike count depends on the membrane and the threshold only through ``w / thr``, so its
+    surrogate derivative in the threshold is ``-(w / thr)`` times the one in the membrane, ``f'``.
+    That term reaches the loss directly (``grad_out``) and through the membrane the spikes leave
+    (the carry of ``iaf_backward``, ``clip(1 - subtract * f') - 1``; none with reset, whose mask
+    is a constant); with ``tied`` (``membrane_subtract`` follows the threshold) the subtraction
+    ``-thr * s`` adds ``-s`` times the gradient that reached the next step's membrane,
+    ``grad_x[t + 1]`` (0 after the last step). Computed in float64 (float32 on MPS)."""
+    compute = compute_dtype(u_saved.device)
+    w = u_saved.clamp(min=k.low)
+    ds = surrogate(w.abs() if k.negative else w, k.thr, k.shape, k.width, k.height, compute)
+    g_next = torch.zeros_like(grad_x, dtype=compute)
+    g_next[:, :-1] = grad_x[:, 1:]
+    through = grad_out.to(compute) * ds
+    if not k.reset:
+        through = through + g_next * ((1.0 - k.subtract * ds).clamp(-1.0, 1.0) - 1.0)
+    grad = -(w.to(compute) / k.thr) * through
+    if tied and not k.reset:
+        grad = grad - g_next * spikes.to(compute)
+    return grad.sum((0, 1))

@@ -224,20 +224,28 @@ def implementation(device: torch.device):
 
 class _IntegrateAndFire(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, p: IAFParameters, buffers):
+    def forward(ctx, x, threshold, p: IAFParameters, buffers):
         state, out, membrane = buffers  # a tuple: autograd does not track the in-place updated buffers
         impl, k = implementation(x.device), _iaf_torch.scalars(p, x.dtype, SURROGATE_SHAPES)
-        save = ctx.needs_input_grad[0]
+        save = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         u_saved = impl.forward(x.detach(), state, out, k, save, membrane)
         if save:
             ctx.save_for_backward(u_saved, out)
-            ctx.impl, ctx.scalars = impl, k
+            ctx.impl, ctx.scalars, ctx.tied = impl, k, p.membrane_subtract is None
+            ctx.threshold_like = None if threshold is None else (threshold.shape, threshold.dtype)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         u_saved, spikes = ctx.saved_tensors
-        return ctx.impl.backward(grad_out.contiguous(), u_saved, spikes, ctx.scalars), None, None
+        grad_out = grad_out.contiguous()
+        grad_x = ctx.impl.backward(grad_out, u_saved, spikes, ctx.scalars)
+        grad_threshold = None
+        if ctx.needs_input_grad[1]:
+            per_neuron = _iaf_torch.threshold_gradient(grad_out, u_saved, spikes, grad_x, ctx.scalars, ctx.tied)
+            shape, dtype = ctx.threshold_like
+            grad_threshold = (per_neuron if len(shape) else per_neuron.sum()).to(dtype)
+        return grad_x, grad_threshold, None, None
 
 
 def _check_tensor(name: str, tensor: torch.Tensor, dtype: torch.dtype, device: torch.device, shape: tuple) -> None:
@@ -249,9 +257,23 @@ def _check_tensor(name: str, tensor: torch.Tensor, dtype: torch.dtype, device: t
         raise InputShapeError(f"{name}: got shape {tuple(tensor.shape)}; expected a contiguous {shape} tensor")
 
 
+def _check_threshold(threshold, value: float, device: torch.device, neurons: int) -> None:
+    if not isinstance(threshold, torch.Tensor) or not threshold.is_floating_point():
+        raise TensorTypeError(f"threshold: {type(threshold).__name__} {getattr(threshold, 'dtype', '')}; "
+                              "expected a floating-point tensor")
+    if threshold.device != device:
+        raise TensorTypeError(f"threshold: on device {threshold.device}; expected device {device}, the device of x")
+    if tuple(threshold.shape) not in ((), (neurons,)):
+        raise InputShapeError(f"threshold: got shape {tuple(threshold.shape)}; expected () or ({neurons},)")
+    if threshold.device.type != "meta" and not bool((threshold.detach() == value).all()):
+        raise InvalidParameterError(f"threshold: holds values other than params.threshold={value!r}")
+
+
 def integrate_and_fire(x: torch.Tensor, state: torch.Tensor, params: IAFParameters = IAFParameters(),
-                       out: torch.Tensor | None = None, membrane: torch.Tensor | None = None) -> torch.Tensor:
-    """Integrate-and-fire over a whole sequence in one pass; differentiable in ``x``.
+                       out: torch.Tensor | None = None, membrane: torch.Tensor | None = None,
+                       threshold: torch.Tensor | None = None) -> torch.Tensor:
+    """Integrate-and-fire over a whole sequence in one pass; differentiable in ``x`` and, if
+    given, in ``threshold``.
 
     x: input current ``(B, T, N)`` (batch, time step, neuron), on any device, of dtype float32,
     float64, float16 or bfloat16. state: membrane ``(B, N)``, same device and dtype; updated in
@@ -259,7 +281,10 @@ def integrate_and_fire(x: torch.Tensor, state: torch.Tensor, params: IAFParamete
     result, for inference only (x must not require grad: a reused buffer would overwrite what
     the backward pass needs). membrane: optional ``(B, N)`` buffer like ``state``; receives the
     last step's membrane after its input and clamp, before its spikes leave (what sinabs v0.2's
-    layer reports as its state; unspecified for T = 0). Returns the spike counts ``(B, T, N)``.
+    layer reports as its state; unspecified for T = 0). threshold: optional tensor, 0-dim or
+    ``(N,)`` (one per neuron), each value equal to ``params.threshold``, through which the
+    spikes are differentiated with respect to the threshold (trainable thresholds; see
+    ``_iaf_torch.threshold_gradient``). Returns the spike counts ``(B, T, N)``.
 
     Per step: ``v += x[t]`` (clipped to int16 if ``params.saturate_int16``),
     ``v = max(v, threshold_low)``, then the spikes ``floor(v / threshold)`` leave and
@@ -303,9 +328,11 @@ def integrate_and_fire(x: torch.Tensor, state: torch.Tensor, params: IAFParamete
             raise InvalidParameterError("out: given while x requires grad; pass out=None when training")
     if membrane is not None:
         _check_tensor("membrane", membrane, x.dtype, x.device, (batch, neurons))
+    if threshold is not None:
+        _check_threshold(threshold, params.threshold, x.device, neurons)
     if x.dtype in HALF_DTYPES:
         state32, membrane32 = state.float(), torch.empty_like(state, dtype=torch.float32)
-        spikes = integrate_and_fire(x.float(), state32, params, membrane=membrane32)
+        spikes = integrate_and_fire(x.float(), state32, params, membrane=membrane32, threshold=threshold)
         state.copy_(state32)
         if membrane is not None:
             membrane.copy_(membrane32)
@@ -314,4 +341,4 @@ def integrate_and_fire(x: torch.Tensor, state: torch.Tensor, params: IAFParamete
         out = torch.empty_like(x, memory_format=torch.contiguous_format)
     if membrane is None:
         membrane = torch.empty_like(state)
-    return _IntegrateAndFire.apply(x.contiguous(), params, (state.detach(), out, membrane.detach()))
+    return _IntegrateAndFire.apply(x.contiguous(), threshold, params, (state.detach(), out, membrane.detach()))

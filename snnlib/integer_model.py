@@ -111,14 +111,21 @@ class _Builder:
             raise UnsupportedModelError(f"module {i} (SpikingLayer): no Conv2d / Linear before it")
         weight, bias, stride, padding, wi = self.conv
         where = f"module {wi}"
-        if m.membrane_subtract != m.threshold and not m.membrane_reset:
+        threshold = torch.as_tensor(m.threshold, dtype=torch.float64).detach()
+        if threshold.numel() != 1:
+            raise UnsupportedModelError(
+                f"module {i} (SpikingLayer): {threshold.numel()} thresholds (one per channel); the chip has one "
+                "per layer"
+            )
+        threshold = threshold.reshape(())
+        if float(torch.as_tensor(m.membrane_subtract).detach()) != float(threshold) and not m.membrane_reset:
             raise UnsupportedModelError(
                 f"module {i} (SpikingLayer): membrane_subtract = {m.membrane_subtract} differs from threshold "
                 f"= {m.threshold}; the chip subtracts exactly threshold_high"
             )
         if m.negative_spikes:
             raise UnsupportedModelError(f"module {i} (SpikingLayer): negative_spikes=True; the chip has none")
-        thr = _integers(f"module {i} (SpikingLayer)", "threshold", torch.tensor(float(m.threshold)), 1, INT16_RANGE[1])
+        thr = _integers(f"module {i} (SpikingLayer)", "threshold", threshold, 1, INT16_RANGE[1])
         low = INT16_RANGE[0] if m.threshold_low is None else m.threshold_low
         low = _integers(f"module {i} (SpikingLayer)", "threshold_low", torch.tensor(float(low)), *INT16_RANGE)
         w = _integers(where, "weight", weight, -128, 127).astype(np.int8)

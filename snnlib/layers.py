@@ -5,6 +5,7 @@ the first axis: ``(T, C, H, W)``, or ``(B*T, ...)`` batch-major (row ``b*T + t``
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -32,9 +33,13 @@ def _check_image_input(x: torch.Tensor, layer: str) -> None:
 class SpikingLayer(torch.nn.Module):
     """Integrate-and-fire neurons with multi-spike output and surrogate-gradient learning.
 
-    threshold: spike threshold (> 0). threshold_low: lower bound of the membrane (None: none).
-    membrane_subtract: removed per spike (None: threshold; ignored with membrane_reset).
-    batch_size: B when the input is ``(B*T, ...)``, batch-major. membrane_reset: one spike at
+    threshold: spike threshold (> 0): a number, or a tensor / ``nn.Parameter`` (trainable), 0-dim
+    or one value per channel (the input's first neuron axis); per-channel thresholds run one pass
+    per distinct value, and a tensor's values are read (``.tolist()``) at each call.
+    threshold_low: lower bound of the membrane (None: none). membrane_subtract: removed per
+    spike (None: the threshold, following it as it is trained; ignored with membrane_reset).
+    batch_size: B when the input is ``(B*T, ...)``, batch-major; or num_timesteps: T, so that
+    any B passes (the state then follows the batch size). membrane_reset: one spike at
     most per step and the membrane reset to 0. negative_spikes: a linear transfer through
     negative spikes, ``trunc(v / threshold)`` (ignored with membrane_reset; the membrane is still
     clamped at threshold_low, so pass threshold_low=None for a symmetric transfer). layer_name: a name.
@@ -59,27 +64,64 @@ class SpikingLayer(torch.nn.Module):
     def __init__(self, threshold: float = 1.0, threshold_low: float | None = -1.0,
                  membrane_subtract: float | None = None, batch_size: int | None = None,
                  membrane_reset=False, *, negative_spikes: bool = False, layer_name: str = "spiking",
-                 saturate_int16: bool = False, surrogate: str = "step", surrogate_window: float = 1.0):
+                 saturate_int16: bool = False, surrogate: str = "step", surrogate_window: float = 1.0,
+                 num_timesteps: int | None = None):
         super().__init__()
-        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-            raise InvalidParameterError(f"batch_size={batch_size!r}: expected None or a positive int")
+        for name, value in (("batch_size", batch_size), ("num_timesteps", num_timesteps)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise InvalidParameterError(f"{name}={value!r}: expected None or a positive int")
+        if batch_size is not None and num_timesteps is not None:
+            raise InvalidParameterError(
+                f"batch_size={batch_size} and num_timesteps={num_timesteps}: give one of them "
+                "(num_timesteps lets every batch size through)"
+            )
         self.threshold = threshold
         self.threshold_low = threshold_low
-        self.membrane_subtract = threshold if membrane_subtract is None else membrane_subtract
+        self.membrane_subtract = membrane_subtract
         self.membrane_reset = bool(membrane_reset)
         self.negative_spikes = bool(negative_spikes)
         self.batch_size = batch_size
+        self.num_timesteps = num_timesteps
         self.layer_name = layer_name
         self.saturate_int16 = bool(saturate_int16)
         self.surrogate = surrogate
         self.surrogate_window = surrogate_window
-        self.neuron_parameters()
+        for value in self.threshold_values():
+            self.neuron_parameters(value)
         self.register_buffer("state", torch.zeros(0), persistent=False)
         self.register_buffer("activations", torch.zeros(0), persistent=False)
 
-    def neuron_parameters(self) -> IAFParameters:
-        """The neuron parameters as an ``IAFParameters``; raises InvalidParameterError if bad."""
-        return IAFParameters(self.threshold, self.threshold_low, self.membrane_subtract, self.membrane_reset,
+    @property
+    def membrane_subtract(self):
+        """The amount removed per spike: the one given, or the threshold (following it as it is
+        trained) when None was given."""
+        return self.threshold if self._membrane_subtract is None else self._membrane_subtract
+
+    @membrane_subtract.setter
+    def membrane_subtract(self, value) -> None:
+        self._membrane_subtract = value
+
+    def threshold_values(self) -> list[float]:
+        """The threshold as floats: one, or one per channel for a 1-D tensor of several values."""
+        threshold = self.threshold
+        if not isinstance(threshold, torch.Tensor):
+            return [threshold]
+        if threshold.is_complex() or threshold.dtype == torch.bool or threshold.ndim > 1:
+            raise InvalidParameterError(
+                f"threshold: a {threshold.dtype} tensor of shape {tuple(threshold.shape)}; expected a "
+                "number, or a real 0-dim or 1-D (one per channel) tensor"
+            )
+        return threshold.detach().flatten().tolist()
+
+    def neuron_parameters(self, threshold: float | None = None) -> IAFParameters:
+        """The neuron parameters as an ``IAFParameters`` at ``threshold`` (default: the layer's
+        threshold, which must then be one value); raises InvalidParameterError if bad."""
+        if threshold is None:
+            values = self.threshold_values()
+            if len(values) != 1:
+                raise InvalidParameterError(f"threshold: {len(values)} values (one per channel); pass one of them")
+            threshold = values[0]
+        return IAFParameters(threshold, self.threshold_low, self._membrane_subtract, self.membrane_reset,
                              self.negative_spikes, self.saturate_int16, self.surrogate, self.surrogate_window)
 
     def synaptic_output(self, input_spikes: torch.Tensor) -> torch.Tensor:
@@ -103,39 +145,92 @@ class SpikingLayer(torch.nn.Module):
         self.state = torch.rand(shape, **like) if randomize else torch.zeros(shape, **like)
         self.activations = torch.zeros(shape, **like)
 
-    def _membrane_after_spikes(self, params: IAFParameters) -> torch.Tensor:
-        """``state`` after the pending ``activations`` left it: a new tensor."""
-        if self.activations.shape != self.state.shape:
-            self.activations = torch.zeros_like(self.state)
-        if params.membrane_reset:
-            return torch.where(self.activations != 0, torch.zeros_like(self.state), self.state)
-        return self.state - self.activations.to(self.state.dtype) * params.subtract
-
-    def forward(self, input_spikes: torch.Tensor) -> torch.Tensor:
-        """Spike counts, same shape and dtype as the synaptic output of ``input_spikes``
-        ``(T, ...)`` or ``(B*T, ...)`` (float64 stays float64; sinabs v0.2 returns float32)."""
-        params = self.neuron_parameters()
-        current = self.synaptic_output(input_spikes)
-        if current.ndim < 1 or current.shape[0] == 0:
-            raise InputShapeError(f"{self.layer_name} input: got shape {tuple(current.shape)}; expected (T, ...) with T >= 1")
-        if not current.is_floating_point():
-            current = current.to(torch.get_default_dtype())
-        rows, neuron_shape = current.shape[0], tuple(current.shape[1:])
+    def _batch(self, rows: int) -> int:
+        """B of a ``(B*T, ...)`` input of ``rows`` rows (1 without batch_size / num_timesteps)."""
+        if self.num_timesteps:
+            if rows % self.num_timesteps:
+                raise InputShapeError(
+                    f"{self.layer_name} input: {rows} rows do not split into num_timesteps={self.num_timesteps}; "
+                    "expected (B*T, ...) with rows = batch size * num_timesteps, batch-major"
+                )
+            return rows // self.num_timesteps
         batch = self.batch_size or 1
         if rows % batch:
             raise InputShapeError(
                 f"{self.layer_name} input: {rows} rows do not split into batch_size={batch}; "
                 "expected (B*T, ...) with rows = batch_size * time steps, batch-major"
             )
-        state_shape = (batch, *neuron_shape) if self.batch_size else neuron_shape
+        return batch
+
+    def _groups(self, neuron_shape: tuple, device) -> list[tuple[float, torch.Tensor | None]]:
+        """(threshold, indices of its neurons, None for all) for each distinct threshold value."""
+        values = self.threshold_values()
+        if len(values) == 1:
+            return [(values[0], None)]
+        if not neuron_shape or neuron_shape[0] != len(values):
+            raise InputShapeError(
+                f"{self.layer_name} input: neuron shape {neuron_shape}; expected {len(values)} channels on its "
+                f"first axis, one per threshold"
+            )
+        per_channel = math.prod(neuron_shape[1:])
+        groups: dict[float, list[int]] = {}
+        for channel, value in enumerate(values):
+            groups.setdefault(value, []).append(channel)
+        if len(groups) == 1:
+            return [(values[0], None)]
+        offsets = torch.arange(per_channel, device=device)
+        return [(value, (torch.tensor(channels, device=device)[:, None] * per_channel + offsets).flatten())
+                for value, channels in groups.items()]
+
+    def _threshold_tensor(self, neurons: int, index: torch.Tensor | None, device) -> torch.Tensor | None:
+        """The threshold of the neurons ``index`` (all if None), per neuron where it is one per
+        channel, for integrate_and_fire to differentiate; None if it needs no gradient."""
+        threshold = self.threshold
+        if not (isinstance(threshold, torch.Tensor) and threshold.requires_grad and torch.is_grad_enabled()):
+            return None
+        threshold = threshold.to(device)
+        if threshold.numel() == 1:
+            return threshold.reshape(())
+        per_neuron = threshold.repeat_interleave(neurons // threshold.numel())
+        return per_neuron if index is None else per_neuron.index_select(0, index)
+
+    def forward(self, input_spikes: torch.Tensor) -> torch.Tensor:
+        """Spike counts, same shape and dtype as the synaptic output of ``input_spikes``
+        ``(T, ...)`` or ``(B*T, ...)`` (float64 stays float64; sinabs v0.2 returns float32)."""
+        current = self.synaptic_output(input_spikes)
+        if current.ndim < 1 or current.shape[0] == 0:
+            raise InputShapeError(f"{self.layer_name} input: got shape {tuple(current.shape)}; expected (T, ...) with T >= 1")
+        if not current.is_floating_point():
+            current = current.to(torch.get_default_dtype())
+        rows, neuron_shape = current.shape[0], tuple(current.shape[1:])
+        batch = self._batch(rows)
+        groups = self._groups(neuron_shape, current.device)
+        state_shape = (batch, *neuron_shape) if self.batch_size or self.num_timesteps else neuron_shape
         if tuple(self.state.shape) != state_shape:
             self.state = torch.zeros(state_shape, dtype=current.dtype, device=current.device)
+        if self.activations.shape != self.state.shape:
+            self.activations = torch.zeros_like(self.state)
         neurons = current[0].numel()
-        membrane = self._membrane_after_spikes(params).to(device=current.device, dtype=current.dtype)
-        membrane = membrane.reshape(batch, neurons).contiguous()
-        last = torch.empty_like(membrane)
-        spikes = integrate_and_fire(current.reshape(batch, rows // batch, neurons), membrane, params,
-                                    membrane=last)
+        x = current.reshape(batch, rows // batch, neurons)
+        like = dict(device=current.device, dtype=current.dtype)
+        state = self.state.to(**like).reshape(batch, neurons)
+        pending = self.activations.to(**like).reshape(batch, neurons)
+        spikes, last, order = [], [], []
+        for value, index in groups:
+            params = self.neuron_parameters(value)
+            pick = (lambda t: t) if index is None else (lambda t: t.index_select(-1, index))
+            w, s = pick(state), pick(pending)
+            # the spikes pending from the previous call leave the membrane first (sinabs v0.2's order)
+            membrane = torch.where(s != 0, 0.0, w) if params.membrane_reset else w - s * params.subtract
+            last.append(torch.empty_like(membrane))
+            spikes.append(integrate_and_fire(pick(x).contiguous(), membrane.contiguous(), params, membrane=last[-1],
+                                             threshold=self._threshold_tensor(neurons, index, current.device)))
+            order.append(index)
+        if len(groups) > 1:
+            inverse = torch.argsort(torch.cat(order))
+            spikes, last = [torch.cat(parts, -1).index_select(-1, inverse) for parts in (spikes, last)]
+        else:
+            spikes, last = spikes[0], last[0]
         self.state = last.view(state_shape)
         self.activations = spikes.detach()[:, -1].reshape(state_shape).clone()
         return spikes.reshape(current.shape)

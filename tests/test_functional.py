@@ -251,6 +251,60 @@ def test_spike_count_is_the_exact_floor_of_the_quotient_of_membrane_and_threshol
     assert threshold_subtract(v, thr.item()).item() == max(exact, 0)
 
 
+class _ReferenceSpikes(torch.autograd.Function):
+    """Spike count of w at threshold thr (a 0-dim tensor); surrogate f' in w and -(w / thr) f' in thr."""
+
+    @staticmethod
+    def forward(ctx, w, thr, reset, shape, window):
+        ctx.save_for_backward(w, thr)
+        ctx.options = reset, shape, window
+        return (w >= thr).to(w.dtype) if reset else torch.div(w, thr, rounding_mode="floor").clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        w, thr = ctx.saved_tensors
+        reset, shape, window = ctx.options
+        t = thr.item()
+        ds = surrogate_gradient(w, t, shape, window * t, 1.0 if reset else 1.0 / t)
+        return grad * ds, (-(w / thr) * grad * ds).sum(), None, None, None
+
+
+def reference(x, thr, low, subtract, reset, shape, window):
+    v, out = torch.zeros_like(x[:, 0]), []
+    for t in range(x.shape[1]):
+        u = v + x[:, t]
+        w = u if low is None else torch.where(u > low, u, torch.full_like(u, low))
+        s = _ReferenceSpikes.apply(w, thr, reset, shape, window)
+        out.append(s)
+        v = w * (1 - s.detach()) if reset else w - (thr if subtract is None else subtract) * s
+    return torch.stack(out, 1)
+
+
+@pytest.mark.parametrize("reset", [False, True])
+@pytest.mark.parametrize("subtract", [None, 2.5])
+@pytest.mark.parametrize("low", [None, -1.0])
+@pytest.mark.parametrize("shape", ["step", "triangle", "gaussian"])
+def test_threshold_gradient_equals_autograd_through_a_loop(reset, subtract, low, shape):
+    torch.manual_seed(7)
+    x = (torch.randint(-6, 12, (2, 20, 9)) / 4).double()
+    weights = torch.randn(2, 20, 9, dtype=torch.float64)
+    thr = torch.tensor(1.5, dtype=torch.float64, requires_grad=True)
+    params = IAFParameters(1.5, low, subtract, membrane_reset=reset, surrogate=shape)
+    spikes = integrate_and_fire(x, torch.zeros(2, 9, dtype=torch.float64), params, threshold=thr)
+    (grad,) = torch.autograd.grad((spikes * weights).sum(), thr)
+    thr_ref = thr.detach().clone().requires_grad_()
+    ref = reference(x, thr_ref, low, subtract, reset, shape, 1.0)
+    (grad_ref,) = torch.autograd.grad((ref * weights).sum(), thr_ref)
+    assert torch.equal(spikes, ref)
+    torch.testing.assert_close(grad, grad_ref)
+    assert grad != 0
+    # one threshold per neuron: the same gradient, split by neuron
+    per = thr.detach().expand(9).clone().requires_grad_()
+    spikes = integrate_and_fire(x, torch.zeros(2, 9, dtype=torch.float64), params, threshold=per)
+    (grad_per,) = torch.autograd.grad((spikes * weights).sum(), per)
+    torch.testing.assert_close(grad_per.sum(), grad)
+
+
 @pytest.mark.parametrize("mode", ["subtract", "reset", "negative", "subtract_3x"])
 @pytest.mark.parametrize("shape", SURROGATE_SHAPES)
 @pytest.mark.parametrize("threshold", [1.0, 40.0, 5000.0])

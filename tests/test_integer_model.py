@@ -110,3 +110,14 @@ def test_unsupported_models_raise_naming_the_module(modules, fragment):
     with pytest.raises(UnsupportedModelError) as err:
         network_from_sequential(model, (1, 8, 8))
     assert fragment in str(err.value)
+
+
+def test_a_trained_scalar_threshold_maps_and_per_channel_thresholds_are_refused():
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 1, bias=False),
+                                SpikingLayer(threshold=torch.nn.Parameter(torch.tensor(2.0))))
+    with torch.no_grad():
+        model[0].weight.fill_(1.0)
+    assert network_from_sequential(model, (1, 2, 2)).layers[0].threshold_high == 2
+    model[1].threshold = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+    with pytest.raises(UnsupportedModelError, match=r"module 1 \(SpikingLayer\): 2 thresholds \(one per channel\)"):
+        network_from_sequential(model, (1, 2, 2))

@@ -219,3 +219,94 @@ def test_spiking_max_pooling_padding_and_strides():
 def test_auxiliary_layers_are_differentiable():
     x = torch.randn(2, 1, 5, 6, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(Cropping2dLayer(((1, 0), (2, 1))), (x,))
+
+
+def test_threshold_as_float_tensor_or_parameter_gives_the_same_spikes():
+    torch.manual_seed(6)
+    x = torch.randint(-2, 5, (2 * 7, 3, 4)).float() / 2
+    results = []
+    for threshold in (1.5, torch.tensor(1.5), torch.nn.Parameter(torch.tensor(1.5)),
+                      torch.nn.Parameter(torch.full((3,), 1.5))):
+        layer = SpikingLayer(threshold=threshold, num_timesteps=7)
+        inputs = x.clone().requires_grad_()
+        out = layer(inputs)
+        (out * torch.arange(out.numel()).reshape(out.shape)).sum().backward()
+        grad = threshold.grad if isinstance(threshold, torch.nn.Parameter) else None
+        results.append((out, inputs.grad, layer.state, layer.activations, grad))
+    for other in results[1:]:
+        for a, b in zip(results[0][:4], other[:4]):
+            assert torch.equal(a, b)
+    scalar_grad, channel_grads = results[2][4], results[3][4]
+    assert scalar_grad.shape == () and channel_grads.shape == (3,) and scalar_grad < 0
+    torch.testing.assert_close(channel_grads.sum(), scalar_grad)
+    layer = SpikingLayer(threshold=torch.nn.Parameter(torch.tensor(2.0)))
+    assert [name for name, _ in layer.named_parameters()] == ["threshold"]
+    assert layer.membrane_subtract is layer.threshold  # None given: follows the trained threshold
+
+
+def test_per_channel_thresholds_equal_one_layer_per_channel():
+    # two calls, so that the spikes pending between them leave with each channel's threshold
+    torch.manual_seed(7)
+    x = torch.randint(-3, 9, (12, 3, 2, 2)).float() / 4
+    weights = torch.randn(x.shape)
+    thresholds = torch.nn.Parameter(torch.tensor([1.0, 2.0, 1.0]))
+    layer = SpikingLayer(threshold=thresholds, surrogate="triangle")
+    inputs = x.clone().requires_grad_()
+    out = torch.cat([layer(inputs[:5]), layer(inputs[5:])])
+    (out * weights).sum().backward()
+    for channel in range(3):
+        threshold = torch.nn.Parameter(thresholds.detach()[channel].clone())
+        single = SpikingLayer(threshold=threshold, surrogate="triangle")
+        part = x[:, channel:channel + 1].clone().requires_grad_()
+        expected = torch.cat([single(part[:5]), single(part[5:])])
+        (expected * weights[:, channel:channel + 1]).sum().backward()
+        assert torch.equal(out[:, channel:channel + 1], expected)
+        assert torch.equal(layer.state[channel:channel + 1], single.state)
+        assert torch.equal(layer.activations[channel:channel + 1], single.activations)
+        torch.testing.assert_close(inputs.grad[:, channel:channel + 1], part.grad)
+        torch.testing.assert_close(thresholds.grad[channel], threshold.grad)
+    assert out[:, 1].sum() < out[:, 0].sum()
+
+
+def test_a_trained_threshold_moves_spike_counts_towards_a_target():
+    torch.manual_seed(8)
+    x = torch.rand(40, 16) * 1.2
+    threshold = torch.nn.Parameter(torch.tensor(0.5))
+    layer = SpikingLayer(threshold=threshold)
+    optimizer = torch.optim.SGD([threshold], lr=0.002)
+    losses = []
+    for _ in range(15):
+        layer.reset_states()
+        loss = (layer(x).sum() - 200.0) ** 2 / 1e4  # about 900 spikes at 0.5: far too many
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert threshold.item() > 0.5 and losses[-1] < 0.1 * losses[0]
+
+
+def test_num_timesteps_takes_any_batch_size():
+    torch.manual_seed(9)
+    layer = SpikingLayer(threshold=2.0, num_timesteps=5)
+    for batch in (3, 2, 1):
+        x = torch.randint(0, 4, (batch * 5, 2, 3)).float()
+        assert torch.equal(layer(x), SpikingLayer(threshold=2.0, batch_size=batch)(x))
+        assert layer.state.shape == (batch, 2, 3)
+
+
+@pytest.mark.parametrize(
+    "make, error, match",
+    [
+        (lambda: SpikingLayer(batch_size=2, num_timesteps=5), InvalidParameterError, r"give one of them"),
+        (lambda: SpikingLayer(num_timesteps=0), InvalidParameterError, r"num_timesteps=0: expected None or a positive int"),
+        (lambda: SpikingLayer(threshold=torch.tensor([1.0, -1.0])), InvalidParameterError, r"threshold=-1.0"),
+        (lambda: SpikingLayer(threshold=torch.ones(2, 2)), InvalidParameterError, r"shape \(2, 2\)"),
+        (lambda: SpikingLayer(num_timesteps=4)(torch.zeros(7, 3)), InputShapeError, r"7 rows do not split into num_timesteps=4"),
+        (lambda: SpikingLayer(threshold=torch.ones(3))(torch.zeros(4, 2, 5)), InputShapeError,
+         r"neuron shape \(2, 5\); expected 3 channels"),
+        (lambda: SpikingLayer(threshold=torch.ones(3)).neuron_parameters(), InvalidParameterError, r"3 values"),
+    ],
+)
+def test_threshold_and_time_step_errors(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
