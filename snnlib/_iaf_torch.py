@@ -14,7 +14,6 @@ pass computes in float64, or float32 on a device without float64 (then to roundi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 import torch
@@ -54,10 +53,21 @@ class Scalars:
         return torch.tensor(values, dtype=dtype, device=device)
 
 
-@lru_cache(maxsize=256)
+_CACHE: dict = {}  # (parameters, dtype) -> Scalars: a layer's parameters rarely change
+
+
 def scalars(p, dtype: torch.dtype, shapes: tuple[str, ...]) -> Scalars:
     """The ``Scalars`` of IAFParameters ``p`` for data of ``dtype`` (float32 or float64);
-    ``shapes`` is functional.SURROGATE_SHAPES. Cached: a layer's parameters rarely change."""
+    ``shapes`` is functional.SURROGATE_SHAPES. Cached (a plain dict, which torch.compile traces)."""
+    key = (p, dtype)
+    if key not in _CACHE:
+        if len(_CACHE) > 256:
+            _CACHE.clear()
+        _CACHE[key] = _scalars(p, dtype, shapes)
+    return _CACHE[key]
+
+
+def _scalars(p, dtype: torch.dtype, shapes: tuple[str, ...]) -> Scalars:
     real = np.float32 if dtype == torch.float32 else np.float64
     thr = real(p.threshold)
     c = real(SPLITTERS[dtype]) * thr
