@@ -32,10 +32,10 @@ from backend.app.digits_demo import load_digit_rasters
 from snnlib import SpikingLayer, SumPool2d
 
 
-def build_snn(batch_size: int) -> nn.Sequential:
+def build_snn(batch_size: int, threshold: float = 1.0) -> nn.Sequential:
     """The chip-mappable conv SNN for ``(batch_size * T, 1, 8, 8)`` batch-major inputs."""
     def spiking(name):
-        return SpikingLayer(threshold=1.0, batch_size=batch_size, layer_name=name)
+        return SpikingLayer(threshold=threshold, threshold_low=-threshold, batch_size=batch_size, layer_name=name)
 
     return nn.Sequential(OrderedDict([
         ("conv1", nn.Conv2d(1, 8, 3, padding=1, bias=False)), ("spk1", spiking("spk1")), ("pool1", SumPool2d(2)),

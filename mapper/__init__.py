@@ -32,3 +32,6 @@ from mapper.nir_interchange import (
 
 __all__ += ["LegalizationReport", "LegalizationWarning", "LossyImportError", "NIRExportError",
             "NIRImportError", "declared_input_shape", "export_nir", "import_nir"]
+from mapper.chip_aware import chip_aware
+
+__all__ += ["chip_aware"]
