@@ -172,3 +172,12 @@ def _read_frames(conn, request: bytes, until) -> list:
         data += conn.recv(65536)
         frames = wire_peer.decode(data)
     return frames
+
+
+def test_a_fresh_tcp_connection_gets_the_unasked_nonce_0_greeting_first():
+    with ServedEmulator(EmulatorServer(), "tcp") as served, socket.create_connection(
+            served.url.removeprefix("socket://").split(":")) as conn:
+        conn.settimeout(2.0)
+        frames = _read_frames(conn, b"", lambda f: f[0] == wire_peer.GREETING)
+        greeting = fr.Greeting.unpack(frames[0][2])
+        assert (greeting.nonce, greeting.boot_id) == (0, served.server.boot_id)
