@@ -92,5 +92,5 @@ def check_core(name: str, core, limits: Limits) -> list[Violation]:
             bad(f"pooling must be one of {limits.poolings}", d.pooling,
                 f"use pooling {max(p for p in limits.poolings if p <= max(d.pooling, 1))} "
                 "(chain two poolings of the allowed sizes, or add a stride)",
-                f"destinations.{i}.pooling")
+                f"destinations[{i}].pooling")
     return out

@@ -4,8 +4,9 @@ A :class:`ChipConfig` is what :func:`mapper.map_model` produces: one :class:`Cor
 used core (the fields of :class:`snnlib.CoreLayer`, destinations naming core ids, plus the
 model layer names it came from and its quantization scale), an optional :class:`DVSConfig`,
 and the slow-clock period. It is saved as canonical JSON (sorted keys, exact round trip) and
-validated against its chip spec on load; an invalid field raises :class:`ConfigError` naming
-the field path, e.g. ``cores.3.threshold_low``.
+validated on load and before every flash by :meth:`ChipConfig.validate`: the network rules of
+:meth:`snnlib.IntegerNetwork.problems` plus the chip spec's; a :class:`ConfigError` lists every
+problem with its field path, e.g. ``cores[3].threshold_low``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from snnlib import DVS_LAYER_ID, CoreLayer, Destination, DVSInput, IntegerNetwork
-from snnlib.network import INT8_RANGE, INT16_RANGE, RESET_MODES
+from snnlib.network import Problem
 
 from mapper.chips import ChipSpec, get_chip
 from mapper.checks import check_core
@@ -90,8 +91,8 @@ class ChipConfig:
         dvs = None
         if network.dvs is not None:
             dvs = DVSConfig(**{f.name: getattr(network.dvs, f.name) for f in dataclasses.fields(DVSInput)})
-        return cls.from_json(cls(spec.name, cores, dvs, network.slow_clock_period_us).to_json(),
-                             chip=spec)
+        config = cls(spec.name, cores, dvs, network.slow_clock_period_us).validate(spec)
+        return cls.from_json(config.to_json(), chip=spec)  # a copy, in the chip's integer widths
 
     def layer_display_names(self) -> dict[int, str]:
         """Core id -> the layer's display name (the model's conv / linear name, or a derived
@@ -108,6 +109,30 @@ class ChipConfig:
         if self.dvs is not None and self.dvs.monitor:
             monitored.add(DVS_LAYER_ID)
         return {lid: name for lid, name in self.layer_display_names().items() if lid in monitored}
+
+    # --- validation ----------------------------------------------------------------------
+    def problems(self, chip: str | ChipSpec | None = None) -> list[Problem]:
+        """Every problem of this config, each with its field path (``cores[3].weights``,
+        ``dvs.cut``): the network's (:meth:`snnlib.IntegerNetwork.problems`), then the rules
+        of the chip spec (``chip``, default: :attr:`chip`) for the cores the network rules
+        passed."""
+        try:
+            spec = get_chip(chip if chip is not None else self.chip)
+        except ChipSpecError as exc:
+            return [Problem("chip", str(exc))]
+        found = self.to_network().problems("cores")
+        paths = {p.path for p in found}
+        broken = {cid for cid in self.cores
+                  if any(p == f"cores[{cid}]" or p.startswith(f"cores[{cid}].") for p in paths)}
+        return found + [p for p in chip_problems(self, spec, skip=broken) if p.path not in paths]
+
+    def validate(self, chip: str | ChipSpec | None = None) -> "ChipConfig":
+        """Return ``self`` if :meth:`problems` finds none; else raise :class:`ConfigError`
+        listing them all. Every device's ``flash`` calls this before writing."""
+        found = self.problems(chip)
+        if found:
+            raise ConfigError(found)
+        return self
 
     # --- JSON ----------------------------------------------------------------------------
     def to_json(self) -> str:
@@ -131,30 +156,26 @@ class ChipConfig:
             raise ConfigError("<json>", f"not valid JSON: {exc}") from exc
         r = _Reader(data, "")
         r.keys({"chip", "version", "slow_clock_period_us", "cores", "dvs"})
-        version = r.int("version", 0, None)
+        version = r.int("version")
         if version != CONFIG_VERSION:
-            raise ConfigError("version", f"= {version}; this spikeflash reads format version "
+            raise ConfigError("version", f"{version}; this spikeflash reads format version "
                                          f"{CONFIG_VERSION} (re-map the model to regenerate it)")
         chip_name = r.str("chip")
-        try:
-            spec = get_chip(chip if chip is not None else chip_name)
-        except ChipSpecError as exc:
-            raise ConfigError("chip", str(exc)) from exc
+        cores_data = r.get("cores")
+        if not isinstance(cores_data, dict) or not all(key.isdigit() for key in cores_data):
+            raise ConfigError("cores", "expected an object core id (a decimal string) -> core")
+        cores = {int(key): _core_from(_Reader(cores_data[key], f"cores[{key}]"))
+                 for key in sorted(cores_data, key=lambda k: (len(k), k))}
+        dvs = None if r.get("dvs") is None else _dvs_from(_Reader(r.get("dvs"), "dvs"))
         period = r.get("slow_clock_period_us")
         if period is not None:
-            period = r.int("slow_clock_period_us", 1, None)
-        cores_data = r.get("cores")
-        if not isinstance(cores_data, dict):
-            raise ConfigError("cores", "expected an object core id -> core")
-        cores = {}
-        for key in sorted(cores_data, key=lambda k: (len(k), k)):
-            if not key.isdigit() or int(key) not in spec.cores:
-                raise ConfigError(f"cores.{key}", f"{spec.name} has no core {key!r}; its cores are "
-                                                  f"{sorted(spec.cores)}")
-            cores[int(key)] = _core_from(_Reader(cores_data[key], f"cores.{key}"))
-        dvs = None if r.get("dvs") is None else _dvs_from(_Reader(r.get("dvs"), "dvs"))
-        config = cls(chip_name, cores, dvs, period, version)
-        validate_config(config, spec)
+            period = r.int("slow_clock_period_us")
+        config = cls(chip_name, cores, dvs, period, version).validate(chip)
+        for core in config.cores.values():  # in range now: store the chip's integer widths
+            core.weights = core.weights.astype(np.int8)
+            for name in ("bias", "initial_state"):
+                if getattr(core, name) is not None:
+                    setattr(core, name, getattr(core, name).astype(np.int16))
         return config
 
     def save(self, path: str | Path) -> None:
@@ -183,61 +204,43 @@ def core_name(cid: int, core: CoreConfig) -> str:
     return core.layer_names[-1] if core.layer_names else f"core{cid}"
 
 
-def validate_config(config: ChipConfig, spec: ChipSpec) -> None:
-    """Check a config against its chip spec: §3 rules, memory, thresholds, routing."""
+def chip_problems(config: ChipConfig, spec: ChipSpec, skip: set[int] = frozenset()) -> list[Problem]:
+    """The rules of ``spec`` that a valid integer network can still break: core ids, the
+    per-layer limits (:func:`mapper.checks.check_core`), memory, the DVS sensor. Cores in
+    ``skip`` (invalid as a network) are not checked."""
+    found = []
     for cid, core in config.cores.items():
-        where = f"cores.{cid}"
-        for v in check_core(core_name(cid, core), core, spec.limits):
-            raise ConfigError(f"{where}.{v.field}", str(v))
-        f, c, _, _ = core.weights.shape
-        if core.input_shape[0] != c:
-            raise ConfigError(f"{where}.input_shape", f"{core.input_shape} has {core.input_shape[0]} "
-                                                      f"channels but the weights expect {c}")
+        where = f"cores[{cid}]"
+        if cid not in spec.cores:
+            found.append(Problem(where, f"{spec.name} has no core {cid}; its cores are {sorted(spec.cores)}"))
+            continue
+        if cid in skip:
+            continue
+        found += [Problem(f"{where}.{v.field}", f"{v.rule} (got {v.value}); fix: {v.fix}")
+                  for v in check_core(core_name(cid, core), core, spec.limits)]
         need = MemoryNeed.of(core.weights.shape, core.output_shape, core.bias is not None)
         if not need.fits(spec.cores[cid]):
             have = spec.cores[cid]
-            raise ConfigError(where, f"needs {need.kernel}/{need.neuron}/{need.bias} kernel/neuron/bias "
-                                     f"words but core {cid} has {have.kernel_words}/"
-                                     f"{have.neuron_words}/{have.bias_words}; move it to a larger core")
-        if core.threshold_low >= core.threshold_high:
-            raise ConfigError(f"{where}.threshold_low", f"= {core.threshold_low} must be below "
-                                                        f"threshold_high = {core.threshold_high}")
+            found.append(Problem(where, (
+                f"needs {need.kernel}/{need.neuron}/{need.bias} kernel/neuron/bias words but core {cid} "
+                f"has {have.kernel_words}/{have.neuron_words}/{have.bias_words}; move it to a larger core")))
         if core.threshold_low == 0:
-            raise ConfigError(f"{where}.threshold_low", "= 0 hits a hardware bug (chip-facts §11); use -1")
-        if core.bias is not None and core.bias.shape != (f,):
-            raise ConfigError(f"{where}.bias", f"shape {core.bias.shape}; expected ({f},)")
-        if core.initial_state is not None and core.initial_state.shape != core.output_shape:
-            raise ConfigError(f"{where}.initial_state", f"shape {core.initial_state.shape}; "
-                                                        f"expected {core.output_shape}")
-        _check_destinations(where, core.destinations, f, config.cores)
-    if config.dvs is not None:
-        if spec.dvs_size is None:
-            raise ConfigError("dvs", f"{spec.name} has no DVS stage; remove it")
-        if config.dvs.input_shape[0] != 2:
-            raise ConfigError("dvs.input_shape", f"{config.dvs.input_shape}; expected (2, h, w): the sensor "
-                              "has 2 polarities (for one input channel set merge_polarities=True)")
-        _, h, w = config.dvs.input_shape
+            found.append(Problem(f"{where}.threshold_low", "0 hits a hardware bug (chip-facts §11); use -1"))
+    dvs = config.dvs
+    if dvs is not None and spec.dvs_size is None:
+        found.append(Problem("dvs", f"{spec.name} has no DVS stage; remove it"))
+    elif dvs is not None:
+        _, h, w = dvs.input_shape
         if h > spec.dvs_size[0] or w > spec.dvs_size[1]:
-            raise ConfigError("dvs.input_shape", f"{h}x{w} is larger than the "
-                                                 f"{spec.dvs_size[0]}x{spec.dvs_size[1]} sensor of {spec.name}")
-        for axis, p in zip("yx", config.dvs.pooling):
-            if p not in spec.limits.poolings:
-                raise ConfigError("dvs.pooling", f"{p} ({axis}); must be one of {spec.limits.poolings}")
-        if len(config.dvs.destinations) > spec.limits.max_destinations:
-            raise ConfigError("dvs.destinations", f"{len(config.dvs.destinations)} destinations; at "
-                                                  f"most {spec.limits.max_destinations}")
-        _check_destinations("dvs", config.dvs.destinations, config.dvs.output_shape[0], config.cores)
-
-
-def _check_destinations(where: str, dests, channels: int, cores: dict) -> None:
-    for i, d in enumerate(dests):
-        if d.layer not in cores:
-            raise ConfigError(f"{where}.destinations.{i}.layer", f"= {d.layer} is not a configured "
-                                                                  f"core (cores: {sorted(cores)})")
-        if channels + d.feature_shift > cores[d.layer].input_shape[0]:
-            raise ConfigError(f"{where}.destinations.{i}.feature_shift",
-                              f"channels up to {channels + d.feature_shift - 1} do not fit the "
-                              f"{cores[d.layer].input_shape[0]} input channels of core {d.layer}")
+            found.append(Problem("dvs.input_shape", f"{h}x{w} is larger than the {spec.dvs_size[0]}x"
+                                                    f"{spec.dvs_size[1]} sensor of {spec.name}"))
+        if any(p not in spec.limits.poolings for p in dvs.pooling):
+            found.append(Problem("dvs.pooling", f"{tuple(dvs.pooling)}; each must be one of "
+                                                f"{spec.limits.poolings}"))
+        if len(dvs.destinations) > spec.limits.max_destinations:
+            found.append(Problem("dvs.destinations", f"{len(dvs.destinations)} destinations; at most "
+                                                     f"{spec.limits.max_destinations}"))
+    return found
 
 
 # --- (de)serialisation helpers ---------------------------------------------------------
@@ -282,7 +285,8 @@ def _dvs_to_dict(d: DVSConfig) -> dict:
 
 
 class _Reader:
-    """Typed access to one JSON object, raising ConfigError with the field path."""
+    """Typed access to one JSON object, raising ConfigError with the field path. It checks
+    only JSON types; value rules are :meth:`ChipConfig.problems`' (one validator)."""
 
     def __init__(self, data, path: str):
         if not isinstance(data, dict):
@@ -302,29 +306,29 @@ class _Reader:
     def get(self, key: str):
         return self.data[key]
 
-    def int(self, key: str, lo: int | None, hi: int | None) -> int:
-        return _as_int(self.data[key], self.at(key), lo, hi)
+    def int(self, key: str) -> int:
+        return _as_int(self.data[key], self.at(key))
 
-    def str(self, key: str, choices=None) -> str:
+    def str(self, key: str) -> str:
         v = self.data[key]
-        if not isinstance(v, str) or (choices is not None and v not in choices):
-            raise ConfigError(self.at(key), f"= {v!r}; expected " +
-                              (f"one of {list(choices)}" if choices else "a string"))
+        if not isinstance(v, str):
+            raise ConfigError(self.at(key), f"{v!r}; expected a string")
         return v
 
     def bool(self, key: str) -> bool:
         v = self.data[key]
         if not isinstance(v, bool):
-            raise ConfigError(self.at(key), f"= {v!r}; expected true or false")
+            raise ConfigError(self.at(key), f"{v!r}; expected true or false")
         return v
 
-    def pair(self, key: str, n: int = 2, lo: int | None = 0) -> tuple[int, ...]:
+    def ints(self, key: str, n: int = 2) -> tuple[int, ...]:
         v = self.data[key]
         if not isinstance(v, list) or len(v) != n:
-            raise ConfigError(self.at(key), f"= {v!r}; expected a list of {n} integers")
-        return tuple(_as_int(x, f"{self.at(key)}.{i}", lo, None) for i, x in enumerate(v))
+            raise ConfigError(self.at(key), f"{v!r}; expected a list of {n} integers")
+        return tuple(_as_int(x, f"{self.at(key)}[{i}]") for i, x in enumerate(v))
 
-    def array(self, key: str, ndim: int, lo_hi: tuple[int, int], dtype) -> np.ndarray:
+    def array(self, key: str, ndim: int) -> np.ndarray:
+        """A rectangular ``ndim``-d list of integers as int64 (ranges are checked later)."""
         v = self.data[key]
         try:
             a = np.array(v)
@@ -332,12 +336,7 @@ class _Reader:
             a = None
         if a is None or a.ndim != ndim or (a.size and a.dtype.kind not in "iu"):
             raise ConfigError(self.at(key), f"expected a rectangular {ndim}-d list of integers")
-        bad = (a < lo_hi[0]) | (a > lo_hi[1])
-        if bad.any():
-            idx = np.unravel_index(np.argmax(bad), a.shape)
-            raise ConfigError(f"{self.at(key)}" + "".join(f"[{i}]" for i in idx),
-                              f"= {a[idx]} is outside [{lo_hi[0]}, {lo_hi[1]}]")
-        return a.astype(dtype)
+        return a.astype(np.int64)
 
     def destinations(self, key: str) -> list[Destination]:
         v = self.data[key]
@@ -345,18 +344,15 @@ class _Reader:
             raise ConfigError(self.at(key), "expected a list of destinations")
         out = []
         for i, d in enumerate(v):
-            r = _Reader(d, f"{self.at(key)}.{i}")
+            r = _Reader(d, f"{self.at(key)}[{i}]")
             r.keys({"layer", "pooling", "feature_shift"})
-            out.append(Destination(r.int("layer", 0, None), r.int("pooling", 1, None),
-                                   r.int("feature_shift", 0, None)))
+            out.append(Destination(r.int("layer"), r.int("pooling"), r.int("feature_shift")))
         return out
 
 
-def _as_int(v, path: str, lo: int | None, hi: int | None) -> int:
+def _as_int(v, path: str) -> int:
     if not isinstance(v, int) or isinstance(v, bool):
-        raise ConfigError(path, f"= {v!r}; expected an integer")
-    if (lo is not None and v < lo) or (hi is not None and v > hi):
-        raise ConfigError(path, f"= {v} is outside [{lo}, {'inf' if hi is None else hi}]")
+        raise ConfigError(path, f"{v!r}; expected an integer")
     return v
 
 
@@ -366,22 +362,21 @@ def _core_from(r: _Reader) -> CoreConfig:
             "layer_names", "scale"})
     names = r.get("layer_names")
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise ConfigError(r.at("layer_names"), f"= {names!r}; expected a list of strings")
+        raise ConfigError(r.at("layer_names"), f"{names!r}; expected a list of strings")
     scale = r.get("scale")
     if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not scale > 0:
-        raise ConfigError(r.at("scale"), f"= {scale!r}; expected a positive number")
+        raise ConfigError(r.at("scale"), f"{scale!r}; expected a positive number")
     return CoreConfig(
-        weights=r.array("weights", 4, INT8_RANGE, np.int8),
-        input_shape=r.pair("input_shape", 3, 1),
-        threshold_high=r.int("threshold_high", *INT16_RANGE),
-        threshold_low=r.int("threshold_low", *INT16_RANGE),
-        stride=r.pair("stride", 2, 1),
-        padding=r.pair("padding"),
-        reset=r.str("reset", RESET_MODES),
-        bias=None if r.get("bias") is None else r.array("bias", 1, INT16_RANGE, np.int16),
+        weights=r.array("weights", 4),
+        input_shape=r.ints("input_shape", 3),
+        threshold_high=r.int("threshold_high"),
+        threshold_low=r.int("threshold_low"),
+        stride=r.ints("stride"),
+        padding=r.ints("padding"),
+        reset=r.str("reset"),
+        bias=None if r.get("bias") is None else r.array("bias", 1),
         leak_enable=r.bool("leak_enable"),
-        initial_state=(None if r.get("initial_state") is None
-                       else r.array("initial_state", 3, INT16_RANGE, np.int16)),
+        initial_state=None if r.get("initial_state") is None else r.array("initial_state", 3),
         destinations=r.destinations("destinations"),
         monitor=r.bool("monitor"),
         layer_names=list(names),
@@ -393,13 +388,13 @@ def _dvs_from(r: _Reader) -> DVSConfig:
     r.keys({"input_shape", "merge_polarities", "on_channel", "off_channel", "pooling", "origin",
             "cut", "mirror_x", "mirror_y", "mirror_diagonal", "destinations", "monitor"})
     return DVSConfig(
-        input_shape=r.pair("input_shape", 3, 1),
+        input_shape=r.ints("input_shape", 3),
         merge_polarities=r.bool("merge_polarities"),
         on_channel=r.bool("on_channel"),
         off_channel=r.bool("off_channel"),
-        pooling=r.pair("pooling", 2, 1),
-        origin=r.pair("origin"),
-        cut=None if r.get("cut") is None else r.pair("cut"),
+        pooling=r.ints("pooling"),
+        origin=r.ints("origin"),
+        cut=None if r.get("cut") is None else r.ints("cut"),
         mirror_x=r.bool("mirror_x"),
         mirror_y=r.bool("mirror_y"),
         mirror_diagonal=r.bool("mirror_diagonal"),

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from snnlib.errors import SpikeflashError
+from snnlib.network import InvalidNetworkError, Problem
 
 
 class ChipSpecError(SpikeflashError, ValueError):
@@ -14,19 +17,22 @@ class ChipSpecError(SpikeflashError, ValueError):
     """
 
 
-class ConfigError(SpikeflashError, ValueError):
-    """A :class:`~mapper.config.ChipConfig` (e.g. a hand-edited JSON file) is invalid.
+class ConfigError(InvalidNetworkError):
+    """A :class:`~mapper.config.ChipConfig` (e.g. a hand-edited JSON file) is invalid; raised
+    the same way by loading and by every device's ``flash``.
 
-    ``path`` names the offending field, e.g. ``"cores.3.threshold_low"``.
+    ``problems`` lists every :class:`snnlib.network.Problem` found and ``path`` names the
+    first offending field, e.g. ``"cores[3].threshold_low"``. It is an
+    :class:`snnlib.InvalidNetworkError` (and a ``ValueError``).
 
     Example scenarios:
       - a config file that is not JSON, has an unknown field or a newer format version
       - a core that needs more kernel memory than the chip's core has
+      - a DVS ``cut`` beyond the sensor, flashed to any device
     """
 
-    def __init__(self, path: str, message: str):
-        super().__init__(f"{path}: {message}")
-        self.path = path
+    def __init__(self, path: str | Sequence[Problem], message: str = ""):
+        super().__init__([Problem(path, message)] if isinstance(path, str) else path)
 
 
 class MappingError(SpikeflashError, ValueError):

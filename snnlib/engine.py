@@ -27,7 +27,7 @@ from numba.core.codegen import get_host_cpu_features
 from numba.extending import intrinsic
 
 from snnlib.events import EVENT_DTYPE, InvalidEventsError, check_events
-from snnlib.network import DVS_LAYER_ID, IntegerNetwork, InvalidNetworkError
+from snnlib.network import DVS_LAYER_ID, IntegerNetwork, InvalidNetworkError, Problem
 
 OVERFLOW_MODES = ("saturate", "wrap")
 LOWER_BOUND_MODES = ("clamp", "reject")
@@ -628,7 +628,7 @@ class EventSimulator:
             raise TypeError(f"options: got {type(options).__name__}; expected ChipModelOptions or None")
         network.validate()
         if not network.layers and network.dvs is None:
-            raise InvalidNetworkError("network: no layers and no DVS stage; nothing to simulate")
+            raise InvalidNetworkError([Problem("layers", "no layers and no DVS stage; nothing to simulate")])
         _check_acyclic(network)
         self.network, self.options = network, options
         self._ids = sorted(network.layers)
@@ -817,10 +817,10 @@ def _check_acyclic(network: IntegerNetwork) -> None:
             if state.get(d.layer) == 1:
                 full = path + [lid]
                 cycle = full[full.index(d.layer):] + [d.layer]
-                raise InvalidNetworkError(
-                    "layers " + " -> ".join(map(str, cycle)) + " form a cycle; the event-exact "
-                    "engine supports feed-forward networks (branches and merges, no recurrence)"
-                )
+                raise InvalidNetworkError([Problem(
+                    f"layers[{lid}].destinations", "layers " + " -> ".join(map(str, cycle)) +
+                    " form a cycle; the event-exact engine supports feed-forward networks "
+                    "(branches and merges, no recurrence)")])
             if d.layer not in state:
                 visit(d.layer, path + [lid])
         state[lid] = 2

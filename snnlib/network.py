@@ -13,7 +13,7 @@ pairs such as ``stride`` and ``padding`` are ``(y, x)``. The exact update rules 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -28,14 +28,37 @@ MAX_DESTINATIONS = 2
 DVS_LAYER_ID = 13
 
 
+@dataclass(frozen=True)
+class Problem:
+    """One invalid field: ``path`` as Python reaches it (``layers[3].weights[0, 1, 2, 0]``,
+    ``dvs.cut``) and ``message``, what is wrong with the value and how to fix it."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
 class InvalidNetworkError(SpikeflashError, ValueError):
     """An :class:`IntegerNetwork` field holds a value the chip model cannot represent.
+
+    ``problems`` lists every :class:`Problem` found (the message shows them all); ``path`` is
+    the first one's field path.
 
     Example scenarios:
       - a weight outside int8, a threshold outside int16, ``threshold_low >= threshold``
       - a destination naming a layer that does not exist, or a pooling factor other than 1/2/4
       - a DVS ``cut`` outside its input or a layer whose input shape does not match its source
     """
+
+    def __init__(self, problems: Sequence[Problem], *, hint: Optional[str] = None):
+        self.problems = list(problems)
+        self.path = self.problems[0].path if self.problems else ""
+        lines = [str(p) for p in self.problems]
+        text = lines[0] if len(lines) == 1 else f"{len(lines)} problems:\n" + "\n".join(
+            f"  {line}" for line in lines)
+        super().__init__(text, hint=hint)
 
 
 @dataclass
@@ -141,154 +164,159 @@ class IntegerNetwork:
             shapes[DVS_LAYER_ID] = self.dvs.input_shape
         return shapes
 
-    def validate(self) -> "IntegerNetwork":
-        """Check every field; raise :class:`InvalidNetworkError` naming the first problem."""
+    def problems(self, layers_name: str = "layers") -> list[Problem]:
+        """Every invalid field, in field order; empty when the network is valid. Paths start
+        with ``layers_name`` (a ``ChipConfig`` names its layer table ``cores``)."""
+        found: list[Problem] = []
         for lid, layer in self.layers.items():
+            where = f"{layers_name}[{lid!r}]"
             if isinstance(lid, bool) or not isinstance(lid, (int, np.integer)) or not 0 <= lid <= INT16_RANGE[1]:
-                raise InvalidNetworkError(
-                    f"layers: id {lid!r} is not an integer in [0, {INT16_RANGE[1]}] (ids travel in int16 event fields)"
-                )
-            _validate_layer(lid, layer, self.layers)
+                found.append(Problem(where, f"id {lid!r} is not an integer in [0, {INT16_RANGE[1]}] "
+                                            "(ids travel in int16 event fields)"))
+                continue
+            found += _layer_problems(where, layer, self.layers, layers_name)
         if self.dvs is not None:
             if DVS_LAYER_ID in self.layers:
-                raise InvalidNetworkError(
-                    f"layers: id {DVS_LAYER_ID} is taken by a core layer and by the DVS stage; "
-                    f"renumber the core layer (DVS events are addressed to layer {DVS_LAYER_ID})"
-                )
-            _validate_dvs(self.dvs, self.layers)
-        if self.slow_clock_period_us is not None and self.slow_clock_period_us <= 0:
-            raise InvalidNetworkError(
-                f"slow_clock_period_us={self.slow_clock_period_us}: must be a positive "
-                "number of microseconds, or None for no leak ticks"
-            )
+                found.append(Problem(f"{layers_name}[{DVS_LAYER_ID}]", (
+                    f"id {DVS_LAYER_ID} is taken by a core layer and by the DVS stage; renumber the "
+                    f"core layer (DVS events are addressed to layer {DVS_LAYER_ID})")))
+            found += _dvs_problems(self.dvs, self.layers, layers_name)
+        if self.slow_clock_period_us is not None and not (
+                _is_int(self.slow_clock_period_us) and self.slow_clock_period_us > 0):
+            found.append(Problem("slow_clock_period_us", (
+                f"{self.slow_clock_period_us!r}; must be a positive integer number of microseconds, "
+                "or None for no leak ticks")))
+        return found
+
+    def validate(self) -> "IntegerNetwork":
+        """Return ``self`` if valid; else raise :class:`InvalidNetworkError` listing every
+        problem of :meth:`problems`."""
+        found = self.problems()
+        if found:
+            raise InvalidNetworkError(found)
         return self
 
 
-def _index_text(idx) -> str:
-    return "[" + ", ".join(str(int(i)) for i in idx) + "]" if idx else ""
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
-def _check_int_range(where: str, name: str, arr, lo_hi: tuple[int, int]) -> None:
+def _int_range_problems(path: str, arr, lo_hi: tuple[int, int]) -> list[Problem]:
+    """The first non-integer or out-of-range element of ``arr`` (a scalar or an array)."""
     a = np.asarray(arr)
-    if a.size and not np.issubdtype(a.dtype, np.integer):
-        if not np.all(np.equal(np.mod(a, 1), 0)):
-            idx = np.unravel_index(np.argmax(np.mod(a, 1) != 0), a.shape)
-            raise InvalidNetworkError(
-                f"{where}: {name}{_index_text(idx)} = {a[idx]} is not an integer; quantize first "
-                "(e.g. with mapper.quantize)"
-            )
+    at = (lambda idx: path + ("[" + ", ".join(str(int(i)) for i in idx) + "]" if idx else ""))
+    if a.dtype.kind not in "iu":
+        with np.errstate(invalid="ignore"):
+            fraction = np.mod(a, 1) != 0 if a.dtype.kind == "f" else np.ones(a.shape, bool)
+            not_int = fraction | ~np.isfinite(a) if a.dtype.kind == "f" else fraction
+        if np.any(not_int):
+            idx = np.unravel_index(np.argmax(not_int), a.shape)
+            return [Problem(at(idx), f"{a[idx].item()!r} is not an integer; quantize first "
+                                     "(e.g. with mapper.quantize)")]
     lo, hi = lo_hi
     bad = (a < lo) | (a > hi)
     if np.any(bad):
         idx = np.unravel_index(np.argmax(bad), a.shape)
-        raise InvalidNetworkError(
-            f"{where}: {name}{_index_text(idx)} = {a[idx]} is outside [{lo}, {hi}]"
-        )
+        return [Problem(at(idx), f"{a[idx]} is outside [{lo}, {hi}]")]
+    return []
 
 
-def _validate_destinations(where: str, dests, layers) -> None:
+def _destination_problems(where: str, dests, channels: int, layers, layers_name: str) -> list[Problem]:
+    """Routing: at most two destinations, each to an existing layer with room for the
+    ``channels`` sent (after ``feature_shift``), with a legal pooling factor."""
+    found = []
     if len(dests) > MAX_DESTINATIONS:
-        raise InvalidNetworkError(
-            f"{where}: {len(dests)} destinations; the chip routes to at most {MAX_DESTINATIONS}"
-        )
+        found.append(Problem(f"{where}.destinations", (
+            f"{len(dests)} destinations; the chip routes to at most {MAX_DESTINATIONS} "
+            "(chain layers instead)")))
     for i, d in enumerate(dests):
+        at = f"{where}.destinations[{i}]"
         if d.layer not in layers:
-            raise InvalidNetworkError(
-                f"{where}: destinations[{i}].layer = {d.layer} is not a layer of the network "
-                f"(layers: {sorted(layers)})"
-            )
+            found.append(Problem(f"{at}.layer", f"{d.layer} is not a layer of the network "
+                                                f"({layers_name}: {sorted(layers)})"))
         if d.pooling not in POOLING_FACTORS:
-            raise InvalidNetworkError(
-                f"{where}: destinations[{i}].pooling = {d.pooling}; must be one of {POOLING_FACTORS}"
-            )
+            found.append(Problem(f"{at}.pooling", f"{d.pooling}; must be one of {POOLING_FACTORS}"))
         if d.feature_shift < 0:
-            raise InvalidNetworkError(
-                f"{where}: destinations[{i}].feature_shift = {d.feature_shift}; must be >= 0"
-            )
+            found.append(Problem(f"{at}.feature_shift", f"{d.feature_shift}; must be >= 0"))
+        elif d.layer in layers and _shape_ok(layers[d.layer]):
+            room = layers[d.layer].input_shape[0]
+            if channels + d.feature_shift > room:
+                found.append(Problem(f"{at}.feature_shift", (
+                    f"{d.feature_shift} sends channels up to {channels + d.feature_shift - 1} but "
+                    f"layer {d.layer} has {room} input channels")))
+    return found
 
 
-def _validate_layer(lid: int, layer: CoreLayer, layers) -> None:
-    where = f"layer {lid}"
+def _shape_ok(layer: CoreLayer) -> bool:
+    """Whether the weights are ``(f, c, k, k)`` and ``input_shape`` is ``(c, h, w)``."""
     w = np.asarray(layer.weights)
-    if w.ndim != 4 or w.shape[2] != w.shape[3]:
-        raise InvalidNetworkError(
-            f"{where}: weights shape {w.shape}; expected (f, c, k, k) with a square kernel"
-        )
-    if len(layer.input_shape) != 3 or w.shape[1] != layer.input_shape[0]:
-        raise InvalidNetworkError(
-            f"{where}: input_shape {layer.input_shape} does not match weights with "
-            f"{w.shape[1]} input channels; expected (c, h, w) with c = {w.shape[1]}"
-        )
-    _check_int_range(where, "weights", w, INT8_RANGE)
-    _check_int_range(where, "threshold_high", layer.threshold_high, INT16_RANGE)
-    _check_int_range(where, "threshold_low", layer.threshold_low, INT16_RANGE)
-    if layer.threshold_high < 1:
-        raise InvalidNetworkError(
-            f"{where}: threshold_high = {layer.threshold_high}; must be >= 1 (a neuron would fire "
-            "on every update)"
-        )
-    if layer.threshold_low >= layer.threshold_high:
-        raise InvalidNetworkError(
-            f"{where}: threshold_low = {layer.threshold_low} >= threshold_high = "
-            f"{layer.threshold_high}; the lower bound must lie below the firing threshold"
-        )
+    return (w.ndim == 4 and w.shape[2] == w.shape[3] and len(layer.input_shape) == 3
+            and w.shape[1] == layer.input_shape[0])
+
+
+def _layer_problems(where: str, layer: CoreLayer, layers, layers_name: str) -> list[Problem]:
+    w = np.asarray(layer.weights)
+    if not _shape_ok(layer):  # every other check needs the shapes
+        return [Problem(f"{where}.weights", (
+            f"shape {w.shape} with input_shape {tuple(layer.input_shape)}; expected weights "
+            "(f, c, k, k) with a square kernel and input_shape (c, h, w) with the same c"))]
+    found = _int_range_problems(f"{where}.weights", w, INT8_RANGE)
+    thresholds = [p for name in ("threshold_high", "threshold_low")
+                  for p in _int_range_problems(f"{where}.{name}", getattr(layer, name), INT16_RANGE)]
+    found += thresholds
+    if not thresholds and layer.threshold_high < 1:
+        found.append(Problem(f"{where}.threshold_high", (
+            f"{layer.threshold_high}; must be >= 1 (a neuron would fire on every update)")))
+    if not thresholds and layer.threshold_low >= layer.threshold_high:
+        found.append(Problem(f"{where}.threshold_low", (
+            f"{layer.threshold_low} >= threshold_high = {layer.threshold_high}; the lower "
+            "bound must lie below the firing threshold")))
     if layer.reset not in RESET_MODES:
-        raise InvalidNetworkError(f"{where}: reset = {layer.reset!r}; must be one of {RESET_MODES}")
-    if any(s < 1 for s in layer.stride) or any(p < 0 for p in layer.padding):
-        raise InvalidNetworkError(
-            f"{where}: stride {layer.stride} / padding {layer.padding}; strides must be >= 1 "
-            "and paddings >= 0"
-        )
+        found.append(Problem(f"{where}.reset", f"{layer.reset!r}; must be one of {RESET_MODES}"))
+    geometry = []
+    if any(s < 1 for s in layer.stride):
+        geometry.append(Problem(f"{where}.stride", f"{tuple(layer.stride)}; strides must be >= 1"))
+    if any(p < 0 for p in layer.padding):
+        geometry.append(Problem(f"{where}.padding", f"{tuple(layer.padding)}; paddings must be >= 0"))
+    if geometry:  # the output shape is undefined
+        return found + geometry
     f, ho, wo = layer.output_shape
     if ho < 1 or wo < 1:
-        raise InvalidNetworkError(
-            f"{where}: kernel {w.shape[2]} with padding {layer.padding} does not fit the input "
-            f"{layer.input_shape}"
-        )
+        found.append(Problem(f"{where}.weights", (
+            f"a {w.shape[2]}x{w.shape[3]} kernel with padding {tuple(layer.padding)} does not fit "
+            f"the input {tuple(layer.input_shape)}; use a smaller kernel or more padding")))
     if layer.bias is not None:
         b = np.asarray(layer.bias)
         if b.shape != (f,):
-            raise InvalidNetworkError(f"{where}: bias shape {b.shape}; expected ({f},)")
-        _check_int_range(where, "bias", b, INT16_RANGE)
+            found.append(Problem(f"{where}.bias", f"shape {b.shape}; expected ({f},)"))
+        else:
+            found += _int_range_problems(f"{where}.bias", b, INT16_RANGE)
     if layer.initial_state is not None:
         s = np.asarray(layer.initial_state)
         if s.shape != (f, ho, wo):
-            raise InvalidNetworkError(
-                f"{where}: initial_state shape {s.shape}; expected {(f, ho, wo)}"
-            )
-        _check_int_range(where, "initial_state", s, INT16_RANGE)
-    _validate_destinations(where, layer.destinations, layers)
-    for i, d in enumerate(layer.destinations):
-        if f + d.feature_shift > layers[d.layer].input_shape[0]:
-            raise InvalidNetworkError(
-                f"{where}: destinations[{i}] sends channels up to {f + d.feature_shift - 1} "
-                f"but layer {d.layer} has {layers[d.layer].input_shape[0]} input channels"
-            )
+            found.append(Problem(f"{where}.initial_state", f"shape {s.shape}; expected {(f, ho, wo)}"))
+        else:
+            found += _int_range_problems(f"{where}.initial_state", s, INT16_RANGE)
+    return found + _destination_problems(where, layer.destinations, f, layers, layers_name)
 
 
-def _validate_dvs(dvs: DVSInput, layers) -> None:
-    where = "dvs"
+def _dvs_problems(dvs: DVSInput, layers, layers_name: str) -> list[Problem]:
     if len(dvs.input_shape) != 3 or dvs.input_shape[0] != 2:
-        raise InvalidNetworkError(
-            f"{where}: input_shape {dvs.input_shape}; expected (2, h, w): the sensor has 2 polarities "
-            "(for one input channel set merge_polarities=True, and on_channel / off_channel to select)"
-        )
+        return [Problem("dvs.input_shape", (
+            f"{tuple(dvs.input_shape)}; expected (2, h, w): the sensor has 2 polarities (for one "
+            "input channel set merge_polarities=True, and on_channel / off_channel to select)"))]
     if any(p not in POOLING_FACTORS for p in dvs.pooling):
-        raise InvalidNetworkError(f"{where}: pooling {dvs.pooling}; each must be one of {POOLING_FACTORS}")
-    ph, pw = dvs.pooled_shape
-    cut = dvs.cut if dvs.cut is not None else (ph - 1, pw - 1)
-    for axis, name in enumerate(("y", "x")):
-        lo, hi, size = dvs.origin[axis], cut[axis], (ph, pw)[axis]
-        if not 0 <= lo <= hi < size:
-            raise InvalidNetworkError(
-                f"{where}: ROI {name} from origin {lo} to cut {hi} (inclusive); expected "
-                f"0 <= origin <= cut < {size}, the pooled size along {name}"
-            )
-    _validate_destinations(where, dvs.destinations, layers)
-    channels = dvs.output_shape[0]
-    for i, d in enumerate(dvs.destinations):
-        if channels + d.feature_shift > layers[d.layer].input_shape[0]:
-            raise InvalidNetworkError(
-                f"{where}: destinations[{i}] sends channels up to {channels + d.feature_shift - 1} "
-                f"but layer {d.layer} has {layers[d.layer].input_shape[0]} input channels"
-            )
+        return [Problem("dvs.pooling", f"{tuple(dvs.pooling)}; each must be one of {POOLING_FACTORS}")]
+    found = []
+    size = dvs.pooled_shape
+    frame = (f"in pooled coordinates: input {tuple(dvs.input_shape)} pooled by {tuple(dvs.pooling)} "
+             f"is {size[0]}x{size[1]}")
+    if not all(0 <= o < n for o, n in zip(dvs.origin, size)):
+        found.append(Problem("dvs.origin", f"{tuple(dvs.origin)} lies outside the input ({frame})"))
+    elif dvs.cut is not None and not all(o <= c < n for o, c, n in zip(dvs.origin, dvs.cut, size)):
+        found.append(Problem("dvs.cut", (
+            f"{tuple(dvs.cut)}; the inclusive bottom-right corner of the region of interest must "
+            f"lie between origin {tuple(dvs.origin)} and {(size[0] - 1, size[1] - 1)} ({frame})")))
+    if found:
+        return found
+    return _destination_problems("dvs", dvs.destinations, dvs.output_shape[0], layers, layers_name)

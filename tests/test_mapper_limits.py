@@ -146,18 +146,18 @@ def _dvs_into(shift: int) -> IntegerNetwork:
     return IntegerNetwork({0: layer}, DVSInput((2, 8, 8), destinations=[Destination(0, 1, shift)]))
 
 
-@pytest.mark.parametrize("build, where", [(_two_layers, "layer 0"), (_dvs_into, "dvs")])
+@pytest.mark.parametrize("build, where", [(_two_layers, "layers\\[0\\]"), (_dvs_into, "dvs")])
 def test_feature_shift_up_to_the_target_channels_is_accepted_and_one_more_rejected(build, where):
     # 2 channels into 4: shifts 0..2 put them on channels 0-1 .. 2-3; shift 3 would need channel 4
     for shift in (0, 1, 2):
         build(shift).validate()
         ChipConfig.from_network(build(shift))
-    with pytest.raises(InvalidNetworkError, match=f"{where}: destinations\\[0\\] sends channels up to 4 "
+    with pytest.raises(InvalidNetworkError, match=f"{where}.destinations\\[0\\].feature_shift: 3 sends channels up to 4 "
                                                   "but layer [01] has 4 input channels"):
         build(3).validate()
-    with pytest.raises(ConfigError, match="channels up to 4 do not fit the 4 input channels"):
+    with pytest.raises(ConfigError, match="destinations\\[0\\].feature_shift: 3 sends channels up to 4"):
         ChipConfig.from_network(build(3))
-    with pytest.raises(InvalidNetworkError, match="feature_shift = -1; must be >= 0"):
+    with pytest.raises(InvalidNetworkError, match="feature_shift: -1; must be >= 0"):
         build(-1).validate()
 
 
@@ -180,14 +180,14 @@ def test_integer_fields_accept_their_range_ends_and_reject_one_past(field, ok, b
     for value in ok:
         layer(value).validate()
     for value in bad:
-        with pytest.raises(InvalidNetworkError, match=f"{field}.* = {value}"):
+        with pytest.raises(InvalidNetworkError, match=rf"{field}(\[0, 0, 0, 0\])?: {value}[; ]"):
             layer(value).validate()
 
 
 def test_core_ids_of_the_chip_are_accepted_and_the_next_is_rejected():
     layer = CoreLayer(np.ones((1, 1, 1, 1), np.int8), (1, 1, 1), 1, -1)
     assert list(ChipConfig.from_network(IntegerNetwork({8: layer})).cores) == [8]
-    with pytest.raises(ConfigError, match="cores.9: speck2f has no core '9'"):
+    with pytest.raises(ConfigError, match=r"cores\[9\]: speck2f has no core 9"):
         ChipConfig.from_network(IntegerNetwork({9: layer}))
 
 

@@ -147,11 +147,14 @@ class Device(ABC):
 
     # -- the public interface ---------------------------------------------------------
     def flash(self, config: ChipConfig) -> None:
-        """Write ``config`` to the device and verify the digest it reports back."""
+        """Validate ``config`` (:meth:`mapper.ChipConfig.validate`: an invalid one raises
+        ``mapper.ConfigError`` on every device, before anything is sent), write it to the
+        device and verify the digest it reports back."""
         from mapper import ChipConfig
 
         if not isinstance(config, ChipConfig):
             raise TypeError(f"flash(config): expected a mapper.ChipConfig, got {type(config).__name__}")
+        config.validate()
         applied, sent = self._flash(config), self._digest(config)
         if applied != sent:
             raise FlashMismatch(

@@ -188,9 +188,7 @@ def decode_image(image: bytes) -> ChipConfig:
     """The :class:`mapper.ChipConfig` an image describes, validated against its chip spec
     (:class:`mapper.ConfigError` if the chip cannot run it). Raises :class:`ConfigImageError`
     naming the byte offset for bytes that are not a canonical image of format 1."""
-    from mapper import ChipConfig, get_chip
-    from mapper.config import validate_config
-    from mapper.errors import ChipSpecError, ConfigError
+    from mapper import ChipConfig
 
     r = _Walker(image)
     magic, fmt, head_size, size, n_sections, reserved, period, chip = r.unpack(HEADER, "the header")
@@ -230,12 +228,7 @@ def decode_image(image: bytes) -> ChipConfig:
         r.zeros(end - r.pos, f"padding of section {sid}")
     if r.pos != len(image):
         raise r.fail(f"{len(image) - r.pos} bytes after the last section")
-    config = ChipConfig(chip_name, cores, dvs, period or None)
-    try:
-        validate_config(config, get_chip(config.chip))
-    except ChipSpecError as exc:
-        raise ConfigError("chip", str(exc)) from exc
-    return config
+    return ChipConfig(chip_name, cores, dvs, period or None).validate()
 
 
 def _read_dests(r: _Walker, n: int, what: str) -> list[Destination]:
