@@ -1,4 +1,4 @@
-"""Allocation: core layers to cores under kernel, neuron and bias memory (chip-facts §1.4-§1.5).
+"""Allocation: core layers to cores under kernel, neuron and bias memory (``docs/chip-model.md``, "Memory formulas").
 
 A min-cost max-flow over the bipartite graph layer -> fitting core (networkx) finds a complete
 assignment whenever one exists; costs give earlier layers lower core ids, so the result is deterministic.

@@ -1,4 +1,4 @@
-"""The per-layer hardware rules of chip-facts §3, checked all at once.
+"""The per-layer limits of ``docs/chip-model.md``, checked all at once.
 
 Each rule that fails yields a :class:`Violation` with the layer name, the rule, the value and
 a concrete fix. :func:`check_core` works on anything shaped like a core layer (``weights``
@@ -34,7 +34,7 @@ def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
 
 
 def check_core(name: str, core, limits: Limits) -> list[Violation]:
-    """All §3 violations of one core layer (kernel, stride, padding, channels, map sizes,
+    """All per-layer limit violations of one core layer (kernel, stride, padding, channels, map sizes,
     destinations, pooling)."""
     f, c, kh, kw = core.weights.shape
     _, h, w = core.input_shape

@@ -1,6 +1,6 @@
 """Chip specs as data: cores with their memories, and the per-layer hardware limits.
 
-Built-in: ``speck2e`` and ``speck2f`` (9 cores, chip-facts §1.3, limits of §3). Other boards
+Built-in: ``speck2e`` and ``speck2f`` (``docs/chip-model.md``: "Cores and memory", "Per-layer limits"). Other boards
 that speak the spikeflash wire protocol are described by a JSON file (see
 :func:`load_chip_spec`) and passed to :func:`get_chip` by path.
 """
@@ -29,7 +29,7 @@ class CoreSpec:
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-layer hardware rules (chip-facts §3). Sizes are ``(height, width)``."""
+    """Per-layer hardware rules (``docs/chip-model.md``, "Per-layer limits"). Sizes are ``(height, width)``."""
 
     max_kernel_size: int = 16
     strides: tuple[int, ...] = (1, 2, 4, 8)

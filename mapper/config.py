@@ -225,7 +225,7 @@ def chip_problems(config: ChipConfig, spec: ChipSpec, skip: set[int] = frozenset
                 f"needs {need.kernel}/{need.neuron}/{need.bias} kernel/neuron/bias words but core {cid} "
                 f"has {have.kernel_words}/{have.neuron_words}/{have.bias_words}; move it to a larger core")))
         if core.threshold_low == 0:
-            found.append(Problem(f"{where}.threshold_low", "0 hits a hardware bug (chip-facts §11); use -1"))
+            found.append(Problem(f"{where}.threshold_low", "0 hits a hardware bug (docs/chip-model.md, limit 8); use -1"))
     dvs = config.dvs
     if dvs is not None and spec.dvs_size is None:
         found.append(Problem("dvs", f"{spec.name} has no DVS stage; remove it"))

@@ -1,4 +1,4 @@
-"""Memory needs of one core layer, with the exact formulas of chip-facts §1.4 (in words)."""
+"""Memory needs of one core layer, with the formulas of ``docs/chip-model.md``, "Memory formulas" (in words)."""
 
 from __future__ import annotations
 

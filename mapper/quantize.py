@@ -1,4 +1,4 @@
-"""Quantization (chip-facts §5, adapted): one scale per core layer so that weights fit int8
+"""Quantization (``docs/chip-model.md``, "Quantization"): one scale per core layer so that weights fit int8
 and thresholds, bias and state fit int16.
 
 For a tensor ``x`` and ``n`` bits, ``scale(x, n)`` is the largest factor with ``x * scale``

@@ -1,6 +1,6 @@
 """The event-exact simulator: the chip's integer semantics, one event at a time, compiled.
 
-The rules are those of ``docs/chip-model.md`` (chip-facts §4 and §12): one synaptic update is
+The rules are those of ``docs/chip-model.md`` (its rules 1-7): one synaptic update is
 ``v + w`` saturated to int16, bounded below by ``threshold_low``, then at most one spike with
 subtract or return-to-zero reset; targets of one event are updated in (f, y, x) order, their
 spikes are delivered depth-first to destination 0 then 1; pooling divides coordinates and
@@ -54,7 +54,7 @@ NEXT_TICK, PERIOD, LAST_T, PENDING, PENDING_T, TICK_LAYER = range(6)
 
 @dataclass(frozen=True)
 class ChipModelOptions:
-    """Rules that a real chip could implement differently; the defaults are chip-facts §12.
+    """Rules that a real chip could implement differently; the defaults are the settled rules of ``docs/chip-model.md``.
 
     ``overflow``: ``"saturate"`` (default) clips ``v + w`` to [-32768, 32767]; ``"wrap"`` wraps
     around as 16-bit two's complement. ``lower_bound``: ``"clamp"`` (default) sets

@@ -1,8 +1,8 @@
 """Plain-data description of an integer spiking network of "core layers", as the chip sees it.
 
 A core layer is conv -> integrate-and-fire -> (per-destination sum pooling). Layers are
-addressed by integer ids (the mapper uses core ids; :func:`snnlib.from_sequential`-style
-builders use 0, 1, 2, ...). Input events name the layer they enter; a DVS input stage is
+addressed by integer ids (the mapper uses core ids; :func:`snnlib.network_from_sequential`
+uses 0, 1, 2, ...). Input events name the layer they enter; a DVS input stage is
 addressed by :data:`DVS_LAYER_ID`.
 
 Shapes are ``(channels, height, width)``; weights are in torch layout ``(f, c, ky, kx)``;

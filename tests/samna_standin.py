@@ -1,4 +1,4 @@
-"""A small stand-in for the ``samna`` module, faithful to the API sinabs uses (chip-facts §7-§8),
+"""A small stand-in for the ``samna`` module, faithful to the API sinabs uses (``docs/chip-model.md``, "Boards and samna"),
 for unit tests of ``backend.devices.samna_devkit``: install it with
 ``monkeypatch.setitem(sys.modules, "samna", make_samna(...))``.
 

@@ -62,7 +62,7 @@ def test_time_stepped_equals_event_exact_under_section_12_conditions(seed, thr, 
 
 def test_documented_difference_weight_above_threshold():
     # weight 2·θ: the time-stepped layer emits floor(v/θ) = 2 spikes per input; the chip fires once
-    # per update and stays charged (chip-facts §4.2 rule 6), so the counts differ.
+    # per update and stays charged (docs/chip-model.md rule 1), so the counts differ.
     conv = torch.nn.Conv2d(1, 1, 1, bias=False)
     conv.weight.data.fill_(20.0)
     model = torch.nn.Sequential(conv, SpikingLayer(10, threshold_low=None))

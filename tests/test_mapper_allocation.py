@@ -1,4 +1,4 @@
-"""Memory formulas (§1.4 worked examples), allocation, diagnostics, quantization."""
+"""Memory formulas (the worked examples of docs/chip-model.md, "Memory formulas"), allocation, diagnostics, quantization."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every mapper limit at, below and above its value (chip-facts §1.4, §3; ``mapper.chips.Limits``).
+"""Every mapper limit at, below and above its value (``docs/chip-model.md``: "Memory formulas", "Per-layer limits"; ``mapper.chips.Limits``).
 
 A limit tested only far away from its value lets an off-by-one through (``<`` for ``<=``): here
 each value one below the limit and the limit itself map, and one past it is rejected with the

@@ -1,4 +1,4 @@
-"""Every §3 rule triggered once, with its message; all violations come in one report."""
+"""Every per-layer limit of docs/chip-model.md triggered once, with its message; all violations come in one report."""
 
 from __future__ import annotations
 

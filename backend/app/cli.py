@@ -40,7 +40,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     config = ChipConfig.load(args.config)
     events = load_events(args.events)
     with open_device(args.device) as device:
-        result = compare(config, device, events, flash=not args.no_flash, timeout=args.timeout)
+        result = compare(config, device, events, timeout=args.timeout)
     print(result)
     return 0 if result.bit_exact else 3
 
@@ -343,7 +343,6 @@ def build_parser() -> argparse.ArgumentParser:
     comp = _subcommand(sub, "compare", _cmd_compare, "run events on a device and in simulation; report the "
                        "first divergence (exit code 3 when they differ)")
     _add_run_arguments(comp)
-    comp.add_argument("--no-flash", action="store_true", help="run what the device holds instead of flashing")
     mapping = _subcommand(sub, "map", _cmd_map, "map a model file to a ChipConfig JSON and print the fit "
                           "report (exit code 2 and every problem when it does not fit)")
     mapping.add_argument("model", help="a torch.save'd nn.Module (.pt/.pth) or a NIR graph (.nir)")

@@ -1,6 +1,6 @@
 """``samna://<name>:<index>``: a SynSense Speck devkit driven through samna.
 
-Coded against samna's API as sinabs 3.x uses it (``docs/chip-facts.md`` §7-§8): discovery by
+Coded against samna's API as sinabs 3.x uses it (``docs/chip-model.md``, "Boards and samna"): discovery by
 ``device_type_name`` sorted by USB address, ``samna.device.open_device``, a model with
 ``apply_configuration`` and source/sink nodes joined to our own nodes by two
 ``samna.graph.EventFilterGraph``s, and the devkit stop-watch for timestamps. samna is imported
@@ -63,7 +63,7 @@ _SPECK2E = ("speck2e", "BasicSourceNode_speck2e_event_speck2e_input_event",
             "BasicSinkNode_speck2e_event_output_event")
 _SPECK2F = ("speck2f", "BasicSourceNode_speck2f_event_input_event",
             "BasicSinkNode_speck2f_event_output_event")
-#: URL name -> board (chip-facts §1.1)
+#: URL name -> board (``docs/chip-model.md``, "Boards and samna")
 BOARDS = {
     "speck2e": SamnaBoard("Speck2eTestBoard", *_SPECK2E),
     "speck2edevkit": SamnaBoard("Speck2eDevKit", *_SPECK2E),
@@ -104,7 +104,7 @@ def find_samna_devices(samna: Any) -> dict[str, Any]:
 
 
 def write_samna_configuration(network: IntegerNetwork, config: Any) -> Any:
-    """Fill a samna ``SpeckConfiguration`` from an integer network (chip-facts §7).
+    """Fill a samna ``SpeckConfiguration`` from an integer network (``docs/chip-model.md``, "Boards and samna").
 
     Weights go as ``[f][c][x][y]`` (torch's ky, kx swapped), initial states as ``[f][x][y]``.
     The DVS stage never passes sensor events: input comes from the host.

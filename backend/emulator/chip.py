@@ -44,7 +44,7 @@ class RunStats:
 
     ``events_in`` / ``events_out``: per core id, events that entered the core / spikes it
     produced. ``dropped``: events the router dropped (pooled coordinates outside the
-    destination map, over-budget events). ``last_t``: timestamp (µs) of the last input
+    destination map). ``last_t``: timestamp (µs) of the last input
     event processed, -1 when there was none.
     """
 
