@@ -103,14 +103,17 @@ def _backward_kernel(g_ptr, u_ptr, s_ptr, gx_ptr, k_ptr, n_steps, n_neurons,
         if SHAPE == STEP:  # as _iaf_torch.surrogate
             ds = tl.where(w >= thr - width, height, 0.0)
         else:
-            d = tl.math.fdiv(tl.abs(w - thr), width, ieee_rounding=True)
+            if w.dtype == tl.float32:  # float32 "/" may be approximate on GPUs: ask for IEEE
+                d = tl.math.fdiv(tl.abs(w - thr), width, ieee_rounding=True)
+            else:  # float64 "/" is IEEE
+                d = tl.abs(w - thr) / width
             if SHAPE == BOX:
                 ds = tl.where(d <= 1.0, height, 0.0)
             elif SHAPE == TRIANGLE:
                 ds = height * tl.maximum(1.0 - d.to(tl.float64), 0.0)
             elif SHAPE == FAST_SIGMOID:
                 d = 1.0 + d.to(tl.float64)
-                ds = tl.math.fdiv(height, d * d, ieee_rounding=True)
+                ds = height / (d * d)  # float64: IEEE
             else:  # GAUSSIAN
                 d = d.to(tl.float64)
                 ds = height * tl.exp(-0.5 * d * d)

@@ -226,3 +226,32 @@ def test_device_and_dtype_problems_say_device_or_dtype():
         integrate_and_fire(torch.zeros(1, 2, 3), torch.zeros(1, 3, dtype=torch.float64))
     with pytest.raises(TensorTypeError, match="out: on device meta"):
         integrate_and_fire(torch.zeros(1, 2, 3), torch.zeros(1, 3), out=torch.zeros(1, 2, 3, device="meta"))
+
+
+@needs_triton
+def test_triton_kernels_compile_for_a_gpu_without_fused_multiply_adds():
+    """The compiled path (not the interpreter): PTX for sm_90 builds without a GPU, every float
+    division IEEE-rounded and no multiply-add fused (the gaussian's exp() has its own)."""
+    import re
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    def ptx(kernel, pointers, constexprs, dtype):
+        signature = {name: f"*{dtype}" for name in pointers}
+        constexprs = {**constexprs, "BLOCK": 256}
+        signature.update({"n_steps": "i32", "n_neurons": "i32"}, **{name: "constexpr" for name in constexprs})
+        source = ASTSource(triton.JITFunction(kernel), signature, constexprs=constexprs)
+        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"enable_fp_fusion": False})
+        return set(re.findall(r"\b(fma\.\w+\.f\d+|div\.\w+\.f\d+)", compiled.asm["ptx"]))
+
+    forward_pointers = ("x_ptr", "v_ptr", "out_ptr", "u_ptr", "m_ptr", "k_ptr")
+    backward_pointers = ("g_ptr", "u_ptr", "s_ptr", "gx_ptr", "k_ptr")
+    for dtype, reset in (("fp32", False), ("fp64", True)):
+        assert ptx(_iaf_triton._forward_kernel, forward_pointers,
+                   {"SAVE": True, "RESET": reset, "NEGATIVE": not reset}, dtype) == set()
+    for dtype in ("fp32", "fp64"):
+        for shape, divisions in (("box", {f"div.rn.f{dtype[2:]}"}), ("fast_sigmoid", {f"div.rn.f{dtype[2:]}", "div.rn.f64"})):
+            constexprs = {"RESET": False, "NEGATIVE": True, "SHAPE": SURROGATE_SHAPES.index(shape)}
+            assert ptx(_iaf_triton._backward_kernel, backward_pointers, constexprs, dtype) == divisions
