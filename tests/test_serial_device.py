@@ -190,3 +190,14 @@ def test_a_configuration_for_another_chip_is_refused():
     with ServedEmulator(EmulatorServer(), "pty") as served, open_device(served.url) as board:
         with pytest.raises(VersionMismatch, match="device is a speck2f.*for speck2e"):
             board.flash(config)
+
+
+def test_a_slow_uart_link_rate_stretches_the_deadlines(pty_emulator):
+    from backend.protocol.timing import LINK_RATE, REQUEST_FLOOR_S
+
+    with open_device(pty_emulator.url, baudrate=115200, link_rate=115200 // 10) as device:
+        link = device.session.link
+        assert (link.link_rate, LINK_RATE) == (11_520, 1_000_000)
+        now = device.session.clock()
+        # 115,200 bytes take 10 s at 11.5 kB/s, not the 0.12 s the 1 MB/s default allows
+        assert device.session._deadline(115_200) - now >= REQUEST_FLOOR_S + 10.0

@@ -14,19 +14,17 @@ from backend.errors import DeviceNotFound, DeviceOpenError, FlashMismatch, Versi
 from backend.protocol.codec import MAX_PAYLOAD
 from backend.protocol.config_image import encode_image, image_digest
 from backend.protocol.session import HostSession
+from backend.protocol.timing import BAUDRATE, HANDSHAKE_TIMEOUT_S, LINK_RATE, RTO_S, WRITE_TIMEOUT_S
 
 if TYPE_CHECKING:
     from mapper import ChipConfig
 
-#: seconds a write may block before the device counts as stalled
-WRITE_TIMEOUT = 5.0
 
-
-def open_port(url: str, baudrate: int = 115200) -> serial.SerialBase:
+def open_port(url: str, baudrate: int = BAUDRATE) -> serial.SerialBase:
     """Open ``url`` with pyserial; raise :class:`DeviceNotFound` / :class:`DeviceOpenError`
     with a fix hint instead of pyserial's generic error."""
     try:
-        return serial.serial_for_url(url, baudrate=baudrate, timeout=0, write_timeout=WRITE_TIMEOUT,
+        return serial.serial_for_url(url, baudrate=baudrate, timeout=0, write_timeout=WRITE_TIMEOUT_S,
                                      **({} if "://" in url else {"exclusive": True}))
     except (serial.SerialException, OSError, ValueError) as exc:
         code, text = getattr(exc, "errno", None), str(exc)
@@ -48,16 +46,19 @@ def open_port(url: str, baudrate: int = 115200) -> serial.SerialBase:
 class SerialDevice(Device):
     """A device on the wire protocol. Opening greets it (handshake); a device that restarted
     raises :class:`DeviceReset` once, and the next operation greets it again and re-flashes
-    the last configuration. ``rto``: base retransmission timeout in s; ``max_payload``: the
-    largest frame payload the host accepts (bytes; smaller frames suit noisy links)."""
+    the last configuration. ``max_payload``: the largest frame payload the host accepts (bytes;
+    smaller frames suit noisy links). ``baudrate``, ``rto`` (s), ``link_rate`` (bytes/s; pass
+    ``baudrate // 10`` for a real UART) and ``handshake_timeout`` (s) default to
+    :mod:`backend.protocol.timing`."""
 
-    def __init__(self, url: str, *, baudrate: int = 115200, rto: float = 0.2,
-                 max_payload: int = MAX_PAYLOAD, handshake_timeout: float = 3.0):
+    def __init__(self, url: str, *, baudrate: int = BAUDRATE, rto: float = RTO_S,
+                 link_rate: float = LINK_RATE, max_payload: int = MAX_PAYLOAD,
+                 handshake_timeout: float = HANDSHAKE_TIMEOUT_S):
         super().__init__(url)
         port = open_port(url, baudrate)
         if hasattr(port, "reset_input_buffer"):
             port.reset_input_buffer()  # whatever an earlier session left behind
-        self.session = HostSession(port, url, rto=rto, max_payload=max_payload)
+        self.session = HostSession(port, url, rto=rto, link_rate=link_rate, max_payload=max_payload)
         try:
             self.greeting = self.session.handshake(handshake_timeout)
         except BaseException:

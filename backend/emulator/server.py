@@ -29,6 +29,7 @@ from backend.protocol import frames as fr
 from backend.protocol.codec import MAX_PAYLOAD, Frame
 from backend.protocol.frames import ErrorCode, FrameType
 from backend.protocol.link import Link
+from backend.protocol.timing import POLL_SLICE_S, RTO_S
 from snnlib.errors import SpikeflashError
 
 #: frames inside an open multi-frame transaction, whose errors are answered at its end
@@ -54,7 +55,7 @@ class EmulatorServer:
     retransmission timeout in s."""
 
     def __init__(self, make_chip: Optional[Callable[[], object]] = None, *, window: int = 16,
-                 max_payload: int = MAX_PAYLOAD, rto: float = 0.2):
+                 max_payload: int = MAX_PAYLOAD, rto: float = RTO_S):
         if make_chip is None:
             from backend.emulator.chip import EmulatedChip as make_chip
         self.make_chip, self.window, self.max_payload, self.rto = make_chip, window, max_payload, rto
@@ -128,7 +129,7 @@ class EmulatorServer:
                     announce = False
                     self._greet(0)
                 received = self.link.counters["frames_rx"]
-                self.link.pump(0.05)
+                self.link.pump(POLL_SLICE_S)
                 if not self.in_session and self.link.counters["frames_rx"] != received:
                     self._greet_unasked()  # any frame out of session, in order or not
                 while self.link.inbox:

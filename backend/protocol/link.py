@@ -19,9 +19,7 @@ from typing import Callable, Optional
 from backend.errors import LinkRestarted, LinkTimeout
 from backend.protocol.codec import Frame, FrameDecoder, encode_frame
 from backend.protocol.frames import CONTROL_TYPES, U16, FrameType
-
-#: the slowest byte rate the retransmission timeout allows for (bytes/s)
-MIN_LINK_RATE = 1_000_000
+from backend.protocol.timing import LINK_RATE, MAX_RETRIES, POLL_SLICE_S, RTO_S
 
 
 def _ahead(a: int, b: int) -> int:
@@ -35,6 +33,7 @@ class Link:
     ``write(data)`` sends raw bytes; ``receive(timeout_s)`` returns the bytes that arrived
     within ``timeout_s`` (``b""`` if none) or raises when the transport is gone.
     ``on_control(frame)`` gets every HELLO / GREETING. ``clock``: monotonic seconds.
+    ``rto``, ``max_retries``, ``link_rate``: see :mod:`backend.protocol.timing`.
     """
 
     def __init__(
@@ -43,12 +42,13 @@ class Link:
         receive: Callable[[float], bytes],
         on_control: Callable[[Frame], None],
         *,
-        rto: float = 0.2,
-        max_retries: int = 3,
+        rto: float = RTO_S,
+        max_retries: int = MAX_RETRIES,
+        link_rate: float = LINK_RATE,
         clock: Callable[[], float] = time.monotonic,
     ):
         self._write, self._receive, self._on_control = write, receive, on_control
-        self.rto, self.max_retries, self.clock = rto, max_retries, clock
+        self.rto, self.max_retries, self.link_rate, self.clock = rto, max_retries, link_rate, clock
         self.decoder = FrameDecoder()
         self.counters = dict.fromkeys(
             ("frames_tx", "frames_rx", "bytes_tx", "bytes_rx", "retransmits", "duplicates",
@@ -103,7 +103,7 @@ class Link:
         while not self.inbox:
             if self.clock() >= deadline:
                 return None
-            self.pump(min(0.05, max(0.0, deadline - self.clock())))
+            self.pump(min(POLL_SLICE_S, max(0.0, deadline - self.clock())))
         return self.inbox.popleft()
 
     def pump(self, timeout: float) -> None:
@@ -118,7 +118,7 @@ class Link:
     def _pump_until(self, deadline: float, waiting_for: str) -> None:
         if self.clock() >= deadline:
             raise LinkTimeout(f"timed out waiting for {waiting_for}", counters=self.stats())
-        self.pump(min(0.05, max(0.0, deadline - self.clock())))
+        self.pump(min(POLL_SLICE_S, max(0.0, deadline - self.clock())))
 
     def _handle(self, frames: list[Frame]) -> None:
         for frame in frames:
@@ -179,7 +179,7 @@ class Link:
         if not self._unacked:
             return
         in_flight = sum(len(w) for w in self._unacked.values())
-        timeout = (self.rto + in_flight / MIN_LINK_RATE) * 2 ** self._retries
+        timeout = (self.rto + in_flight / self.link_rate) * 2 ** self._retries
         if self.clock() - self._sent_at < timeout:
             return
         if self._retries >= self.max_retries:

@@ -37,16 +37,14 @@ from backend.errors import (
 from backend.protocol import frames as fr
 from backend.protocol.codec import MAX_PAYLOAD, Frame
 from backend.protocol.frames import FrameType
-from backend.protocol.link import MIN_LINK_RATE, Link
+from backend.protocol.link import Link
+from backend.protocol.timing import (HANDSHAKE_TIMEOUT_S, LINK_RATE, POLL_SLICE_S, REQUEST_FLOOR_S,
+                                     RTO_S, RUN_FLOOR_S, RUN_S_PER_EVENT)
 
 #: bytes the reader takes per read
 READ_SIZE = 1 << 20
 #: frames the host lets the device send before acknowledging (announced in HELLO)
 HOST_WINDOW = 16
-#: the default run deadline: this floor (s; covers e.g. an emulator compiling its engine) plus
-#: the transfer at 1 MB/s plus RUN_SECONDS_PER_EVENT per input event
-RUN_FLOOR_SECONDS = 10.0
-RUN_SECONDS_PER_EVENT = 10e-6
 #: device error codes with their own exception class; the others raise ProtocolError
 ERROR_CLASSES = {fr.ErrorCode.CONFIG_INVALID: FlashError, fr.ErrorCode.NOT_CONFIGURED: NotFlashed}
 
@@ -54,13 +52,14 @@ ERROR_CLASSES = {fr.ErrorCode.CONFIG_INVALID: FlashError, fr.ErrorCode.NOT_CONFI
 class HostSession:
     """Talks to one device on an open pyserial ``port`` (switched to non-blocking reads).
 
-    ``name``: shown in errors (the URL). ``rto``: base retransmission timeout in s.
+    ``name``: shown in errors (the URL). ``rto`` (s), ``link_rate`` (bytes/s): see
+    :mod:`backend.protocol.timing`.
     ``max_payload``: the largest frame payload the host accepts (bytes; smaller frames suit
     noisy links). ``clock``: monotonic seconds, injectable for tests.
     """
 
-    def __init__(self, port: serial.SerialBase, name: str, *, rto: float = 0.2,
-                 max_payload: int = MAX_PAYLOAD, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, port: serial.SerialBase, name: str, *, rto: float = RTO_S,
+                 link_rate: float = LINK_RATE, max_payload: int = MAX_PAYLOAD, clock: Callable[[], float] = time.monotonic):
         self.port, self.name, self.clock, self.max_payload = port, name, clock, max_payload
         port.timeout = 0  # the reader waits in select (or polls); reads never block
         self.greeting: Optional[fr.Greeting] = None
@@ -71,7 +70,7 @@ class HostSession:
         self._bytes: queue.Queue = queue.Queue()
         self._error: Optional[BaseException] = None
         self._closing = threading.Event()
-        self.link = Link(self._write, self._receive, self._on_control, rto=rto, clock=clock)
+        self.link = Link(self._write, self._receive, self._on_control, rto=rto, link_rate=link_rate, clock=clock)
         self.link.decoder.max_payload = max_payload  # what it announces, it accepts
         self._reader = threading.Thread(target=self._read_loop, name=f"spikeflash-reader {name}",
                                         daemon=True)
@@ -82,7 +81,7 @@ class HostSession:
         try:
             fd = self.port.fileno() if hasattr(self.port, "fileno") else None
             while not self._closing.is_set():
-                if fd is not None and not select.select([fd], [], [], 0.05)[0]:
+                if fd is not None and not select.select([fd], [], [], POLL_SLICE_S)[0]:
                     continue
                 data = self.port.read(READ_SIZE)  # non-blocking: what has arrived
                 if data:
@@ -149,7 +148,7 @@ class HostSession:
                           counters=self.link.stats(), hint="greet it again and flash the configuration")
 
     # -- handshake ----------------------------------------------------------------------------
-    def handshake(self, timeout: float = 3.0) -> fr.Greeting:
+    def handshake(self, timeout: float = HANDSHAKE_TIMEOUT_S) -> fr.Greeting:
         """Greet the device (HELLO, repeated every ``rto``) and wait up to ``timeout`` s for
         its GREETING; both sequence spaces restart at 0."""
         self.needs_handshake, self.greeting = True, None
@@ -163,7 +162,7 @@ class HostSession:
             self.link.send_control(FrameType.HELLO, hello)
             resend = min(deadline, self.clock() + self.link.rto)
             while self.greeting is None and self.clock() < resend:
-                self.link.pump(min(0.05, max(0.0, resend - self.clock())))
+                self.link.pump(min(POLL_SLICE_S, max(0.0, resend - self.clock())))
         greeting = self.greeting
         if greeting.version != fr.PROTOCOL_VERSION:
             raise VersionMismatch(f"{self.name}: device speaks protocol version {greeting.version}, "
@@ -174,8 +173,8 @@ class HostSession:
         return greeting
 
     # -- request plumbing ---------------------------------------------------------------------
-    def _deadline(self, n_bytes: int, floor: float = 2.0) -> float:
-        return self.clock() + floor + n_bytes / MIN_LINK_RATE
+    def _deadline(self, n_bytes: int, floor: float = REQUEST_FLOOR_S) -> float:
+        return self.clock() + floor + n_bytes / self.link.link_rate
 
     @contextmanager
     def _request(self) -> Iterator[None]:
@@ -294,11 +293,12 @@ class HostSession:
         """Send ``events`` (EVENT_DTYPE), stream the output events back until the device's
         end-of-run marker; return them (EVENT_DTYPE, device order) and the marker.
         ``until_us``: the device also applies the leak ticks up to this time (µs).
-        ``timeout`` in s; None: 10 s + the transfer at 1 MB/s + 10 µs per input event."""
+        ``timeout`` in s; None: ``RUN_FLOOR_S`` + the transfer at ``link_rate`` + ``RUN_S_PER_EVENT``
+        per input event (:mod:`backend.protocol.timing`)."""
         fr.check_events_fit(events)
         if timeout is None:
-            timeout = (RUN_FLOOR_SECONDS + 2 * 8 * len(events) / MIN_LINK_RATE
-                       + RUN_SECONDS_PER_EVENT * len(events))
+            timeout = (RUN_FLOOR_S + 2 * 8 * len(events) / self.link.link_rate
+                       + RUN_S_PER_EVENT * len(events))
         with self._request():
             deadline = self.clock() + timeout
             self.runs += 1

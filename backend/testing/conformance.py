@@ -19,6 +19,7 @@ from backend.protocol import frames as fr
 from backend.protocol.codec import MAX_PAYLOAD, Frame, FrameDecoder
 from backend.protocol.frames import FrameType
 from backend.protocol.link import Link
+from backend.protocol.timing import RTO_S
 
 
 class ConformanceError(ProtocolError, AssertionError):
@@ -34,7 +35,7 @@ class WireClient:
     """One connection to the device at ``url``. ``max_payload`` / ``window``: what this client
     announces it receives (small by default, so replies page); ``rto``: retransmission timeout, s."""
 
-    def __init__(self, url: str, *, max_payload: int = 256, window: int = 4, rto: float = 0.2):
+    def __init__(self, url: str, *, max_payload: int = 256, window: int = 4, rto: float = RTO_S):
         self.url, self.max_payload, self.window = url, max_payload, window
         self.port = open_port(url)
         if hasattr(self.port, "reset_input_buffer"):

@@ -16,6 +16,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from backend.protocol.timing import POLL_SLICE_S
+
 
 @dataclass
 class Faults:
@@ -67,7 +69,7 @@ class FaultyLink:
         faults, counters, held = self.faults[direction], self.counters[direction], b""
         try:
             while not self._closed.is_set():
-                if not select.select([src], [], [], 0.05)[0]:
+                if not select.select([src], [], [], POLL_SLICE_S)[0]:
                     if held:  # nothing followed the held-back piece: send it now
                         dst.sendall(held)
                         held = b""
