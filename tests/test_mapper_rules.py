@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import pytest
 import torch
@@ -81,12 +80,10 @@ def test_more_than_two_destinations():
     _has(_problems(Fan(), (2, 4, 4)), "conv: at most 2 destinations", "got 3")
 
 
-def test_all_violations_at_once_and_fast():
+def test_all_violations_at_once():
     model = seq(nn.Conv2d(2, 1100, (3, 5), stride=3, padding=9), SpikingLayer(), SumPool2d(3),
                 nn.Conv2d(1100, 4, 17), nn.ReLU())
-    start = time.perf_counter()
-    problems = _problems(model, (2, 140, 140))
-    assert time.perf_counter() - start < 1.0
+    problems = _problems(model, (2, 140, 140))  # how fast: benchmarks/bench_mapper.py
     for fragment in ["kernel must be square", "stride must be one of", "padding must be 0..7",
                      "at most 1024 output channels", "input map must be <= 128x128",
                      "pooling must be one of", "kernel size must be <= 16", "unsupported layer type"]:

@@ -84,22 +84,21 @@ def test_runs_through_the_pty_and_survives_garbage_on_the_line(pty_emulator):
         session.close()
 
 
-def test_emulator_going_away_mid_run_raises_device_disconnected():
+def test_emulator_going_away_mid_run_raises_device_disconnected(on_run):
     served = ServedEmulator(EmulatorServer(CountingChip), "pty")
     session = HostSession(open_port(served.url), served.url)
     session.handshake()
     session.flash(CONFIG)
-    CountingChip.on_run = staticmethod(served.unplug)
+    on_run(served.unplug)
     try:
         with pytest.raises(DeviceDisconnected):
             session.run(make_events(100_000), timeout=10)
     finally:
-        CountingChip.on_run = staticmethod(lambda: None)
         session.close()
         served.close()
 
 
-def test_ctrl_c_mid_run_leaves_the_device_stopped_and_usable(pty_emulator):
+def test_ctrl_c_mid_run_leaves_the_device_stopped_and_usable(pty_emulator, on_run):
     session = HostSession(open_port(pty_emulator.url), pty_emulator.url, rto=0.05)
     session.handshake()
     session.flash(CONFIG)
@@ -110,12 +109,12 @@ def test_ctrl_c_mid_run_leaves_the_device_stopped_and_usable(pty_emulator):
             interrupted.set()
             _thread.interrupt_main()
 
-    CountingChip.on_run = staticmethod(ctrl_c_once)
+    on_run(ctrl_c_once)
     try:
         with pytest.raises(KeyboardInterrupt):
             session.run(make_events(200_000))
     finally:
-        CountingChip.on_run = staticmethod(lambda: None)
+        on_run(lambda: None)
         session.close()  # sends STOP, waits for OK, closes the port
     assert not session.port.is_open
     again = HostSession(open_port(pty_emulator.url), pty_emulator.url)

@@ -43,7 +43,7 @@ class CountingChip:
     """Stand-in for the device core: output = input moved to layer+1; state counts inputs."""
 
     info = types.SimpleNamespace(chip="counting", firmware="test 1")
-    on_run = staticmethod(lambda: None)
+    on_run = staticmethod(lambda: None)  # what a run does first; tests set it with the on_run fixture
 
     def __init__(self):
         self.config = None
@@ -196,14 +196,14 @@ def test_device_that_stops_reading_raises_link_timeout():
         session.close()
 
 
-def test_device_reset_mid_run_is_detected_and_the_next_run_resyncs(served):
+def test_device_reset_mid_run_is_detected_and_the_next_run_resyncs(served, on_run):
     session = connect(served.url)
     try:
         session.flash(CONFIG)
-        CountingChip.on_run = staticmethod(served.server.reboot)
+        on_run(served.server.reboot)
         with pytest.raises(DeviceReset, match="restarted"):
             session.run(make_events(5000))
-        CountingChip.on_run = staticmethod(lambda: None)
+        on_run(lambda: None)
         assert session.needs_handshake
         with pytest.raises(DeviceReset):
             session.run(make_events(10))  # no silent use of a link that lost its device
@@ -215,36 +215,33 @@ def test_device_reset_mid_run_is_detected_and_the_next_run_resyncs(served):
         out, _ = session.run(events)
         np.testing.assert_array_equal(out, relabel(events))
     finally:
-        CountingChip.on_run = staticmethod(lambda: None)
         session.close()
 
 
-def test_unplug_mid_run_raises_device_disconnected(served):
+def test_unplug_mid_run_raises_device_disconnected(served, on_run):
     with FaultyLink(device_address(served)) as link:
         session = connect(link.url)
         session.flash(CONFIG)
-        CountingChip.on_run = staticmethod(link.unplug)
+        on_run(link.unplug)
         try:
             start = time.monotonic()
             with pytest.raises(DeviceDisconnected, match="unplugged") as info:
                 session.run(make_events(5000), timeout=5)
             assert time.monotonic() - start < 5.0 and info.value.counters is not None
         finally:
-            CountingChip.on_run = staticmethod(lambda: None)
             session.close()
         assert not session._reader.is_alive()
 
 
-def test_missing_end_of_run_marker_is_a_run_timeout_naming_progress(served):
+def test_missing_end_of_run_marker_is_a_run_timeout_naming_progress(served, on_run):
     session = connect(served.url)
     try:
         session.flash(CONFIG)
-        CountingChip.on_run = staticmethod(lambda: time.sleep(0.6))
+        on_run(lambda: time.sleep(0.6))
         events = make_events(100)
         with pytest.raises(RunTimeout, match=rf"read 0 output events .*last timestamp {events['t'][-1]} µs"):
             session.run(events, timeout=0.3)
     finally:
-        CountingChip.on_run = staticmethod(lambda: None)
         session.close()
 
 
