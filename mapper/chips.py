@@ -43,13 +43,15 @@ class Limits:
 
 @dataclass(frozen=True)
 class ChipSpec:
-    """One chip: ``cores`` (core id -> :class:`CoreSpec`), ``limits``, and the DVS sensor size
-    ``(height, width)`` (None: the chip has no DVS stage)."""
+    """One chip: ``cores`` (core id -> :class:`CoreSpec`), ``limits``, the DVS sensor size
+    ``(height, width)`` (None: the chip has no DVS stage), and its readout layer's channel
+    stride (4 on Speck 2e/2f, whose class k reads channel 4(k-1); None: no readout layer)."""
 
     name: str
     cores: dict[int, CoreSpec]
     limits: Limits = field(default_factory=Limits)
     dvs_size: tuple[int, int] | None = (128, 128)
+    readout_stride: int | None = None
 
     def to_json(self) -> str:
         """This spec in the file format :func:`load_chip_spec` reads."""
@@ -64,6 +66,7 @@ def _speck(name: str) -> ChipSpec:
     return ChipSpec(
         name,
         {i: CoreSpec(k * KI, n * KI, KI) for i, (k, n) in enumerate(zip(kernel, neuron))},
+        readout_stride=4,
     )
 
 
@@ -93,11 +96,12 @@ def get_chip(name_or_path: str | Path | ChipSpec) -> ChipSpec:
 
 
 def load_chip_spec(path: str | Path) -> ChipSpec:
-    """Read a user-defined chip spec. Format (``limits`` and ``dvs_size`` optional)::
+    """Read a user-defined chip spec. Format (``limits``, ``dvs_size`` and ``readout_stride``
+    optional; no readout layer by default)::
 
         {"name": "myboard",
          "cores": {"0": {"kernel_words": 16384, "neuron_words": 65536, "bias_words": 1024}},
-         "limits": {"max_kernel_size": 16, ...}, "dvs_size": [128, 128]}
+         "limits": {"max_kernel_size": 16, ...}, "dvs_size": [128, 128], "readout_stride": 4}
     """
     where = str(path)
     try:
@@ -126,7 +130,10 @@ def load_chip_spec(path: str | Path) -> ChipSpec:
     except TypeError as exc:
         raise ChipSpecError(f"{where}: limits: unknown field ({exc}); known: {list(asdict(Limits()))}") from exc
     dvs = data.get("dvs_size", [128, 128])
-    return ChipSpec(data["name"], dict(sorted(cores.items())), limits, tuple(dvs) if dvs else None)
+    stride = data.get("readout_stride")
+    if stride not in (None, 1, 4):
+        raise ChipSpecError(f"{where}: readout_stride = {stride!r}: expected 1, 4 or null (no readout layer)")
+    return ChipSpec(data["name"], dict(sorted(cores.items())), limits, tuple(dvs) if dvs else None, stride)
 
 
 def _nonneg_int(path: str, value) -> int:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from snnlib import DVS_LAYER_ID, CoreLayer, Destination, DVSInput, IntegerNetwork
+from snnlib import DVS_LAYER_ID, READOUT_LAYER_ID, CoreLayer, Destination, DVSInput, IntegerNetwork, Readout
 from snnlib.network import Problem
 
 from mapper.chips import ChipSpec, get_chip
@@ -56,13 +56,16 @@ class DVSConfig(DVSInput):
 
 @dataclass(eq=False)
 class ChipConfig:
-    """A whole chip configuration (see the module docstring). Equality = equal JSON."""
+    """A whole chip configuration (see the module docstring). Equality = equal JSON.
+    ``readout``: the readout layer (:class:`snnlib.Readout`, Speck 2e/2f), fed by the core
+    with a destination :data:`snnlib.READOUT_LAYER_ID`; absent from files without one."""
 
     chip: str
     cores: dict[int, CoreConfig]
     dvs: DVSConfig | None = None
     slow_clock_period_us: int | None = None
     version: int = CONFIG_VERSION
+    readout: Readout | None = None
 
     def __eq__(self, other) -> bool:
         return isinstance(other, ChipConfig) and self.to_json() == other.to_json()
@@ -75,7 +78,8 @@ class ChipConfig:
         if self.dvs is not None:
             dvs = DVSInput(**{f.name: getattr(self.dvs, f.name) for f in dataclasses.fields(DVSInput)})
         layers = {cid: core.to_core_layer() for cid, core in sorted(self.cores.items())}
-        return IntegerNetwork(layers, dvs, self.slow_clock_period_us)
+        readout = None if self.readout is None else Readout(**dataclasses.asdict(self.readout))
+        return IntegerNetwork(layers, dvs, self.slow_clock_period_us, readout)
 
     @classmethod
     def from_network(cls, network: IntegerNetwork, chip: str | ChipSpec = "speck2f") -> "ChipConfig":
@@ -91,7 +95,8 @@ class ChipConfig:
         dvs = None
         if network.dvs is not None:
             dvs = DVSConfig(**{f.name: getattr(network.dvs, f.name) for f in dataclasses.fields(DVSInput)})
-        config = cls(spec.name, cores, dvs, network.slow_clock_period_us).validate(spec)
+        readout = None if network.readout is None else Readout(**dataclasses.asdict(network.readout))
+        config = cls(spec.name, cores, dvs, network.slow_clock_period_us, readout=readout).validate(spec)
         return cls.from_json(config.to_json(), chip=spec)  # a copy, in the chip's integer widths
 
     def layer_display_names(self) -> dict[int, str]:
@@ -101,6 +106,8 @@ class ChipConfig:
         names = display_names(dict(sorted(self.cores.items())))
         if self.dvs is not None:
             names[DVS_LAYER_ID] = "dvs"
+        if self.readout is not None:
+            names[READOUT_LAYER_ID] = "readout"
         return names
 
     def monitored_layer_names(self) -> dict[int, str]:
@@ -108,6 +115,8 @@ class ChipConfig:
         monitored = {cid for cid, core in self.cores.items() if core.monitor}
         if self.dvs is not None and self.dvs.monitor:
             monitored.add(DVS_LAYER_ID)
+        if self.readout is not None:  # its events are always reported
+            monitored.add(READOUT_LAYER_ID)
         return {lid: name for lid, name in self.layer_display_names().items() if lid in monitored}
 
     # --- validation ----------------------------------------------------------------------
@@ -144,6 +153,8 @@ class ChipConfig:
             "cores": {str(cid): _core_to_dict(c) for cid, c in self.cores.items()},
             "dvs": None if self.dvs is None else _dvs_to_dict(self.dvs),
         }
+        if self.readout is not None:
+            data["readout"] = dataclasses.asdict(self.readout)
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     @classmethod
@@ -155,6 +166,7 @@ class ChipConfig:
         except (TypeError, json.JSONDecodeError) as exc:
             raise ConfigError("<json>", f"not valid JSON: {exc}") from exc
         r = _Reader(data, "")
+        readout = data.pop("readout", None) if isinstance(data, dict) else None
         r.keys({"chip", "version", "slow_clock_period_us", "cores", "dvs"})
         version = r.int("version")
         if version != CONFIG_VERSION:
@@ -170,7 +182,11 @@ class ChipConfig:
         period = r.get("slow_clock_period_us")
         if period is not None:
             period = r.int("slow_clock_period_us")
-        config = cls(chip_name, cores, dvs, period, version).validate(chip)
+        if readout is not None:
+            rr = _Reader(readout, "readout")
+            rr.keys({"threshold", "average", "channel_stride"})
+            readout = Readout(rr.int("threshold"), rr.int("average"), rr.int("channel_stride"))
+        config = cls(chip_name, cores, dvs, period, version, readout).validate(chip)
         for core in config.cores.values():  # in range now: store the chip's integer widths
             core.weights = core.weights.astype(np.int8)
             for name in ("bias", "initial_state"):
@@ -226,6 +242,12 @@ def chip_problems(config: ChipConfig, spec: ChipSpec, skip: set[int] = frozenset
                 f"has {have.kernel_words}/{have.neuron_words}/{have.bias_words}; move it to a larger core")))
         if core.threshold_low == 0:
             found.append(Problem(f"{where}.threshold_low", "0 hits a hardware bug (docs/chip-model.md, limit 8); use -1"))
+    if config.readout is not None and spec.readout_stride is None:
+        found.append(Problem("readout", f"{spec.name} has no readout layer; remove it"))
+    elif config.readout is not None and config.readout.channel_stride != spec.readout_stride:
+        found.append(Problem("readout.channel_stride", (
+            f"{config.readout.channel_stride}; {spec.name}'s readout reads class k from channel "
+            f"{spec.readout_stride}(k-1): use {spec.readout_stride}")))
     dvs = config.dvs
     if dvs is not None and spec.dvs_size is None:
         found.append(Problem("dvs", f"{spec.name} has no DVS stage; remove it"))

@@ -7,7 +7,10 @@ from dataclasses import dataclass, replace
 
 from torch import nn
 
-from snnlib import DVS_LAYER_ID, Destination
+import numpy as np
+
+from snnlib import DVS_LAYER_ID, READOUT_LAYER_ID, Destination, Readout
+from snnlib.readout import READOUT_CLASSES
 
 from mapper.allocate import allocate
 from mapper.checks import Violation, check_core
@@ -20,7 +23,7 @@ from mapper.memory import MemoryNeed
 from mapper.names import display_names
 from mapper.quantize import quantize_core
 from mapper.sinabs_models import convert_sinabs
-from mapper.report import CoreUsage, FitReport
+from mapper.report import CoreUsage, FitReport, Note
 
 
 @dataclass
@@ -58,7 +61,8 @@ class MappingResult:
 
 def map_model(model: nn.Module, input_shape, chip: str | ChipSpec = "speck2f", *,
               monitor=None, layer2core: dict[str, int] | None = None,
-              dvs: bool | DVSConfig = False, slow_clock_period_us: int | None = None) -> MappingResult:
+              dvs: bool | DVSConfig = False, slow_clock_period_us: int | None = None,
+              readout: bool | Readout = False) -> MappingResult:
     """Map a torch model onto ``chip`` (layers from torch, snnlib, or sinabs: see
     :mod:`mapper.sinabs_models`).
 
@@ -72,7 +76,11 @@ def map_model(model: nn.Module, input_shape, chip: str | ChipSpec = "speck2f", *
     select (``on_channel`` / ``off_channel``), mirror and ``monitor`` fields are used (``cut``,
     ``pooling``, ``merge_polarities`` and ``destinations`` follow from the model: one input
     channel merges the polarities). ``slow_clock_period_us``: leak tick period (µs) for layers
-    with a bias; a bias without it is a problem in the report.
+    with a bias; a bias without it is a problem in the report. ``readout``: True or a
+    :class:`snnlib.Readout` (threshold, moving-average length) to send the output layer's
+    spikes to the readout layer of Speck 2e/2f too: the output layer must be 1x1 with at most 15
+    classes; on those chips class k is read from channel 4(k-1) (an erratum), so its channels
+    are spread out to 0, 4, 8, ... (noted in the report).
     Raises :class:`MappingError` whose ``report`` lists every problem found.
     """
     spec = get_chip(chip)
@@ -84,6 +92,8 @@ def map_model(model: nn.Module, input_shape, chip: str | ChipSpec = "speck2f", *
         raise TypeError(f"layer2core={layer2core!r}: expected a dict model layer name -> core id")
     if not isinstance(dvs, (bool, DVSConfig)):
         raise TypeError(f"dvs={dvs!r}: expected True/False or a mapper.DVSConfig template")
+    if not isinstance(readout, (bool, Readout)):
+        raise TypeError(f"readout={readout!r}: expected True/False or an snnlib.Readout")
     if slow_clock_period_us is not None and (
             isinstance(slow_clock_period_us, bool) or not isinstance(slow_clock_period_us, int)
             or slow_clock_period_us < 1):
@@ -102,6 +112,10 @@ def map_model(model: nn.Module, input_shape, chip: str | ChipSpec = "speck2f", *
                 "--slow-clock-us), or train without bias (bias=False, no BatchNorm)"))
     if legal.dvs is not None:
         report.violations += _check_dvs(legal.dvs, spec, dvs if isinstance(dvs, DVSConfig) else None)
+    readout_core = None
+    if readout is not False:
+        readout_core, problems = _readout_source(legal, spec, slow_clock_period_us, report)
+        report.violations += problems
     names = display_names(legal.cores)
     report.layers = {names[key]: list(plan.layer_names) for key, plan in legal.cores.items()}
     core_of_name = {n: key for key, plan in legal.cores.items() for n in plan.layer_names}
@@ -125,14 +139,55 @@ def map_model(model: nn.Module, input_shape, chip: str | ChipSpec = "speck2f", *
             weights=q.weights, input_shape=plan.input_shape, threshold_high=q.threshold_high,
             threshold_low=q.threshold_low, stride=plan.stride, padding=plan.padding, reset=plan.reset,
             bias=q.bias, leak_enable=q.bias is not None,
-            destinations=[Destination(assignment[r.layer], r.pooling) for r in plan.destinations],
+            destinations=[Destination(assignment[r.layer], r.pooling) for r in plan.destinations]
+            + ([Destination(READOUT_LAYER_ID)] if key == readout_core else []),
             monitor=key in monitored, layer_names=plan.layer_names, scale=q.row.scale)
         report.memory.append(CoreUsage(cid, names[key], infos[key][0], spec.cores[cid]))
     report.memory.sort(key=lambda u: u.core)
     config = ChipConfig(spec.name, dict(sorted(cores.items())),
-                        _dvs_config(legal.dvs, dvs, assignment), slow_clock_period_us)
+                        _dvs_config(legal.dvs, dvs, assignment), slow_clock_period_us,
+                        readout=_readout_config(readout, spec))
     config = ChipConfig.from_json(config.to_json(), chip=spec)  # verify what we emit
     return MappingResult(config, report, [assignment[r.layer] for r in legal.entries])
+
+
+def _readout_source(legal: LegalNetwork, spec: ChipSpec, period, report: FitReport):
+    """The key of the core that feeds the readout and the problems found; spreads its
+    channels to the chip's readout stride (the erratum), with a note."""
+    exits = [key for key, plan in legal.cores.items() if plan.exit]
+    if spec.readout_stride is None:
+        return None, [Violation("readout", f"{spec.name} has no readout layer", "readout=True",
+                                "map with readout=False (speck2e and speck2f have one)")]
+    if len(exits) != 1:
+        return None, [Violation("readout", "one output layer feeds the readout", f"{len(exits)} output layers",
+                                "map with readout=False, or give the model one output layer")]
+    plan, problems = legal.cores[exits[0]], []
+    f, h, w = plan.output_shape
+    if (h, w) != (1, 1) or f > READOUT_CLASSES:
+        problems.append(Violation(plan.name, f"the readout takes a 1x1 output of at most {READOUT_CLASSES} classes",
+                                  f"{f}x{h}x{w}", "end the model with a Linear layer of <= 15 outputs"))
+    if period is None:
+        problems.append(Violation("readout", "the readout's moving average ticks with the slow clock",
+                                  "slow_clock_period_us=None", "pass slow_clock_period_us (CLI: --slow-clock-us)"))
+    stride = spec.readout_stride
+    if not problems and stride != 1:
+        spread = np.zeros((stride * (f - 1) + 1, *plan.weights.shape[1:]))
+        spread[::stride] = plan.weights
+        plan.weights = spread
+        if plan.bias is not None:
+            bias = np.zeros(len(spread))
+            bias[::stride] = plan.bias
+            plan.bias = bias
+        report.transformations.append(Note(plan.name, f"readout erratum of {spec.name}: output channel k-1 moved "
+                                                      f"to channel {stride}(k-1), read as class k"))
+    return exits[0], problems
+
+
+def _readout_config(readout, spec: ChipSpec) -> Readout | None:
+    if readout is False:
+        return None
+    base = readout if isinstance(readout, Readout) else Readout()
+    return Readout(base.threshold, base.average, spec.readout_stride)
 
 
 def _check_shape(input_shape) -> tuple[int, int, int]:

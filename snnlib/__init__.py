@@ -19,6 +19,7 @@ from snnlib.network import (
     IntegerNetwork,
     InvalidNetworkError,
 )
+from snnlib.readout import READOUT_LAYER_ID, Readout
 from snnlib.functional import (
     SURROGATE_SHAPES,
     IAFParameters,

@@ -28,6 +28,7 @@ from numba.extending import intrinsic
 
 from snnlib.events import EVENT_DTYPE, InvalidEventsError, check_events
 from snnlib.network import DVS_LAYER_ID, IntegerNetwork, InvalidNetworkError, Problem
+from snnlib.readout import ReadoutState
 
 OVERFLOW_MODES = ("saturate", "wrap")
 LOWER_BOUND_MODES = ("clamp", "reject")
@@ -665,8 +666,12 @@ class EventSimulator:
         dest = np.full((len(ids) + 1, 2, 3), -1, dtype=np.int64)
         sources = [net.layers[lid].destinations for lid in ids] + [net.dvs.destinations if net.dvs else []]
         for s, dests in enumerate(sources):
-            for slot, d in enumerate(dests):
+            for slot, d in enumerate(d for d in dests if d.layer in self._index):  # not the readout
                 dest[s, slot] = self._index[d.layer], d.pooling, d.feature_shift
+        # the readout's source is monitored inside; run() keeps its events only if asked for
+        self._readout_source = net.readout_source() if net.readout is not None else None
+        if self._readout_source is not None:
+            lp[self._index[self._readout_source], MONITOR] = 1
         self._lp, self._thr, self._dest = lp, thr, dest
         self._weights = np.concatenate(weights) if weights else np.zeros(0, np.int8)
         self._bias = np.concatenate(bias) if bias else np.zeros(0, np.int16)
@@ -699,6 +704,8 @@ class EventSimulator:
         self._counters = np.zeros((len(self._ids) + 1, len(COUNTER_NAMES)), dtype=np.int64)
         period = (self.network.slow_clock_period_us or 0) if self._lp[:, LEAK].any() else 0
         self._clock = np.array([period, period, np.iinfo(np.int64).min, 0, 0, -1], dtype=np.int64)
+        self._readout = (None if self._readout_source is None
+                         else ReadoutState(self.network.readout, self.network.slow_clock_period_us))
 
     def run(self, events: np.ndarray, until_us: int | None = None) -> np.ndarray:
         """Process ``events`` (:data:`EVENT_DTYPE`, sorted by t, continuing after the previous
@@ -730,10 +737,20 @@ class EventSimulator:
                 self._clock, self._spikes, self._bits, self._order, self._stack, self._out, n_out,
             )
             if not room:
-                return self._hand_over(n_out)
+                out = self._hand_over(n_out)
+                return out if self._readout is None else self._with_readout(out, until_us)
             grown = np.empty(max(2 * len(self._out), n_out + room), dtype=EVENT_DTYPE)
             grown[:n_out] = self._out[:n_out]
             self._out = grown
+
+    def _with_readout(self, out: np.ndarray, until_us: int) -> np.ndarray:
+        """``out`` with the readout's events merged in time order (each before the events at
+        or after its tick), and the readout source's own events only if it is monitored."""
+        source = out["layer"] == self._readout_source
+        ticks = self._readout.advance(out[source], until_us)
+        if not self.network.layers[self._readout_source].monitor:
+            out = out[~source]
+        return np.insert(out, np.searchsorted(out["t"], ticks["t"], side="left"), ticks)
 
     def _hand_over(self, n_out: int) -> np.ndarray:
         """The first ``n_out`` output events. A buffer at least half full is handed over as it
@@ -814,6 +831,8 @@ def _check_acyclic(network: IntegerNetwork) -> None:
     def visit(lid: int, path: list[int]) -> None:
         state[lid] = 1
         for d in network.layers[lid].destinations:
+            if d.layer not in network.layers:  # the readout layer, a sink
+                continue
             if state.get(d.layer) == 1:
                 full = path + [lid]
                 cycle = full[full.index(d.layer):] + [d.layer]

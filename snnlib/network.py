@@ -18,6 +18,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from snnlib.errors import SpikeflashError
+from snnlib.readout import READOUT_AVERAGES, READOUT_CLASSES, READOUT_LAYER_ID, Readout
 
 INT8_RANGE = (-128, 127)
 INT16_RANGE = (-32768, 32767)
@@ -148,7 +149,9 @@ class DVSInput:
 
 @dataclass
 class IntegerNetwork:
-    """A whole integer network: core layers by id, an optional DVS stage, the leak clock.
+    """A whole integer network: core layers by id, an optional DVS stage, the leak clock and
+    an optional readout layer (:class:`snnlib.readout.Readout`), which the one core with a
+    destination :data:`READOUT_LAYER_ID` feeds.
 
     ``slow_clock_period_us``: leak ticks happen at P, 2P, 3P, ... µs; None = no leak ticks.
     """
@@ -156,6 +159,7 @@ class IntegerNetwork:
     layers: dict[int, CoreLayer]
     dvs: Optional[DVSInput] = None
     slow_clock_period_us: Optional[int] = None
+    readout: Optional[Readout] = None
 
     def input_shapes(self) -> dict[int, tuple[int, int, int]]:
         """``{layer id: (c, h, w)}`` of every layer that accepts input events (cores and DVS)."""
@@ -186,7 +190,7 @@ class IntegerNetwork:
             found.append(Problem("slow_clock_period_us", (
                 f"{self.slow_clock_period_us!r}; must be a positive integer number of microseconds, "
                 "or None for no leak ticks")))
-        return found
+        return found + _readout_problems(self, layers_name)
 
     def validate(self) -> "IntegerNetwork":
         """Return ``self`` if valid; else raise :class:`InvalidNetworkError` listing every
@@ -196,6 +200,48 @@ class IntegerNetwork:
             raise InvalidNetworkError(found)
         return self
 
+    def readout_source(self) -> Optional[int]:
+        """The id of the layer that feeds the readout (None without one)."""
+        return next(iter(_readout_sources(self)), None)
+
+
+def _readout_sources(net: IntegerNetwork) -> list[int]:
+    """Layers with a destination :data:`READOUT_LAYER_ID` that is not a core layer of ``net``."""
+    if READOUT_LAYER_ID in net.layers:
+        return []
+    return [lid for lid, layer in net.layers.items() if any(d.layer == READOUT_LAYER_ID for d in layer.destinations)]
+
+
+def _readout_problems(net: IntegerNetwork, layers_name: str) -> list[Problem]:
+    """The readout: one 1x1 source layer that fits its classes, the slow clock, legal fields."""
+    sources, r = _readout_sources(net), net.readout
+    if r is None:
+        return [Problem(f"{layers_name}[{lid}].destinations", (
+            f"a destination is the readout layer ({READOUT_LAYER_ID}) but the network has no readout; "
+            "set readout=Readout(...)")) for lid in sources]
+    if READOUT_LAYER_ID in net.layers:
+        return [Problem(f"{layers_name}[{READOUT_LAYER_ID}]", (
+            f"id {READOUT_LAYER_ID} is the readout layer's; renumber the core layer"))]
+    found = []
+    if len(sources) != 1:
+        found.append(Problem("readout", f"fed by {len(sources)} layers {sources}; exactly one layer must "
+                                        f"have the destination {READOUT_LAYER_ID}"))
+    if net.slow_clock_period_us is None:
+        found.append(Problem("readout", "its moving average ticks with the slow clock; set slow_clock_period_us"))
+    if not (_is_int(r.threshold) and 0 <= r.threshold <= 65535):
+        found.append(Problem("readout.threshold", f"{r.threshold!r}; must be an integer in [0, 65535]"))
+    if r.average not in READOUT_AVERAGES:
+        found.append(Problem("readout.average", f"{r.average!r}; must be one of {READOUT_AVERAGES}"))
+    if r.channel_stride not in (1, 4):
+        found.append(Problem("readout.channel_stride", f"{r.channel_stride!r}; must be 1 or 4"))
+    elif len(sources) == 1 and _shape_ok(net.layers[sources[0]]):
+        f, h, w = net.layers[sources[0]].output_shape
+        most = r.channel_stride * (READOUT_CLASSES - 1) + 1
+        if (h, w) != (1, 1) or f > most:
+            found.append(Problem(f"{layers_name}[{sources[0]}]", (
+                f"feeds the readout with a {f}x{h}x{w} map; the readout takes a 1x1 map of at most {most} "
+                f"channels ({READOUT_CLASSES} classes, channel {r.channel_stride}(k-1) -> class k)")))
+    return found
 
 def _is_int(v) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
@@ -221,9 +267,11 @@ def _int_range_problems(path: str, arr, lo_hi: tuple[int, int]) -> list[Problem]
     return []
 
 
-def _destination_problems(where: str, dests, channels: int, layers, layers_name: str) -> list[Problem]:
+def _destination_problems(where: str, dests, channels: int, layers, layers_name: str,
+                          readout: bool = False) -> list[Problem]:
     """Routing: at most two destinations, each to an existing layer with room for the
-    ``channels`` sent (after ``feature_shift``), with a legal pooling factor."""
+    ``channels`` sent (after ``feature_shift``), with a legal pooling factor; with ``readout``
+    (a core's destinations) also the readout layer (checked by :func:`_readout_problems`)."""
     found = []
     if len(dests) > MAX_DESTINATIONS:
         found.append(Problem(f"{where}.destinations", (
@@ -231,6 +279,8 @@ def _destination_problems(where: str, dests, channels: int, layers, layers_name:
             "(chain layers instead)")))
     for i, d in enumerate(dests):
         at = f"{where}.destinations[{i}]"
+        if readout and d.layer == READOUT_LAYER_ID and READOUT_LAYER_ID not in layers:
+            continue
         if d.layer not in layers:
             found.append(Problem(f"{at}.layer", f"{d.layer} is not a layer of the network "
                                                 f"({layers_name}: {sorted(layers)})"))
@@ -297,7 +347,7 @@ def _layer_problems(where: str, layer: CoreLayer, layers, layers_name: str) -> l
             found.append(Problem(f"{where}.initial_state", f"shape {s.shape}; expected {(f, ho, wo)}"))
         else:
             found += _int_range_problems(f"{where}.initial_state", s, INT16_RANGE)
-    return found + _destination_problems(where, layer.destinations, f, layers, layers_name)
+    return found + _destination_problems(where, layer.destinations, f, layers, layers_name, readout=True)
 
 
 def _dvs_problems(dvs: DVSInput, layers, layers_name: str) -> list[Problem]:

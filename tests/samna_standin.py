@@ -23,6 +23,7 @@ import numpy as np
 
 from snnlib.events import EVENT_DTYPE
 from snnlib.network import DVS_LAYER_ID, CoreLayer, Destination, DVSInput, IntegerNetwork
+from snnlib.readout import READOUT_LAYER_ID, Readout
 
 
 class _Record:
@@ -52,7 +53,9 @@ def SpeckConfiguration():  # noqa: N802 (samna's class name)
     dvs = _Record(merge=False, on_channel=True, off_channel=True, pooling=xy(1), origin=xy(0),
                   cut=xy(127), mirror=xy(False), mirror_diagonal=False, monitor_enable=False,
                   pass_sensor_events=True, destinations=[_destination(), _destination()])
-    return _Record(cnn_layers=[_cnn_layer() for _ in range(9)], dvs_layer=dvs)
+    readout = _Record(enable=False, readout_configuration_sel=0, threshold=0, low_pass_filter_disable=False,
+                      low_pass_filter32_not16=False, readout_pin_monitor_enable=False)
+    return _Record(cnn_layers=[_cnn_layer() for _ in range(9)], dvs_layer=dvs, readout=readout)
 
 
 def _event_types():
@@ -60,6 +63,7 @@ def _event_types():
         Spike=type("Spike", (_Record,), {}),
         DvsEvent=type("DvsEvent", (_Record,), {}),
         ReadNeuronValue=type("ReadNeuronValue", (_Record,), {}),
+        ReadoutPinValue=type("ReadoutPinValue", (_Record,), {}),
         NeuronValue=type("NeuronValue", (_Record,), {}),
     )
 
@@ -88,7 +92,12 @@ def config_to_network(config, slow_clock_period_us=None) -> IntegerNetwork:
         dvs = DVSInput((2, 128, 128), d.merge, d.on_channel, d.off_channel, (d.pooling.y, d.pooling.x),
                        (d.origin.y, d.origin.x), (d.cut.y, d.cut.x), d.mirror.x, d.mirror.y,
                        d.mirror_diagonal, dests(d.destinations), d.monitor_enable)
-    return IntegerNetwork(layers, dvs, slow_clock_period_us)
+    ro = config.readout
+    readout = None
+    if ro.enable and ro.readout_pin_monitor_enable and ro.readout_configuration_sel == 0b11:
+        average = 1 if ro.low_pass_filter_disable else 32 if ro.low_pass_filter32_not16 else 16
+        readout = Readout(ro.threshold, average, 4)  # Speck 2e/2f: class k reads channel 4(k-1)
+    return IntegerNetwork(layers, dvs, slow_clock_period_us, readout)
 
 
 class _Node:
@@ -137,7 +146,9 @@ class _Model:
                 continue
             if pending:
                 out = self.engine.run(np.array(pending, EVENT_DTYPE))
-                self.source.write([ev.Spike(layer=int(o["layer"]), feature=int(o["channel"]),
+                self.source.write([ev.ReadoutPinValue(index=int(o["channel"]), timestamp=int(o["t"]))
+                                   if o["layer"] == READOUT_LAYER_ID else
+                                   ev.Spike(layer=int(o["layer"]), feature=int(o["channel"]),
                                             y=int(o["y"]), x=int(o["x"]), timestamp=int(o["t"]))
                                    for o in out])
                 pending = []

@@ -106,7 +106,7 @@ def test_a_changed_byte_is_refused_or_decodes_to_a_config_that_reencodes_to_it(d
 _SMALL = _small()
 
 
-def test_reserved_readout_section_and_unknown_versions_are_refused():
+def test_misplaced_readout_section_and_unknown_versions_are_refused():
     image = encode_image(_SMALL)
     first = HEADER.size
     for offset, value, match in ((first, 3, "readout"), (first + 1, 2, "version"),

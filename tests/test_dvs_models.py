@@ -159,5 +159,5 @@ def test_a_one_polarity_dvs_stage_is_refused_alike_and_its_merged_form_passes_bo
     unmerged = IntegerNetwork({0: core}, DVSInput((2, 8, 8), destinations=[Destination(0)]))
     with pytest.raises(InvalidNetworkError, match="sends channels up to 1"):
         unmerged.validate()
-    with pytest.raises(ConfigError, match="channels up to 1 do not fit"):
+    with pytest.raises(ConfigError, match="sends channels up to 1 but layer 0 has 1 input channels"):
         ChipConfig.from_network(unmerged)

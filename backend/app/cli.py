@@ -125,7 +125,7 @@ def _cmd_map(args: argparse.Namespace) -> int:
                              "(a .nir file may declare it in its Input node)")
     try:
         result = map_model(model, input_shape, args.chip, dvs=_dvs_option(args, input_shape),
-                           slow_clock_period_us=args.slow_clock_us)
+                           slow_clock_period_us=args.slow_clock_us, readout=_readout_option(args))
     except MappingError as exc:
         print(f"error: {args.model} does not fit {exc.report.chip}: {len(exc.report.violations)} problem(s)",
               file=sys.stderr)
@@ -137,6 +137,13 @@ def _cmd_map(args: argparse.Namespace) -> int:
     print(result.report)
     print(f"input events enter {result.describe_input()}; configuration written to {output}")
     return 0
+
+
+def _readout_option(args: argparse.Namespace):
+    """``map_model``'s ``readout`` argument from --readout THRESHOLD and --readout-average."""
+    from snnlib import Readout
+
+    return False if args.readout is None else Readout(args.readout, args.readout_average)
 
 
 def _dvs_flags(args: argparse.Namespace) -> bool:
@@ -353,6 +360,11 @@ def build_parser() -> argparse.ArgumentParser:
     mapping.add_argument("-o", "--output", help="config JSON to write (default: the model path with .json)")
     mapping.add_argument("--slow-clock-us", type=_positive, metavar="US", help="slow clock period in µs (leak "
                          "ticks; needed when a layer has a bias, usually the training time step)")
+    mapping.add_argument("--readout", type=int, metavar="THRESHOLD", help="also send the output layer to the "
+                         "readout layer (speck2e/2f), reporting a class when its moving average exceeds "
+                         "THRESHOLD spikes per slow-clock tick (needs --slow-clock-us)")
+    mapping.add_argument("--readout-average", type=int, choices=(1, 16, 32), default=16,
+                         help="moving-average length of the readout in slow-clock ticks (default: 16)")
     dvs = mapping.add_argument_group("DVS stage", "input from the sensor (map_model(dvs=...)): the model's "
                                      "input pooling and cropping run in the DVS stage; one input channel "
                                      "merges the polarities")

@@ -18,6 +18,7 @@ import torch
 from backend.errors import FlashMismatch, NotFlashed, RasterTooLarge
 from snnlib.events import EVENT_DTYPE
 from snnlib.network import DVS_LAYER_ID
+from snnlib.readout import READOUT_CLASSES, READOUT_LAYER_ID
 
 if TYPE_CHECKING:
     from mapper import ChipConfig
@@ -296,8 +297,11 @@ def _rasters(out: np.ndarray, names: dict, shapes: dict, t0_us: int, dt_us: int,
 
 
 def monitored_shape(network: IntegerNetwork, layer: int) -> tuple[int, int, int]:
-    """``(c, h, w)`` of the events a monitored layer emits: a core's neuron map (unpooled), or
-    the DVS stage's output after polarity merge, pooling, ROI crop and diagonal mirroring."""
+    """``(c, h, w)`` of the events a monitored layer emits: a core's neuron map (unpooled),
+    the DVS stage's output after polarity merge, pooling, ROI crop and diagonal mirroring, or
+    the readout's classes ``(16, 1, 1)`` (channel = 1-based class)."""
+    if layer == READOUT_LAYER_ID and network.readout is not None:
+        return (READOUT_CLASSES + 1, 1, 1)
     if layer != DVS_LAYER_ID:
         return network.layers[layer].output_shape
     dvs = network.dvs

@@ -43,6 +43,7 @@ from backend.errors import (
 )
 from snnlib.events import EVENT_DTYPE
 from snnlib.network import DVS_LAYER_ID
+from snnlib.readout import READOUT_LAYER_ID
 
 if TYPE_CHECKING:
     from mapper import ChipConfig
@@ -132,6 +133,8 @@ def write_samna_configuration(network: IntegerNetwork, config: Any) -> Any:
         cl.neurons_initial_value = np.transpose(np.asarray(state, int), (0, 2, 1)).tolist()
         cl.monitor_enable = bool(layer.monitor)
         _write_destinations(cl.destinations, layer.destinations)
+    if network.readout is not None:
+        _write_readout(config.readout, network.readout)
     dvs = network.dvs
     config.dvs_layer.pass_sensor_events = False
     if dvs is not None:
@@ -149,6 +152,18 @@ def write_samna_configuration(network: IntegerNetwork, config: Any) -> Any:
         d.monitor_enable = dvs.monitor
         _write_destinations(d.destinations, dvs.destinations)
     return config
+
+
+def _write_readout(ro: Any, readout) -> None:
+    """The readout layer as the datasheet (§3.2.5.3) and sinabs' readout tutorial set it:
+    addressing mode 0b11 (1x * 1y * 16f: classes are channels of a 1x1 map), the moving-average
+    length through the low-pass filter switches, ``ReadoutPinValue`` events on."""
+    ro.enable = True
+    ro.readout_configuration_sel = 0b11
+    ro.threshold = int(readout.threshold)
+    ro.low_pass_filter_disable = readout.average == 1
+    ro.low_pass_filter32_not16 = readout.average == 32
+    ro.readout_pin_monitor_enable = True
 
 
 def _write_destinations(slots: Any, destinations: list) -> None:
@@ -310,7 +325,7 @@ class SamnaDevice(Device):
                     f"events, last timestamp {max((s.timestamp for s in spikes), default=None)} µs, "
                     f"input ends at {last_t} µs", counters=self.counters)
         watch.stop()
-        out = samna_to_events([ev for ev in received if isinstance(ev, event.Spike)])
+        out = samna_to_events([ev for ev in received if isinstance(ev, (event.Spike, event.ReadoutPinValue))])
         out["t"] += origin
         c = self.counters
         c.sent += len(events)
@@ -351,5 +366,7 @@ def events_to_samna(events: np.ndarray, event_module: Any) -> list:
 
 
 def samna_to_events(spikes: list) -> np.ndarray:
-    """samna ``Spike`` objects as an EVENT_DTYPE array, in the order given."""
-    return np.array([(s.timestamp, s.layer, s.feature, s.y, s.x) for s in spikes], dtype=EVENT_DTYPE)
+    """samna ``Spike`` objects (and ``ReadoutPinValue``s: layer 12, channel = the class ``index``)
+    as an EVENT_DTYPE array, in the order given."""
+    return np.array([(s.timestamp, s.layer, s.feature, s.y, s.x) if hasattr(s, "layer")
+                     else (s.timestamp, READOUT_LAYER_ID, s.index, 0, 0) for s in spikes], dtype=EVENT_DTYPE)

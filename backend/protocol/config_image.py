@@ -2,7 +2,7 @@
 (docs/protocol.md, "The configuration image").
 
 All integers little-endian. A 36-byte header, then one section per configured core in
-ascending core id, then the DVS stage when present; each section is an 8-byte section header
+ascending core id, then the DVS stage, then the readout layer, when present; each section is an 8-byte section header
 (kind u8, version u8, id u16, body length u32) and a body padded with zeros to a multiple of
 4 bytes. A device applies the image by walking it once and stores it verbatim for read-back;
 the digest is SHA-256 over the image bytes. :func:`decode_image` accepts only canonical
@@ -21,6 +21,7 @@ import numpy as np
 
 from backend.errors import ConfigImageError
 from snnlib.network import DVS_LAYER_ID, Destination
+from snnlib.readout import READOUT_LAYER_ID, Readout
 
 if TYPE_CHECKING:
     from mapper import ChipConfig, CoreConfig, DVSConfig
@@ -33,6 +34,7 @@ SECTION = struct.Struct("<BBHI")  # kind, version, id, body length
 CORE_HEAD = struct.Struct("<HHHHBBBBBBBBhh")  # f c h w k sy sx py px flags n_dest 0 thr_high thr_low
 DVS_HEAD = struct.Struct("<BBHHBBHHHHBB")  # polarities flags h w pool_y pool_x oy ox cut_y cut_x n_dest 0
 DEST = struct.Struct("<HHBB")  # layer, feature_shift, pooling, 0
+READOUT_BODY = struct.Struct("<HBB")  # threshold, moving-average length, channel stride
 NAMES = struct.Struct("<dH")  # scale, number of layer names
 NAME_LEN = struct.Struct("<H")
 #: the version of each section kind this module writes and reads
@@ -40,8 +42,7 @@ SECTION_VERSION = 1
 
 
 class SectionKind(IntEnum):
-    """Section kinds. ``READOUT`` is reserved for a readout layer: no image of format 1
-    carries it, and a device refuses an image that does."""
+    """Section kinds, in the order an image holds them."""
 
     CORE = 1
     DVS = 2
@@ -80,6 +81,11 @@ def encode_image(config: ChipConfig) -> bytes:
                 for cid, core in sorted(config.cores.items())]
     if config.dvs is not None:
         sections.append(_section(SectionKind.DVS, DVS_LAYER_ID, _dvs_body(config.dvs)))
+    if config.readout is not None:
+        r = config.readout
+        sections.append(_section(SectionKind.READOUT, READOUT_LAYER_ID, READOUT_BODY.pack(
+            _fit("readout.threshold", r.threshold, 0, 0xFFFF), _fit("readout.average", r.average, 0, 0xFF),
+            _fit("readout.channel_stride", r.channel_stride, 0, 0xFF))))
     chip = config.chip.encode()
     if len(chip) > 16 or b"\0" in chip:
         raise ConfigImageError(f"chip = {config.chip!r}: the image holds a chip name of at most 16 "
@@ -206,29 +212,34 @@ def decode_image(image: bytes) -> ChipConfig:
         chip_name = name.decode()
     except UnicodeDecodeError as exc:
         raise r.fail(f"chip name {chip!r} is not UTF-8") from exc
-    cores, dvs, last = {}, None, -1
+    cores, dvs, readout, last, last_kind = {}, None, None, -1, 0
     for _ in range(n_sections):
         kind, version, sid, length = r.unpack(SECTION, "a section header")
         end = r.pos + length
-        if kind not in (SectionKind.CORE, SectionKind.DVS):
-            raise r.fail(f"section kind {kind}: format {IMAGE_FORMAT} has kinds 1 (core) and 2 (DVS); "
-                         "kind 3 (readout) is reserved")
-        if version != SECTION_VERSION or length % 4 or dvs is not None or (kind == SectionKind.CORE and sid <= last):
+        if kind not in tuple(SectionKind):
+            raise r.fail(f"section kind {kind}: format {IMAGE_FORMAT} has kinds 1 (core), 2 (DVS) and 3 (readout)")
+        if version != SECTION_VERSION or length % 4 or kind < last_kind or (
+                kind == last_kind and (kind != SectionKind.CORE or sid <= last)):
             raise r.fail(f"section (kind {kind}, version {version}, id {sid}, length {length}): expected "
                          f"version {SECTION_VERSION}, a length multiple of 4, cores in ascending id, "
-                         "then the DVS section last")
+                         "then one DVS section, then one readout section")
+        last_kind = kind
         if kind == SectionKind.CORE:
             cores[sid], last = _read_core(r, f"core {sid}"), sid
-        elif sid != DVS_LAYER_ID:
+        elif kind == SectionKind.DVS and sid != DVS_LAYER_ID:
             raise r.fail(f"DVS section id {sid}; expected {DVS_LAYER_ID}")
-        else:
+        elif kind == SectionKind.DVS:
             dvs = _read_dvs(r)
+        elif sid != READOUT_LAYER_ID:
+            raise r.fail(f"readout section id {sid}; expected {READOUT_LAYER_ID}")
+        else:
+            readout = Readout(*r.unpack(READOUT_BODY, "the readout section"))
         if r.pos > end:
             raise r.fail(f"section id {sid} runs past its length {length}")
         r.zeros(end - r.pos, f"padding of section {sid}")
     if r.pos != len(image):
         raise r.fail(f"{len(image) - r.pos} bytes after the last section")
-    return ChipConfig(chip_name, cores, dvs, period or None).validate()
+    return ChipConfig(chip_name, cores, dvs, period or None, readout=readout).validate()
 
 
 def _read_dests(r: _Walker, n: int, what: str) -> list[Destination]:
