@@ -148,10 +148,10 @@ def test_a_worker_killed_mid_run_loses_no_sample(reference, config_path, folder)
 
 
 def test_a_farm_of_two_emulators_on_ptys_is_bit_exact_and_survives_losing_one(reference, config_path, folder):
-    from backend.emulator.processes import emulator_on_pty, running_emulators
+    from backend.emulator.processes import emulators_on_ptys, running_emulators
 
-    with emulator_on_pty() as first, emulator_on_pty() as second:
-        farm = evaluate(config_path, folder, devices=[first, second])
+    with emulators_on_ptys(2) as (first, second):
+        farm = evaluate(config_path, folder, devices=[first, second])  # a worker process per device
         assert [s.bit_exact for s in farm.samples] == [True] * len(reference.samples)
         assert [(s.prediction, s.counts, s.synops) for s in farm.samples] == \
             [(s.prediction, s.counts, s.synops) for s in reference.samples]
@@ -162,7 +162,8 @@ def test_a_farm_of_two_emulators_on_ptys_is_bit_exact_and_survives_losing_one(re
             if pid is not None and result.index >= 2:
                 os.kill(pid, signal.SIGKILL)
 
-        one_left = evaluate(config_path, folder, devices=[first, second], on_result=unplug, timeout=5.0)
+        one_left = evaluate(config_path, folder, devices=[first, second], on_result=unplug, timeout=5.0,
+                            workers=0)  # a thread of this process per device
     assert [s.bit_exact for s in one_left.samples] == [True] * len(reference.samples)
     assert len(one_left.lost) == 1 and second in one_left.lost[0]
 

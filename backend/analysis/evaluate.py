@@ -146,7 +146,7 @@ def evaluate(config: ConfigLike, data: Any, *, devices: Sequence[DeviceTarget] =
     first = next(pending, None)  # reads the resumed part; starts no worker when nothing is left
     started = time.perf_counter()
     lost: list[str] = []
-    bar = _progress_bar(progress, dataset, len(records))
+    bar = _progress_bar(progress, dataset, len(done))
     try:
         def on_record(record: dict) -> None:
             records[record["index"]] = record

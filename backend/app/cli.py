@@ -218,9 +218,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         paths = [(Path(args.results) if args.results else Path(c).parent) / (Path(c).stem + ".results.jsonl")
                  for c in configs]
-    found = sweep(configs, data, results=paths, devices=devices, simulate=not args.no_simulate,
-                  workers=args.workers, ray=args.ray, resume=args.resume, output_layer=args.output_layer,
-                  timeout=args.timeout, progress=True)
+    try:
+        found = sweep(configs, data, results=paths, devices=devices, simulate=not args.no_simulate,
+                      workers=args.workers, ray=args.ray, resume=args.resume,
+                      output_layer=args.output_layer, timeout=args.timeout, progress=True)
+    except KeyboardInterrupt:
+        print(f"interrupted; the samples done are in {', '.join(map(str, paths))}: rerun with --resume "
+              "to continue", file=sys.stderr)
+        return 130
     for name, evaluation in zip(found.names, found.evaluations):
         print(f"{name}: {evaluation}\n  results: {evaluation.results}")
     if len(configs) > 1:

@@ -21,21 +21,32 @@ EMULATOR_START_TIMEOUT_S = 60.0
 def emulator_on_pty(timeout_s: float = EMULATOR_START_TIMEOUT_S) -> Iterator[str]:
     """Start the emulator on a fresh pseudo-terminal; yield its path (open it like
     ``/dev/ttyACM0``); stop the process on exit, also on errors and Ctrl-C."""
-    process = subprocess.Popen([sys.executable, "-m", "backend.app.cli", "emulate", "--pty"],
-                               stdout=subprocess.PIPE, text=True)
+    with emulators_on_ptys(1, timeout_s) as paths:
+        yield paths[0]
+
+
+@contextmanager
+def emulators_on_ptys(n: int, timeout_s: float = EMULATOR_START_TIMEOUT_S) -> Iterator[list[str]]:
+    """A farm: ``n`` emulator processes, started together, each on its own pseudo-terminal;
+    yield their paths; stop every process on exit."""
+    processes = [subprocess.Popen([sys.executable, "-m", "backend.app.cli", "emulate", "--pty"],
+                                  stdout=subprocess.PIPE, text=True) for _ in range(n)]
     try:
-        line = _first_line(process, timeout_s)
-        if not line.startswith("PTY "):
-            raise RuntimeError(f"the emulator printed {line!r} instead of 'PTY <path>' "
-                               "(try `spikeflash emulate --pty` by hand)")
-        yield line.split(" ", 1)[1].strip()
+        lines = [_first_line(process, timeout_s) for process in processes]
+        for line in lines:
+            if not line.startswith("PTY "):
+                raise RuntimeError(f"the emulator printed {line!r} instead of 'PTY <path>' "
+                                   "(try `spikeflash emulate --pty` by hand)")
+        yield [line.split(" ", 1)[1].strip() for line in lines]
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def _first_line(process: subprocess.Popen, timeout_s: float) -> str:
