@@ -239,3 +239,12 @@ class LinkRestarted(DeviceError):
       - a new host greets the emulator while it streams a run's output to a host that is gone
         (the emulator abandons that run; the exception never leaves the emulator)
     """
+
+
+class OutputFlood(ProtocolError):
+    """A device sent more output events in one run than the host keeps
+    (``session.MAX_OUTPUT_EVENTS``); the message names the counts.
+
+    Example scenarios:
+      - a faulty board that streams events without end; the host stops reading it
+    """

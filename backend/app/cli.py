@@ -286,6 +286,16 @@ def _ints(text: str, n: int, low: int, expected: str) -> tuple[int, ...]:
     return values
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a TCP port number in 0..65535")
+    return port
+
+
 def _shape(text: str) -> tuple[int, int, int]:
     return _ints(text, 3, 1, "C,H,W, three positive ints such as 1,8,8")
 
@@ -348,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "serve the emulator over the wire protocol on a pty or TCP port")
     where = emulate.add_mutually_exclusive_group(required=True)
     where.add_argument("--pty", action="store_true", help="create a pseudo-terminal; prints 'PTY <path>'")
-    where.add_argument("--tcp", type=int, metavar="PORT", help="listen on 127.0.0.1:PORT (0: any); prints 'TCP <host>:<port>'")
+    where.add_argument("--tcp", type=_port, metavar="PORT", help="listen on 127.0.0.1:PORT (0: any); prints 'TCP <host>:<port>'")
     _subcommand(sub, "devices", _cmd_devices, "list emulators, serial ports and samna devkits to open")
     _subcommand(sub, "doctor", _cmd_doctor, "versions, samna, serial port permissions and a loopback "
                 "self-test against an emulator on a pty (exit code 1 when a check fails)")

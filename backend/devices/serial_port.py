@@ -4,6 +4,7 @@ URL: a port path (``/dev/ttyACM0``, a pty), ``socket://host:port``, ``rfc2217://
 from __future__ import annotations
 
 import errno
+import socket
 from typing import TYPE_CHECKING, Optional
 
 import numpy as np
@@ -24,8 +25,12 @@ def open_port(url: str, baudrate: int = BAUDRATE) -> serial.SerialBase:
     """Open ``url`` with pyserial; raise :class:`DeviceNotFound` / :class:`DeviceOpenError`
     with a fix hint instead of pyserial's generic error."""
     try:
-        return serial.serial_for_url(url, baudrate=baudrate, timeout=0, write_timeout=WRITE_TIMEOUT_S,
+        port = serial.serial_for_url(url, baudrate=baudrate, timeout=0, write_timeout=WRITE_TIMEOUT_S,
                                      **({} if "://" in url else {"exclusive": True}))
+        sock = getattr(port, "_socket", None)  # socket:// : send each frame at once (no Nagle)
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return port
     except (serial.SerialException, OSError, ValueError) as exc:
         code, text = getattr(exc, "errno", None), str(exc)
         if code == errno.ENOENT:

@@ -167,7 +167,8 @@ class EmulatorServer:
             return
         try:
             hello = fr.Hello.unpack(frame.payload)
-        except ProtocolError:
+            fr.check_announced("HELLO", hello.max_payload, hello.window)
+        except ProtocolError:  # not a host this device can serve: no session
             return
         self._greet(hello.nonce)
         self.link.restart(window=hello.window, max_payload=min(hello.max_payload, MAX_PAYLOAD))
@@ -236,6 +237,9 @@ class EmulatorServer:
         self._refuse_open_transaction(FrameType.CONFIG_BEGIN)
         self._upload, self._deferred = bytearray(), None  # open, even if the payload is bad
         self._announced = fr.unpack_struct(fr.CONFIG_BEGIN, payload, "CONFIG_BEGIN")
+        if self._announced[0] > fr.MAX_CONFIG_BYTES:  # chunks past the announced size are refused
+            raise _Refused(ErrorCode.CONFIG_INVALID, f"CONFIG_BEGIN announces {self._announced[0]} bytes; "
+                           f"the device accepts at most {fr.MAX_CONFIG_BYTES}")
 
     def _config_chunk(self, payload: bytes) -> None:
         if self._upload is None:
@@ -294,10 +298,14 @@ class EmulatorServer:
 
     def _run_begin(self, payload: bytes) -> None:
         self._refuse_open_transaction(FrameType.RUN_BEGIN)
-        self._run, self._deferred = (-1, 0, []), None  # open, even if refused below
+        self._run, self._deferred, self._run_received = (-1, 0, []), None, 0  # open, even if refused below
         self._require_config()
         run_id, n_events = fr.unpack_struct(fr.RUN_BEGIN, payload, "RUN_BEGIN")
+        if n_events > fr.MAX_RUN_EVENTS:
+            raise _Refused(ErrorCode.BAD_EVENTS, f"RUN_BEGIN announces {n_events} events; a run holds "
+                           f"at most {fr.MAX_RUN_EVENTS}")
         self._run = (run_id, n_events, [])
+        self._run_received = 0
 
     def _events(self, payload: bytes) -> None:
         if self._run is None:
@@ -305,6 +313,10 @@ class EmulatorServer:
         body = len(payload) - fr.EVENT_BATCH_HEADER.size
         if body < 0 or body % fr.WIRE_EVENT.itemsize:
             raise ProtocolError(f"EVENTS payload of {len(payload)} bytes; expected 8 + 8 n")
+        self._run_received += body // fr.WIRE_EVENT.itemsize
+        if self._run_received > self._run[1]:  # nothing beyond what RUN_BEGIN announced is kept
+            raise _Refused(ErrorCode.BAD_EVENTS, f"EVENTS bring {self._run_received} events; RUN_BEGIN "
+                           f"announced {self._run[1]}")
         self._run[2].append(payload)
 
     def _run_end(self, payload: bytes) -> None:

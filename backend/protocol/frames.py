@@ -17,6 +17,15 @@ from backend.errors import ProtocolError
 from snnlib.events import EVENT_DTYPE
 
 MAGIC = b"SPKF"
+#: the smallest max_payload a peer may announce: a CONFIG_CHUNK, a STATE_DATA and an EVENTS
+#: batch must each carry at least a few entries (bytes)
+MIN_PAYLOAD = 64
+#: the most frames a peer may announce as its window
+MAX_WINDOW = 256
+#: the largest configuration image a device accepts (CONFIG_BEGIN size, bytes)
+MAX_CONFIG_BYTES = 16 << 20
+#: the most input events one run may announce (RUN_BEGIN n); longer inputs go in several runs
+MAX_RUN_EVENTS = 1 << 25
 #: version 2: the configuration travels as the binary image of :mod:`.config_image`
 PROTOCOL_VERSION = 2
 
@@ -202,6 +211,18 @@ class Greeting:
         firmware = payload[GREETING.size:].decode("utf-8", "replace")
         return cls(nonce, boot_id, max_payload, window, chip.rstrip(b"\0").decode("ascii", "replace"),
                    firmware, version)
+
+
+def check_announced(what: str, max_payload: int, window: int) -> None:
+    """Raise :class:`ProtocolError` naming a ``max_payload`` or ``window`` announced in a HELLO
+    or GREETING that is outside ``MIN_PAYLOAD..65536`` / ``1..MAX_WINDOW``."""
+    from backend.protocol.codec import MAX_PAYLOAD
+
+    if not MIN_PAYLOAD <= max_payload <= MAX_PAYLOAD:
+        raise ProtocolError(f"{what} announces max_payload = {max_payload} bytes; a peer must accept "
+                            f"{MIN_PAYLOAD}..{MAX_PAYLOAD}")
+    if not 1 <= window <= MAX_WINDOW:
+        raise ProtocolError(f"{what} announces window = {window} frames; expected 1..{MAX_WINDOW}")
 
 
 def _check_magic(magic: bytes, what: str) -> None:

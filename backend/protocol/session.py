@@ -29,6 +29,7 @@ from backend.errors import (
     FlashNotApplied,
     LinkTimeout,
     NotFlashed,
+    OutputFlood,
     ProtocolError,
     RunTimeout,
     SessionEnded,
@@ -43,6 +44,11 @@ from backend.protocol.timing import (HANDSHAKE_TIMEOUT_S, LINK_RATE, POLL_SLICE_
 
 #: bytes the reader takes per read
 READ_SIZE = 1 << 20
+#: reads the reader may queue before it stops reading (then the OS buffer and the link's
+#: window hold the device back): the host buffers at most READ_QUEUE * READ_SIZE bytes
+READ_QUEUE = 64
+#: output events one run may return before the host gives up on a flooding device
+MAX_OUTPUT_EVENTS = 1 << 26
 #: frames the host lets the device send before acknowledging (announced in HELLO)
 HOST_WINDOW = 16
 #: device error codes with their own exception class; the others raise ProtocolError
@@ -67,7 +73,7 @@ class HostSession:
         self.runs = 0
         self._nonce = 0
         self._out_of_step = False  # a request was cut short: its replies may still come
-        self._bytes: queue.Queue = queue.Queue()
+        self._bytes: queue.Queue = queue.Queue(maxsize=READ_QUEUE)
         self._error: Optional[BaseException] = None
         self._closing = threading.Event()
         self.link = Link(self._write, self._receive, self._on_control, rto=rto, link_rate=link_rate, clock=clock)
@@ -85,12 +91,20 @@ class HostSession:
                     continue
                 data = self.port.read(READ_SIZE)  # non-blocking: what has arrived
                 if data:
-                    self._bytes.put(data)
+                    self._queue(data)
                 elif fd is None:
                     time.sleep(0.001)
         except BaseException as exc:  # handed to the caller by _receive
             if not self._closing.is_set():
-                self._bytes.put(exc)
+                self._queue(exc)
+
+    def _queue(self, item) -> None:
+        """Queue ``item`` for the caller, waiting while the queue is full (until closing)."""
+        while not self._closing.is_set():
+            try:
+                return self._bytes.put(item, timeout=0.05)
+            except queue.Full:
+                continue
 
     def _receive(self, timeout: float) -> bytes:
         """Bytes the reader queued within ``timeout`` s; raises once the reader has failed
@@ -164,6 +178,7 @@ class HostSession:
             while self.greeting is None and self.clock() < resend:
                 self.link.pump(min(POLL_SLICE_S, max(0.0, resend - self.clock())))
         greeting = self.greeting
+        fr.check_announced(f"{self.name}: the device's GREETING", greeting.max_payload, greeting.window)
         if greeting.version != fr.PROTOCOL_VERSION:
             raise VersionMismatch(f"{self.name}: device speaks protocol version {greeting.version}, "
                                   f"this host {fr.PROTOCOL_VERSION}",
@@ -296,6 +311,11 @@ class HostSession:
         ``timeout`` in s; None: ``RUN_FLOOR_S`` + the transfer at ``link_rate`` + ``RUN_S_PER_EVENT``
         per input event (:mod:`backend.protocol.timing`)."""
         fr.check_events_fit(events)
+        if len(events) > fr.MAX_RUN_EVENTS:
+            from snnlib.events import InvalidEventsError
+
+            raise InvalidEventsError(f"{self.name}: {len(events)} input events; a run on the wire holds at "
+                                     f"most {fr.MAX_RUN_EVENTS} (split the input into several runs)")
         if timeout is None:
             timeout = (RUN_FLOOR_S + 2 * 8 * len(events) / self.link.link_rate
                        + RUN_S_PER_EVENT * len(events))
@@ -319,8 +339,11 @@ class HostSession:
     def _collect_output(self, run_id: int, events: np.ndarray, deadline: float,
                         timeout: float) -> tuple[list[bytes], fr.EndOfRun]:
         received: list[bytes] = []
+        n_received = 0
         while True:
-            frame = self.link.recv(deadline)
+            # the deadline is checked before every frame: a device that floods output still
+            # times out (slack: the frames already read, at most READ_QUEUE * READ_SIZE bytes)
+            frame = self.link.recv(deadline) if self.clock() < deadline else None
             if frame is None:
                 raise RunTimeout(
                     f"{self.name}: run {run_id} got no end-of-run marker within {timeout:.1f} s; read "
@@ -330,6 +353,12 @@ class HostSession:
                     counters=self.link.stats(), hint="pass a longer timeout= if the network is large")
             if frame.type == FrameType.EVENTS:
                 received.append(frame.payload)
+                n_received += fr.count_events(frame.payload)
+                if n_received > MAX_OUTPUT_EVENTS:
+                    raise OutputFlood(f"{self.name}: run {run_id} sent over {MAX_OUTPUT_EVENTS} output events "
+                                      f"({n_received} read) for {len(events)} input events",
+                                      counters=self.link.stats(),
+                                      hint="split the input into shorter runs, or monitor fewer layers")
             elif frame.type == FrameType.END_OF_RUN:
                 return received, fr.EndOfRun.unpack(frame.payload)
             elif frame.type == FrameType.ERROR:
@@ -344,7 +373,7 @@ class HostSession:
         deadline = self.clock() + timeout
         self._send(FrameType.STOP, b"", deadline)
         while True:
-            frame = self.link.recv(deadline)
+            frame = self.link.recv(deadline) if self.clock() < deadline else None
             if frame is None:
                 raise LinkTimeout(f"{self.name}: no OK for STOP within {timeout} s",
                                   counters=self.link.stats())
