@@ -248,3 +248,12 @@ class OutputFlood(ProtocolError):
     Example scenarios:
       - a faulty board that streams events without end; the host stops reading it
     """
+
+
+class OutputPathError(SpikeflashError, ValueError):
+    """A command's output path cannot be used; checked before any long work.
+
+    Example scenarios:
+      - ``spikeflash run c.json --events in.npz -o in.npz`` (the output is an input)
+      - ``-o`` in a folder that does not exist
+    """

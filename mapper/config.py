@@ -162,9 +162,11 @@ class ChipConfig:
         """Parse and validate against the chip spec (``chip``, default: the file's own chip
         name). Raises :class:`ConfigError` naming the field path."""
         try:
-            data = json.loads(text)
+            data = json.loads(text, parse_constant=_no_constant)
         except (TypeError, json.JSONDecodeError) as exc:
             raise ConfigError("<json>", f"not valid JSON: {exc}") from exc
+        except RecursionError as exc:
+            raise ConfigError("<json>", "nested too deeply; a configuration is a few levels deep") from exc
         r = _Reader(data, "")
         readout = data.pop("readout", None) if isinstance(data, dict) else None
         r.keys({"chip", "version", "slow_clock_period_us", "cores", "dvs"})
@@ -174,8 +176,9 @@ class ChipConfig:
                                          f"{CONFIG_VERSION} (re-map the model to regenerate it)")
         chip_name = r.str("chip")
         cores_data = r.get("cores")
-        if not isinstance(cores_data, dict) or not all(key.isdigit() for key in cores_data):
-            raise ConfigError("cores", "expected an object core id (a decimal string) -> core")
+        if not isinstance(cores_data, dict) or not all(key.isdigit() and key == str(int(key)) for key in cores_data):
+            raise ConfigError("cores", "expected an object core id (a decimal string without leading "
+                                       f"zeros) -> core; got keys {sorted(cores_data)[:8] if isinstance(cores_data, dict) else cores_data!r}")
         cores = {int(key): _core_from(_Reader(cores_data[key], f"cores[{key}]"))
                  for key in sorted(cores_data, key=lambda k: (len(k), k))}
         dvs = None if r.get("dvs") is None else _dvs_from(_Reader(r.get("dvs"), "dvs"))
@@ -196,8 +199,11 @@ class ChipConfig:
 
     def save(self, path: str | Path) -> None:
         """Write :meth:`to_json` to ``path``; a file the system refuses raises :class:`ConfigError`."""
+        from snnlib.atomic_file import atomic_path
+
         try:
-            Path(path).write_text(self.to_json())
+            with atomic_path(path) as temporary:  # complete or untouched, never truncated
+                temporary.write_text(self.to_json(), encoding="utf-8")
         except OSError as exc:
             raise ConfigError("<file>", f"cannot write {path}: {exc}") from exc
 
@@ -205,9 +211,14 @@ class ChipConfig:
     def load(cls, path: str | Path) -> "ChipConfig":
         """Read and validate a file written by :meth:`save` (or by hand)."""
         try:
-            text = Path(path).read_text()
+            raw = Path(path).read_bytes()
         except OSError as exc:
             raise ConfigError("<file>", f"cannot read {path}: {exc}") from exc
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError("<file>", f"{path} is not UTF-8 text (byte {exc.start}: {raw[exc.start:exc.start + 1]!r}); "
+                                        "a configuration is the JSON `spikeflash map` writes") from exc
         return cls.from_json(text)
 
     def digest(self) -> str:
@@ -423,3 +434,8 @@ def _dvs_from(r: _Reader) -> DVSConfig:
         destinations=r.destinations("destinations"),
         monitor=r.bool("monitor"),
     )
+
+
+def _no_constant(name: str):
+    """JSON's non-standard ``NaN`` / ``Infinity``: no configuration value may be one."""
+    raise ConfigError("<json>", f"{name} is not a finite number; every value must be finite")

@@ -36,7 +36,7 @@ def small_model() -> torch.nn.Sequential:
 def mapped(tmp_path) -> Path:
     """A small model saved as .pt and mapped with ``spikeflash map``; the config path."""
     torch.save(small_model(), tmp_path / "model.pt")
-    assert main(["map", str(tmp_path / "model.pt"), "--input-shape", "1,8,8"]) == 0
+    assert main(["map", str(tmp_path / "model.pt"), "--input-shape", "1,8,8", "--trust-pickle"]) == 0
     return tmp_path / "model.json"
 
 
@@ -67,7 +67,7 @@ def test_map_writes_a_loadable_config_and_prints_the_fit_report(tmp_path, capsys
     torch.save(small_model(), tmp_path / "model.pt")
     output = tmp_path / "out" / "config.json"
     output.parent.mkdir()
-    assert main(["map", str(tmp_path / "model.pt"), "--input-shape", "1,8,8", "-o", str(output)]) == 0
+    assert main(["map", str(tmp_path / "model.pt"), "--input-shape", "1,8,8", "-o", str(output), "--trust-pickle"]) == 0
     out = capsys.readouterr().out
     config = ChipConfig.load(output)
     assert config.chip == "speck2f" and len(config.cores) == 2
@@ -79,7 +79,7 @@ def test_map_of_a_model_that_does_not_fit_lists_every_problem_and_exits_2(tmp_pa
     too_big = torch.nn.Sequential(torch.nn.Conv2d(1, 300, 3, bias=False), SpikingLayer(),
                                   torch.nn.Conv2d(300, 4, 3, stride=7, bias=False), SpikingLayer())
     torch.save(too_big, tmp_path / "big.pt")
-    assert main(["map", str(tmp_path / "big.pt"), "--input-shape", "1,64,64"]) == 2
+    assert main(["map", str(tmp_path / "big.pt"), "--input-shape", "1,64,64", "--trust-pickle"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {tmp_path / 'big.pt'} does not fit speck2f: 3 problem(s)\n")
     problems = [line for line in err.splitlines() if line.startswith("  - ")]

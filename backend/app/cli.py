@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import pickle
 import sys
 from pathlib import Path
 
-from backend.errors import DeviceError, ModelFileError
+from backend.errors import DeviceError, ModelFileError, OutputPathError
 from snnlib.errors import SpikeflashError
 
 
@@ -118,7 +119,8 @@ def _self_test() -> int:
 def _cmd_map(args: argparse.Namespace) -> int:
     from mapper import MappingError, map_model
 
-    model, declared_shape = _load_model(args.model)
+    _check_output(args.output, args.model)
+    model, declared_shape = _load_model(args.model, args.trust_pickle)
     input_shape = args.input_shape or declared_shape
     if input_shape is None:
         raise ModelFileError(f"{args.model}: the input shape is unknown; pass --input-shape C,H,W "
@@ -188,9 +190,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from backend.files.events import load_events, save_events
     from mapper import ChipConfig
 
+    output = args.output or str(Path(args.events).with_name(Path(args.events).stem + "_out.npz"))
+    _check_output(output, args.config, args.events)  # before the run, not after it
     config = ChipConfig.load(args.config)
     events = load_events(args.events)
-    output = args.output or str(Path(args.events).with_name(Path(args.events).stem + "_out.npz"))
     with open_device(args.device) as device:
         device.flash(config)
         device.reset()
@@ -239,6 +242,21 @@ def _device_target(text: str):
     return (url, {resource: 1}) if at and url and resource else text
 
 
+def _check_output(output: str | None, *inputs: str) -> None:
+    """Refuse an output path that is one of the ``inputs`` or whose folder does not exist,
+    before any long work (outputs are written atomically: temporary file + rename)."""
+    if output is None:
+        return
+    target = Path(output).resolve()
+    for given in inputs:
+        if Path(given).resolve() == target:
+            raise OutputPathError(f"-o {output}: is the input {given}; writing it would destroy the input",
+                                  hint="choose another output path")
+    if not target.parent.is_dir():
+        raise OutputPathError(f"-o {output}: the folder {target.parent} does not exist",
+                              hint="create it first, or choose another output path")
+
+
 def _layer_summary(core: int, name: str, events) -> str:
     if len(events) == 0:
         return f"  core {core:>2} {name:<16} no events"
@@ -247,10 +265,11 @@ def _layer_summary(core: int, name: str, events) -> str:
             f"t {int(events['t'].min())}..{int(events['t'].max())} µs")
 
 
-def _load_model(path: str):
+def _load_model(path: str, trust_pickle: bool = False):
     """``(model, declared input shape or None)`` from a torch ``nn.Module`` saved whole with
     ``torch.save`` (``.pt``/``.pth``) or a NIR graph (``.nir``, whose Input node may declare
-    the shape)."""
+    the shape). A ``.pt`` file is loaded with ``weights_only=True``; a whole pickled module
+    (whose loading runs code from the file) only with ``trust_pickle`` (``--trust-pickle``)."""
     import torch
 
     file = Path(path)
@@ -267,7 +286,14 @@ def _load_model(path: str):
         print(imported.report)
         return imported.model, declared_input_shape(file)
     try:
-        model = torch.load(file, weights_only=False)
+        model = torch.load(file, weights_only=not trust_pickle)
+    except pickle.UnpicklingError as exc:
+        if trust_pickle:
+            raise ModelFileError(f"model={path!r}: torch.load cannot read it ({exc})") from exc
+        raise ModelFileError(f"model={path!r}: holds pickled Python objects (a whole nn.Module); loading "
+                             "them runs code from the file, which spikeflash does not do unasked",
+                             hint="if you trust the file, pass --trust-pickle; or export the model to "
+                                  "NIR (mapper.export_nir) and map the .nir file") from None
     except Exception as exc:  # unpickling runs arbitrary code: any exception means "not loadable"
         raise ModelFileError(f"model={path!r}: torch.load cannot read it ({type(exc).__name__}: {exc})") from exc
     if not isinstance(model, torch.nn.Module):
@@ -323,7 +349,7 @@ EXAMPLES = {
     "devices": "spikeflash devices",
     "doctor": "spikeflash doctor",
     "compare": "spikeflash compare model.json --events input.npz --device /dev/ttyACM0",
-    "map": "spikeflash map model.pt --input-shape 1,8,8 -o model.json\n  spikeflash map model.nir --input-shape 2,64,64 --chip speck2f"
+    "map": "spikeflash map model.pt --input-shape 1,8,8 -o model.json --trust-pickle\n  spikeflash map model.nir --input-shape 2,64,64 --chip speck2f"
            "\n  spikeflash map dvs_model.pt --input-shape 2,128,128 --dvs --slow-clock-us 1000"
            "\n  spikeflash map dvs_model.pt --input-shape 2,64,64 --dvs --dvs-input-size 128,128 --dvs-origin 32,32"
            " --dvs-polarity on --dvs-mirror x",
@@ -373,6 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "whose Input node declares it)")
     mapping.add_argument("--chip", default="speck2f", help="target chip (default: speck2f)")
     mapping.add_argument("-o", "--output", help="config JSON to write (default: the model path with .json)")
+    mapping.add_argument("--trust-pickle", action="store_true", help="load a whole pickled nn.Module from "
+                         "a .pt file (runs code from the file: only for files you trust); without it a .pt "
+                         "file is loaded with torch.load(weights_only=True)")
     mapping.add_argument("--slow-clock-us", type=_positive, metavar="US", help="slow clock period in µs (leak "
                          "ticks; needed when a layer has a bias, usually the training time step)")
     mapping.add_argument("--readout", type=int, metavar="THRESHOLD", help="also send the output layer to the "

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Union
@@ -83,6 +84,10 @@ def events_to_xytp(events: np.ndarray, dtype=XYTP_DTYPE) -> np.ndarray:
     return out
 
 
+#: the most entries one array of an event file may hold (checked from its header)
+MAX_FILE_EVENTS = 1 << 28
+
+
 def xytp_to_events(xytp: np.ndarray, layer: int = DVS_LAYER_ID) -> np.ndarray:
     """Convert an (x, y, t, p) structured array (e.g. from Tonic) to an event array.
 
@@ -118,6 +123,11 @@ def xytp_to_events(xytp: np.ndarray, layer: int = DVS_LAYER_ID) -> np.ndarray:
             f"layer={layer!r}: expected a layer id, an int in [0, {top}] (the DVS input is "
             f"{DVS_LAYER_ID})", "layer", layer
         )
+    bad = np.flatnonzero((xytp["p"] != 0) & (xytp["p"] != 1))
+    if len(bad):
+        i = int(bad[0])
+        raise EventFileError(f"xytp[{i}]['p'] = {xytp['p'][i]}: a polarity is 0 (off) or 1 (on); "
+                             "map -1/+1 polarities with p = (p > 0)", "p", int(xytp["p"][i]))
     events = np.empty(len(xytp), dtype=EVENT_DTYPE)
     events["layer"] = layer
     for target, source in {"t": "t", "channel": "p", "y": "y", "x": "x"}.items():
@@ -156,11 +166,14 @@ def save_events(
                 f"{len(arrays)} array(s)" + (" and metadata" if metadata else "")
                 + "; save as .npz instead"
             )
+    from snnlib.atomic_file import atomic_path
+
     try:
-        if suffix == ".npy":
-            np.save(path, next(iter(arrays.values())), allow_pickle=False)
-        else:
-            np.savez(path, **arrays, **{METADATA_KEY: np.array(_metadata_json(metadata or {}))})
+        with atomic_path(path) as temporary:  # complete or untouched, even on Ctrl-C
+            if suffix == ".npy":
+                np.save(temporary, next(iter(arrays.values())), allow_pickle=False)
+            else:
+                np.savez(temporary, **arrays, **{METADATA_KEY: np.array(_metadata_json(metadata or {}))})
     except OSError as exc:
         raise EventFileError(f"path={str(path)!r}: cannot write ({exc})") from exc
     return path
@@ -184,20 +197,46 @@ def load_event_file(path: PathLike) -> EventFile:
                          {"sensor_size": list(size)})
     try:
         if suffix == ".npy":
+            with open(path, "rb") as file:
+                _check_npy_header(file, path.stat().st_size, path.name)
             arrays = {DEFAULT_ARRAY_NAME: np.load(path, allow_pickle=False)}
             metadata: dict = {}
         else:
+            with zipfile.ZipFile(path) as archive:  # headers first: sizes, dtypes, truncation
+                for member in archive.infolist():
+                    with archive.open(member) as file:
+                        _check_npy_header(file, member.file_size, f"{path.name}['{member.filename}']")
             with np.load(path, allow_pickle=False) as npz:
                 contents = {name: npz[name] for name in npz.files}
             metadata = _parse_metadata(contents.pop(METADATA_KEY, None), path)
             arrays = contents
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise EventFileError(f"path={str(path)!r}: not a readable numpy {suffix} file ({exc})") from exc
     for name, arr in arrays.items():
         if _is_xytp(arr):
             arrays[name] = xytp_to_events(arr)
         _check_event_array(arrays[name], f"{path.name}['{name}']")
     return EventFile(arrays, metadata)
+
+
+def _check_npy_header(file, size: int, name: str) -> None:
+    """Read a .npy header from ``file`` (``size`` bytes in all) and raise
+    :class:`EventFileError` for an array over :data:`MAX_FILE_EVENTS` entries, a dtype that
+    holds objects, or a body shorter than the header announces (a truncated file)."""
+    try:
+        version = np.lib.format.read_magic(file)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(file, max_header_size=10_000)
+    except (ValueError, EOFError) as exc:
+        raise EventFileError(f"{name}: not a numpy array ({exc})") from exc
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    if dtype.hasobject:
+        raise EventFileError(f"{name}: dtype {dtype} holds Python objects; event files hold plain records")
+    if count > MAX_FILE_EVENTS:
+        raise EventFileError(f"{name}: {count} entries; an event file holds at most {MAX_FILE_EVENTS}")
+    if size - file.tell() < count * dtype.itemsize:
+        raise EventFileError(f"{name}: truncated: the header announces {count} entries of {dtype.itemsize} "
+                             f"bytes, the file holds {size - file.tell()} bytes of data")
 
 
 def _is_xytp(arr: np.ndarray) -> bool:
