@@ -123,7 +123,7 @@ def xytp_to_events(xytp: np.ndarray, layer: int = DVS_LAYER_ID) -> np.ndarray:
             f"layer={layer!r}: expected a layer id, an int in [0, {top}] (the DVS input is "
             f"{DVS_LAYER_ID})", "layer", layer
         )
-    bad = np.flatnonzero((xytp["p"] != 0) & (xytp["p"] != 1))
+    bad = np.flatnonzero((xytp["p"] != 0) & (xytp["p"] != 1)) if layer == DVS_LAYER_ID else ()
     if len(bad):
         i = int(bad[0])
         raise EventFileError(f"xytp[{i}]['p'] = {xytp['p'][i]}: a polarity is 0 (off) or 1 (on); "
