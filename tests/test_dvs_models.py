@@ -90,7 +90,7 @@ def _window_reference(events, origin, size, on_only, mirror_x):
 
 def test_cli_dvs_flags_mirror_the_python_template(tmp_path, capsys):
     torch.save(relay(1), tmp_path / "relay.pt")
-    argv = ["map", str(tmp_path / "relay.pt"), "--input-shape", "1,32,48", "--dvs", "--dvs-input-size",
+    argv = ["map", str(tmp_path / "relay.pt"), "--trust-pickle", "--input-shape", "1,32,48", "--dvs", "--dvs-input-size",
             "128,128", "--dvs-origin", "16,40", "--dvs-polarity", "on", "--dvs-mirror", "x", "--dvs-monitor"]
     assert main(argv) == 0
     assert "input events enter the DVS stage (layer 13; x < 128, y < 128" in capsys.readouterr().out
@@ -111,11 +111,11 @@ def test_cli_dvs_flags_mirror_the_python_template(tmp_path, capsys):
 
 def test_cli_dvs_window_off_the_sensor_and_flags_without_dvs_are_refused(tmp_path, capsys):
     torch.save(relay(2), tmp_path / "relay.pt")
-    assert main(["map", str(tmp_path / "relay.pt"), "--input-shape", "2,64,64", "--dvs",
+    assert main(["map", str(tmp_path / "relay.pt"), "--trust-pickle", "--input-shape", "2,64,64", "--dvs",
                  "--dvs-input-size", "128,128", "--dvs-origin", "80,0"]) == 2
     assert "input: the model's input window must lie on the 128x128 sensor" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:
-        main(["map", str(tmp_path / "relay.pt"), "--input-shape", "2,64,64", "--dvs-origin", "1,1"])
+        main(["map", str(tmp_path / "relay.pt"), "--trust-pickle", "--input-shape", "2,64,64", "--dvs-origin", "1,1"])
     assert exit_.value.code == 2
     assert "the --dvs-* options need --dvs" in capsys.readouterr().err
 
@@ -130,9 +130,9 @@ def test_a_bias_without_the_slow_clock_is_a_problem_and_the_option_fixes_it(tmp_
         map_model(model, (2, 4, 4))
     (problem,) = err.value.report.violations
     assert "without the slow clock it does nothing" in str(problem) and "--slow-clock-us" in str(problem)
-    assert main(["map", str(tmp_path / "biased.pt"), "--input-shape", "2,4,4"]) == 2
+    assert main(["map", str(tmp_path / "biased.pt"), "--trust-pickle", "--input-shape", "2,4,4"]) == 2
     assert "pass slow_clock_period_us=<time step in µs> (CLI: --slow-clock-us)" in capsys.readouterr().err
-    assert main(["map", str(tmp_path / "biased.pt"), "--input-shape", "2,4,4", "--slow-clock-us", "1000"]) == 0
+    assert main(["map", str(tmp_path / "biased.pt"), "--trust-pickle", "--input-shape", "2,4,4", "--slow-clock-us", "1000"]) == 0
     config = ChipConfig.load(tmp_path / "biased.json")
     assert config.slow_clock_period_us == 1000 and config.cores[0].leak_enable
     # the bias alone drives the neurons: one spike per neuron every second tick

@@ -75,7 +75,7 @@ def test_derived_names_are_listed_with_their_model_layers_and_accepted_as_argume
 
 def test_run_and_compare_print_the_layer_names(tmp_path, capsys):
     torch.save(indexed(), tmp_path / "model.pt")
-    assert main(["map", str(tmp_path / "model.pt"), "--input-shape", "1,8,8"]) == 0
+    assert main(["map", str(tmp_path / "model.pt"), "--trust-pickle", "--input-shape", "1,8,8"]) == 0
     config = ChipConfig.load(tmp_path / "model.json")
     events = raster_to_events((torch.rand(12, 1, 8, 8) < 0.3).float(), layer=0, dt_us=1000)
     save_events(tmp_path / "in.npz", events)

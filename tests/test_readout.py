@@ -141,7 +141,7 @@ def test_cli_map_sends_the_output_to_the_readout(tmp_path, capsys):
     from backend.app.cli import main
 
     torch.save(classifier(), tmp_path / "model.pt")
-    assert main(["map", str(tmp_path / "model.pt"), "--input-shape", "1,8,8", "--slow-clock-us", "1000",
+    assert main(["map", str(tmp_path / "model.pt"), "--trust-pickle", "--input-shape", "1,8,8", "--slow-clock-us", "1000",
                  "--readout", "2", "--readout-average", "32"]) == 0
     assert ChipConfig.load(tmp_path / "model.json").readout == Readout(2, 32, 4)
     assert "read as class k" in capsys.readouterr().out
