@@ -40,11 +40,10 @@ EVENTS_IN, SYNAPTIC_UPDATES, SPIKES_OUT, DROPPED = range(4)
 
 # columns of the per-layer parameter table
 (C_IN, H_IN, W_IN, F_OUT, H_OUT, W_OUT, KERNEL, STRIDE_Y, STRIDE_X, PAD_Y, PAD_X, RESET_ZERO,
- LEAK, W_OFFSET, S_OFFSET, B_OFFSET, MONITOR, LAYER_ID, WINDOW_SHIFT, MAP_SHIFT) = range(20)
-N_LAYER_PARAMS = 20
+ LEAK, W_OFFSET, S_OFFSET, B_OFFSET, MONITOR, LAYER_ID, WINDOW_SHIFT, MAP_SHIFT) = range(N_LAYER_PARAMS := 20)
 # columns of the DVS parameter vector
 (DVS_MERGE, DVS_ON, DVS_OFF, DVS_POOL_Y, DVS_POOL_X, DVS_ORIGIN_Y, DVS_ORIGIN_X, DVS_CUT_Y,
- DVS_CUT_X, DVS_MIRROR_X, DVS_MIRROR_Y, DVS_DIAGONAL, DVS_MONITOR) = range(13)
+ DVS_CUT_X, DVS_MIRROR_X, DVS_MIRROR_Y, DVS_DIAGONAL, DVS_MONITOR) = range(N_DVS_PARAMS := 13)
 # destination table: [source, slot, field]
 DEST_LAYER, DEST_POOL, DEST_SHIFT = range(3)
 # clock vector: next tick time, tick period (0 = no ticks), time of the last input event; then where
@@ -93,6 +92,9 @@ class ChipModelOptions:
 # its spikes in order with byte compress instructions, where the CPU has them.
 
 LANES = 16
+#: length (bytes) of ``update_window_16``'s scratch ``order``, the spike indices of one pass
+#: (its docstring says why it exceeds the 256 neurons)
+ORDER_BYTES = 320
 _I1, _I8, _I16, _I32, _I64 = ir.IntType(1), ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
 _V16, _V64 = ir.VectorType(_I16, LANES), ir.VectorType(_I64, LANES)
 
@@ -156,7 +158,7 @@ def update_window_16(typingctx, state, s, s_row, add, a, a_row, a_step, hi, lo, 
     updated by ``add[a + r * a_row + d * a_step + j]``. Position ``(r << shift) + d`` must be
     below 16. The spikes are then ordered with four byte compress operations: the index
     ``16 * j + position`` of each spike goes, ascending (rule 3's order), as a byte to ``order``
-    (uint8, at least 320 long: each quarter of the neurons writes 64 bytes), and the call
+    (uint8, at least ``ORDER_BYTES`` long: each quarter of the neurons writes 64 bytes), and the call
     returns how many. Indices non-negative; no bounds checks."""
 
     def codegen(context, builder, signature, args):
@@ -684,7 +686,7 @@ class EventSimulator:
         # pass over a whole layer needs the most words
         self._bits = np.zeros(max([lp[i, F_OUT] * -(-(lp[i, H_OUT] << lp[i, MAP_SHIFT]) // 64)
                                    for i in range(len(ids))], default=1), dtype=np.uint64)
-        self._order = np.zeros(320, dtype=np.uint8)  # scratch of update_window_16
+        self._order = np.zeros(ORDER_BYTES, dtype=np.uint8)  # scratch of update_window_16
         # pending deliveries: at most 2 per spike of one delivery, per level of a feed-forward cascade
         self._stack = np.empty((2 * len(self._spikes) * (len(ids) + 1) + 1, 4), dtype=np.int64)
         self._out = np.empty(OUTPUT_CAPACITY, dtype=EVENT_DTYPE)  # grown on demand (see _hand_over)
@@ -812,7 +814,7 @@ def _bits_for(n: int) -> int:
 
 
 def _pack_dvs(net: IntegerNetwork) -> np.ndarray:
-    dvs = np.zeros(13, dtype=np.int64)
+    dvs = np.zeros(N_DVS_PARAMS, dtype=np.int64)
     if net.dvs is None:
         return dvs
     d = net.dvs
