@@ -14,10 +14,12 @@ import pytest
 import torch
 
 from backend.app.cli import main
+from backend.devices import open_device
 from backend.files.events import EventFileError, load_events, save_events, xytp_to_events
 from backend.testing.qualification import qualification_config, random_input
 from mapper import ChipConfig, ConfigError
 from snnlib.atomic_file import atomic_path
+from snnlib.events import InvalidEventsError
 
 CONFIG = qualification_config("single_core")
 
@@ -114,3 +116,8 @@ def test_polarities_other_than_0_or_1_are_refused():
     xytp["p"] = [1, 0, -1]
     with pytest.raises(EventFileError, match=r"xytp\[2\]\['p'\] = -1: a polarity is 0 \(off\) or 1 \(on\)"):
         xytp_to_events(xytp)
+    with open_device("emu://") as device:
+        device.flash(CONFIG)
+        with pytest.raises(InvalidEventsError, match=r"fields \('x', 'y', 't', 'p'\); convert it with "
+                                                     r"backend.files.events.xytp_to_events"):
+            device.run(xytp)

@@ -258,7 +258,9 @@ def _as_raster(inputs) -> torch.Tensor:
     """A ``(T, C, H, W)`` raster from ``inputs``; structured arrays that are not EVENT_DTYPE
     (e.g. Tonic's ``(x, y, t, p)``) are refused naming the conversion."""
     if isinstance(inputs, np.ndarray) and inputs.dtype.names is not None:
-        raise ValueError(
+        from snnlib.events import InvalidEventsError
+
+        raise InvalidEventsError(
             f"run(inputs): a structured array with fields {inputs.dtype.names}; convert it with "
             "backend.files.events.xytp_to_events (Tonic x, y, t, p) or pass EVENT_DTYPE events")
     raster = torch.as_tensor(inputs)
