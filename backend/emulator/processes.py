@@ -4,7 +4,9 @@ let running ``spikeflash emulate`` servers announce themselves so ``list_devices
 from __future__ import annotations
 
 import os
+import re
 import select
+import stat
 import tempfile
 import subprocess
 import sys
@@ -62,27 +64,60 @@ def _first_line(process: subprocess.Popen, timeout_s: float) -> str:
 
 
 def _registry() -> Path:
-    """Folder of announcements: one file per running emulator, named by pid, holding its URL."""
-    return Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()) / "spikeflash-emulators"
+    """Folder of announcements, one file per running emulator named by its pid and holding its
+    URL: ``$XDG_RUNTIME_DIR/spikeflash-emulators``, else ``<tmp>/spikeflash-emulators-<uid>``;
+    created owner-only (0700)."""
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    if base:
+        return Path(base) / "spikeflash-emulators"
+    return Path(tempfile.gettempdir()) / f"spikeflash-emulators-{os.getuid()}"
+
+
+def _owned_folder(folder: Path) -> bool:
+    """Whether ``folder`` is a real directory (not a symlink) owned by this user, no one
+    else may write or read in (mode 0700)."""
+    try:
+        info = os.lstat(folder)
+    except FileNotFoundError:
+        return False
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o077
 
 
 @contextmanager
 def announced(url: str) -> Iterator[None]:
-    """Announce this process's emulator at ``url`` while the block runs."""
-    entry = _registry() / str(os.getpid())
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    entry.write_text(url)
+    """Announce this process's emulator at ``url`` while the block runs. The folder is made
+    owner-only; a folder someone else owns or opened up is left alone (nothing is announced),
+    and the entry is created without following symlinks."""
+    folder = _registry()
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError:
+        pass
+    entry = folder / str(os.getpid())
+    written = False
+    if _owned_folder(folder):
+        entry.unlink(missing_ok=True)  # a planted entry (even a symlink) is removed, not followed
+        fd = os.open(entry, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(url)
+        written = True
     try:
         yield
     finally:
-        entry.unlink(missing_ok=True)
+        if written:
+            entry.unlink(missing_ok=True)
 
 
 def running_emulators() -> list[tuple[int, str]]:
-    """``(pid, url)`` of every announced emulator whose process is still alive."""
+    """``(pid, url)`` of every announced emulator whose process is still alive; entries that
+    are not plain files of this user holding a pty path or a socket:// URL are ignored."""
+    folder = _registry()
+    if not _owned_folder(folder):
+        return []
     found = []
-    for entry in sorted(_registry().glob("*")) if _registry().is_dir() else []:
-        if not entry.name.isdigit():
+    for entry in sorted(folder.iterdir()):
+        info = os.lstat(entry)
+        if not entry.name.isdigit() or not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
             continue
         try:
             os.kill(int(entry.name), 0)
@@ -90,6 +125,8 @@ def running_emulators() -> list[tuple[int, str]]:
             entry.unlink(missing_ok=True)  # left behind by a killed emulator
             continue
         except PermissionError:
-            pass  # alive, run by another user
-        found.append((int(entry.name), entry.read_text().strip()))
+            continue  # another user's process: not an emulator this user started
+        url = entry.read_text(errors="replace").strip()
+        if re.fullmatch(r"/dev/pts/\d+|socket://127\.0\.0\.1:\d{1,5}", url):
+            found.append((int(entry.name), url))
     return found
