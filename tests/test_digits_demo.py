@@ -67,3 +67,18 @@ def test_predict_takes_most_spikes_then_earliest_first_spike():
 def test_run_demo_rejects_a_bad_n_test():
     with pytest.raises(ValueError, match=r"n_test=0"):
         run_demo(n_test=0)
+
+
+def test_training_gives_the_same_weights_whatever_the_thread_count():
+    import torch
+
+    from backend.app.digits_demo import load_digit_rasters, train_ann
+
+    x_train, y_train, _, _ = load_digit_rasters()
+    rates, labels = x_train[:192].mean(1), y_train[:192]
+    weights = []
+    for threads in (2, 1):
+        torch.set_num_threads(threads)
+        torch.manual_seed(0)
+        weights.append(train_ann(rates, labels, epochs=1).state_dict())
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

@@ -12,7 +12,8 @@
    ones for every sample; save PNG plots (event raster, memory use, confusion matrix).
 
 The prediction for a sample is the output neuron with the most spikes (a tie goes to the one
-that spiked first). Everything is seeded, so two runs print the same numbers.
+that spiked first). Everything is seeded and training runs on TRAIN_THREADS threads with
+deterministic algorithms, so two runs print the same numbers on any machine (same torch).
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ N_BINS = 16  #: time bins per sample; also the largest pixel value of load_digit
 BIN_US = 1000  #: width of one bin in µs
 INPUT_SHAPE = (1, 8, 8)
 N_CLASSES = 10
+
+
+#: threads training uses, whatever the machine has: results do not depend on the core count
+TRAIN_THREADS = 1
 
 
 def run_demo(output_dir: str | Path = "demo_output", n_test: int | None = None) -> int:
@@ -133,11 +138,18 @@ def train_ann(rates: torch.Tensor, labels: torch.Tensor, epochs: int = 20) -> nn
     and cross-entropy on its outputs (logits)."""
     model = build_ann()
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    for _ in tqdm(range(epochs), desc="training the ANN"):
-        for batch in torch.randperm(len(rates)).split(64):
-            optimizer.zero_grad()
-            nn.functional.cross_entropy(model(rates[batch]), labels[batch]).backward()
-            optimizer.step()
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(TRAIN_THREADS)  # float sums in one order on every machine
+    torch.use_deterministic_algorithms(True)
+    try:
+        for _ in tqdm(range(epochs), desc="training the ANN"):
+            for batch in torch.randperm(len(rates)).split(64):
+                optimizer.zero_grad()
+                nn.functional.cross_entropy(model(rates[batch]), labels[batch]).backward()
+                optimizer.step()
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
     return model.eval()
 
 
