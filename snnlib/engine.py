@@ -27,7 +27,7 @@ from numba.core.codegen import get_host_cpu_features
 from numba.extending import intrinsic
 
 from snnlib.events import EVENT_DTYPE, InvalidEventsError, check_events
-from snnlib.network import DVS_LAYER_ID, IntegerNetwork, InvalidNetworkError, Problem
+from snnlib.network import DVS_LAYER_ID, CoreLayer, IntegerNetwork, InvalidNetworkError, Problem
 from snnlib.readout import ReadoutState
 
 OVERFLOW_MODES = ("saturate", "wrap")
@@ -806,6 +806,14 @@ def simulate(network: IntegerNetwork, events: np.ndarray, options: ChipModelOpti
     sim = EventSimulator(network, options)
     out = sim.run(events, until_us)
     return SimulationResult(out, sim.states, sim.counters)
+
+
+def compile_ahead() -> None:
+    """Compile the event loop now (or load it from numba's cache: well under a second), so
+    that a device's first run does not spend its deadline compiling, which takes seconds on
+    a fresh install and tens of seconds on a loaded machine."""
+    neuron = CoreLayer(np.ones((1, 1, 1, 1), np.int8), (1, 1, 1), 1, -1, monitor=True)
+    simulate(IntegerNetwork({0: neuron}), np.zeros(1, dtype=EVENT_DTYPE))
 
 
 def _bits_for(n: int) -> int:

@@ -447,3 +447,11 @@ def test_bad_networks_are_rejected():
         EventSimulator(IntegerNetwork({}, DVSInput((2, 4, 4), origin=(3, 0), cut=(1, 1))))
     with pytest.raises(ValueError, match="overflow='clip'"):
         ChipModelOptions(overflow="clip")
+
+
+def test_compile_ahead_leaves_the_event_loop_compiled_for_every_run():
+    engine.compile_ahead()
+    signatures = list(engine._run.signatures)
+    assert signatures
+    engine.simulate(single_neuron(7, thr=5), np.zeros(3, dtype=engine.EVENT_DTYPE))
+    assert engine._run.signatures == signatures  # a real network's run compiled nothing more

@@ -30,6 +30,7 @@ from backend.protocol.codec import MAX_PAYLOAD, Frame
 from backend.protocol.frames import ErrorCode, FrameType
 from backend.protocol.link import Link
 from backend.protocol.timing import POLL_SLICE_S, RTO_S
+from snnlib.engine import compile_ahead
 from snnlib.errors import SpikeflashError
 
 #: frames inside an open multi-frame transaction, whose errors are answered at its end
@@ -394,6 +395,7 @@ class ServedEmulator:
         if kind not in ("pty", "tcp"):
             raise ValueError(f"ServedEmulator(kind={kind!r}): expected 'pty' or 'tcp'")
         self.server, self.kind = server, kind
+        compile_ahead()  # before the host can connect: its first run's deadline is not for compiling
         self._stop = threading.Event()
         if kind == "pty":
             self._master, self._slave = os.openpty()
