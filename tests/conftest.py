@@ -3,6 +3,7 @@ fails on a seed that the previous run did not try; locally random with the examp
 ``.hypothesis/``, so that a failure found once is replayed first on the next run."""
 
 import os
+import signal
 
 import pytest
 from hypothesis import settings
@@ -20,3 +21,7 @@ def on_run(monkeypatch):
     from test_session import CountingChip
 
     return lambda hook: monkeypatch.setattr(CountingChip, "on_run", staticmethod(hook))
+
+# Ctrl-C tests need SIGINT to raise KeyboardInterrupt here and in the CLI processes they start;
+# a shell starts background jobs with SIGINT ignored, which a child would inherit.
+signal.signal(signal.SIGINT, signal.default_int_handler)
