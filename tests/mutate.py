@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,11 +178,17 @@ def package_sources() -> dict[str, str]:
 
 
 def draw(mutants_by_package: dict[str, list[Mutant]], count: int, seed: int) -> list[Mutant]:
-    """An equal share of ``count`` from each package, drawn with a seeded generator."""
+    """An equal share of ``count`` from each package, drawn with a seeded generator: distinct
+    lines first, then one of the mutants of each drawn line."""
     rng = random.Random(seed)
     share = count // len(mutants_by_package)
-    return [m for package in sorted(mutants_by_package)
-            for m in rng.sample(mutants_by_package[package], share)]
+    drawn = []
+    for package in sorted(mutants_by_package):
+        lines = {}
+        for mutant in mutants_by_package[package]:
+            lines.setdefault((mutant.path, mutant.line), []).append(mutant)
+        drawn += [rng.choice(lines[key]) for key in rng.sample(sorted(lines), share)]
+    return drawn
 
 
 # Which tests to run for a mutant.
@@ -195,17 +202,22 @@ def test_sources() -> dict[str, str]:
 
 def tests_for(mutant: Mutant, source: str, tests: dict[str, str]) -> list[str]:
     """The test files most likely to exercise the mutant, at most ``TESTS_PER_MUTANT``: those
-    that name its function first, then those that import its module or name what it defines."""
+    that name its function first, then those that import its module, are named after it or its
+    package, or name what it defines."""
     module = mutant.path[:-3].replace("/", ".").removesuffix(".__init__")
     defined = {node.name for node in ast.parse(source).body
                if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.name.startswith("_")}
     function = mutant.function.split(".")[-1] if mutant.function else ""
 
-    def score(text: str) -> int:
+    stem, package = Path(mutant.path).stem.strip("_"), mutant.path.split("/")[0]
+
+    def score(path: str, text: str) -> int:
         words = set(re.findall(r"\w+", text))
         return (4 * (function in words and function not in ("__init__", "__call__"))
-                + 3 * (module in text) + len(defined & words))
-    ranked = sorted(((score(text), path) for path, text in tests.items()), key=lambda p: (-p[0], p[1]))
+                + 3 * (module in text) + 2 * (stem[:6] in path) + (package in path)
+                + len(defined & words))
+    ranked = sorted(((score(path, text), path) for path, text in tests.items()),
+                    key=lambda p: (-p[0], p[1]))
     return [path for points, path in ranked[:TESTS_PER_MUTANT] if points > 0]
 
 
@@ -245,6 +257,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mutants", type=int, default=90, help="how many (split over packages)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the draw")
+    parser.add_argument("--jobs", type=int, default=1, help="mutants run at once")
     parser.add_argument("--list", action="store_true", help="only list the drawn mutants")
     args = parser.parse_args(argv)
 
@@ -262,20 +275,39 @@ def main(argv=None) -> int:
 
     tests = test_sources()
     results = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        tree = Path(tmp) / "tree"
-        files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-                               cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-        for name in files:
-            (tree / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, tree / name)
-        for number, mutant in enumerate(drawn, 1):
+
+    def worker(queue: list[Mutant], tree: Path):
+        copy_tree(tree)
+        while True:
+            try:
+                mutant = queue.pop(0)
+            except IndexError:
+                return
             chosen = tests_for(mutant, sources[mutant.path], tests)
             results[mutant] = run_mutant(mutant, chosen, tree)
-            print(f"[{number}/{len(drawn)}] {results[mutant]:8} {mutant}  ({' '.join(chosen)})",
-                  flush=True)
+            print(f"[{len(results)}/{len(drawn)}] {results[mutant]:8} {mutant}  "
+                  f"({' '.join(chosen)})", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        queue = list(drawn)
+        threads = [threading.Thread(target=worker, args=(queue, Path(tmp) / f"tree{i}"))
+                   for i in range(args.jobs)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    results = {m: results[m] for m in drawn}
     print(report(results))
     return 0
+
+
+def copy_tree(tree: Path) -> None:
+    """The working tree's tracked and unignored files, copied to ``tree``."""
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                           cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    for name in files:
+        if (ROOT / name).is_file():
+            (tree / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, tree / name)
 
 
 def report(results: dict[Mutant, str]) -> str:
