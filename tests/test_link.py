@@ -34,13 +34,14 @@ class Pair:
         self.clock = Clock()
         self.to_b, self.to_a, self.lost = bytearray(), bytearray(), set()
         self.a = Link(self._from_a, lambda timeout: self._take(self.to_a), self._no_control, clock=self.clock)
-        self.b = Link(self.to_a.extend, lambda timeout: self._take(self.to_b), self._no_control, clock=self.clock)
+        self.b = Link(self._from_b, lambda timeout: self._take(self.to_b), self._no_control, clock=self.clock)
         for link in (self.a, self.b):
             link.restart(window=WINDOW, max_payload=1024)
         # start both sequence spaces a few frames before the wrap (a session of that many
         # frames would get there by itself; restart() always starts at 0)
         self.a._tx_seq = self.b._rx_expected = first_seq
         self.seqs_b_got: list[int] = []
+        self.wire_from_b = bytearray()
 
     @staticmethod
     def _no_control(frame):
@@ -58,6 +59,10 @@ class Pair:
             self.lost.discard(frame.seq)
             return
         self.to_b.extend(wire)
+
+    def _from_b(self, wire: bytes) -> None:
+        self.wire_from_b.extend(wire)
+        self.to_a.extend(wire)
 
     def stream(self, n: int) -> list[bytes]:
         """Send ``n`` frames from a in batches of the window; return what b delivers."""
@@ -106,3 +111,18 @@ def test_acks_from_before_the_wrap_release_nothing_after_it():
     pair.clock.now += 0.25  # one retransmission timeout: seq 2 must still be waiting
     pair.a.pump(0)
     assert pair.a.counters["retransmits"] == 1
+
+
+def test_control_frames_carry_seq_0_and_the_next_expected_seq():
+    """docs/protocol.md: control frames (ACK, NACK) have seq = 0; their payload is the next
+    expected seq."""
+    pair = Pair(65534)
+    pair.lost = {0}
+    pair.stream(12)
+    frames, _ = decode_stream(bytes(pair.wire_from_b))
+    kinds = {frame.type for frame in frames}
+    assert kinds == {FrameType.ACK, FrameType.NACK}
+    assert all(frame.seq == 0 for frame in frames)
+    nack = next(frame for frame in frames if frame.type == FrameType.NACK)
+    assert U16.unpack(nack.payload) == (0,)  # frame 0 was lost: 0 is expected next
+    assert U16.unpack(frames[-1].payload) == (10,)  # all 12, 65534 .. 9, received
