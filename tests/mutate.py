@@ -1,7 +1,7 @@
 """Mutation testing: plant one-line bugs in snnlib, mapper and backend, one at a time, and count
 how many the test suite catches.
 
-    .venv/bin/python tests/mutate.py --mutants 90 --seed 1
+    .venv/bin/python tests/mutate.py --mutants 60 --seed 1 --jobs 2
 
 The mutants are drawn at random (seeded) from every place in the three packages where one of
 these operators applies: a comparison changed at its boundary (``<`` -> ``<=``, ``==`` ->
@@ -10,11 +10,12 @@ an integer constant off by one, ``and`` <-> ``or``, a ``not`` removed, ``True`` 
 and a check dropped (the condition of an ``if`` whose body raises becomes ``False``). Error
 messages, docstrings and argparse help are left alone.
 
-Each mutant runs at most four test files: those that name its function, then those that import
-its module or name what the module defines (a coverage map per test was tried: under coverage
-the suite ran ~5x slower on 2 cores, longer than the mutants it was to save). A mutant is killed
+Each mutant first runs at most four test files: those that name its function, then those that
+import its module, are named after it or name what it defines (a coverage map per test was
+tried: under coverage the suite ran ~5x slower on 2 cores, longer than the mutants it saved). A mutant is killed
 when one of its tests fails twice (the second time alone) or they time out; the report lists the
-survivors. Each mutant runs in a copy of the working tree, so the checkout is never touched.
+survivors. A mutant that survives them runs again against every test file that scores at all
+(second stage). Each mutant runs in a copy of the working tree, so the checkout is never touched.
 """
 
 from __future__ import annotations
@@ -200,8 +201,9 @@ def test_sources() -> dict[str, str]:
             for folder in ("tests", "hardware_tests") for p in sorted((ROOT / folder).glob("test_*.py"))}
 
 
-def tests_for(mutant: Mutant, source: str, tests: dict[str, str]) -> list[str]:
-    """The test files most likely to exercise the mutant, at most ``TESTS_PER_MUTANT``: those
+def tests_for(mutant: Mutant, source: str, tests: dict[str, str],
+              limit: int | None = TESTS_PER_MUTANT) -> list[str]:
+    """The test files most likely to exercise the mutant, at most ``limit``: those
     that name its function first, then those that import its module, are named after it or its
     package, or name what it defines."""
     module = mutant.path[:-3].replace("/", ".").removesuffix(".__init__")
@@ -218,7 +220,7 @@ def tests_for(mutant: Mutant, source: str, tests: dict[str, str]) -> list[str]:
                 + len(defined & words))
     ranked = sorted(((score(path, text), path) for path, text in tests.items()),
                     key=lambda p: (-p[0], p[1]))
-    return [path for points, path in ranked[:TESTS_PER_MUTANT] if points > 0]
+    return [path for points, path in ranked[:limit] if points > 0]
 
 
 def run_mutant(mutant: Mutant, tests: list[str], tree: Path) -> str:
@@ -259,6 +261,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=1, help="seed of the draw")
     parser.add_argument("--jobs", type=int, default=1, help="mutants run at once")
     parser.add_argument("--list", action="store_true", help="only list the drawn mutants")
+    parser.add_argument("--only", nargs="+", metavar="PATH:LINE", help="run only these drawn mutants")
     args = parser.parse_args(argv)
 
     sources = package_sources()
@@ -266,6 +269,8 @@ def main(argv=None) -> int:
     for path, source in sources.items():
         by_package.setdefault(path.split("/")[0], []).extend(find_mutants(path, source))
     drawn = draw(by_package, args.mutants, args.seed)
+    if args.only:
+        drawn = [m for m in drawn if f"{m.path}:{m.line}" in args.only]
     print(f"{sum(map(len, by_package.values()))} possible mutants "
           f"({', '.join(f'{p} {len(m)}' for p, m in sorted(by_package.items()))}); "
           f"drawn {len(drawn)} with seed {args.seed}", flush=True)
@@ -284,7 +289,11 @@ def main(argv=None) -> int:
             except IndexError:
                 return
             chosen = tests_for(mutant, sources[mutant.path], tests)
-            results[mutant] = run_mutant(mutant, chosen, tree)
+            result = run_mutant(mutant, chosen, tree)
+            if result == "survived":  # second stage: every related test file
+                chosen = tests_for(mutant, sources[mutant.path], tests, limit=None)
+                result = run_mutant(mutant, chosen, tree)
+            results[mutant] = result
             print(f"[{len(results)}/{len(drawn)}] {results[mutant]:8} {mutant}  "
                   f"({' '.join(chosen)})", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
