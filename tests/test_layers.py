@@ -310,3 +310,12 @@ def test_num_timesteps_takes_any_batch_size():
 def test_threshold_and_time_step_errors(make, error, match):
     with pytest.raises(error, match=match):
         make()
+
+
+def test_state_dict_holds_parameters_not_the_running_state():
+    """The membrane and pending spikes are run-time state, not saved with a model: a state_dict
+    saved before any input loads into a layer that has run, and the other way round."""
+    layer = SpikingLayer(threshold=torch.nn.Parameter(torch.tensor(1.0)))
+    layer(torch.ones(4, 3))
+    assert set(layer.state_dict()) == {"threshold"}
+    SpikingLayer(threshold=torch.nn.Parameter(torch.tensor(2.0))).load_state_dict(layer.state_dict())
