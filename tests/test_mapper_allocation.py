@@ -84,6 +84,7 @@ def test_tensor_scale_and_rounding():
     assert q.weights.ravel().tolist() == [64, -128, 32] and q.threshold_high == 256
     assert q.bias.tolist() == [1, 0, 0]  # 1.28 -> 1
     assert q.threshold_low == -1 and "hardware bug" in q.notes[0].action  # -0.128 rounds to 0
+    assert q.notes[0].layer == "s"  # on the spiking layer, whose threshold it is
     assert q.row.max_error == pytest.approx(0.28 / 128)
     half = CorePlan("c", ["c", "s"], np.array([1.0, 2.5 / 127, 3.5 / 127]).reshape(3, 1, 1, 1), None,
                     (1, 1, 1), (1, 1), (0, 0), threshold=1.0, threshold_low=None)
