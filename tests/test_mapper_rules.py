@@ -9,6 +9,7 @@ from torch import nn
 
 from mapper import MappingError, map_model
 from snnlib import Cropping2dLayer, SpikingLayer, SumPool2d
+from snnlib.network import DVS_LAYER_ID
 
 
 def _problems(model, shape, **kw) -> list[str]:
@@ -110,3 +111,22 @@ def test_bad_arguments_name_the_argument():
     with pytest.raises(TypeError, match="monitor='1'"):
         map_model(model, (2, 8, 8), monitor="1")
     _has(_problems(model, (2, 8, 8), monitor=["nope"]), "monitor names no layer", "'0', '1'")
+
+
+class _TwoInputBranches(nn.Module):
+    """The input pooled twice, 2x2 and ``second x second``, into two cores."""
+
+    def __init__(self, second: int):
+        super().__init__()
+        self.pool_a, self.pool_b = SumPool2d(2), SumPool2d(second)
+        self.conv_a, self.conv_b = nn.Conv2d(2, 4, 1, bias=False), nn.Conv2d(2, 4, 1, bias=False)
+        self.spk_a, self.spk_b = SpikingLayer(), SpikingLayer()
+
+    def forward(self, x):
+        return self.spk_a(self.conv_a(self.pool_a(x))), self.spk_b(self.conv_b(self.pool_b(x)))
+
+
+def test_input_branches_share_one_dvs_pooling():
+    assert map_model(_TwoInputBranches(2), (2, 16, 16), dvs=True).input == DVS_LAYER_ID  # one pooling
+    _has(_problems(_TwoInputBranches(4), (2, 16, 16), dvs=True),
+         "one DVS pooling and crop for all input branches", "pool and crop the input once")
