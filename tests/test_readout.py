@@ -21,7 +21,7 @@ from mapper import ChipConfig, ChipSpec, MappingError, get_chip, map_model
 from samna_standin import SpeckConfiguration, make_samna
 from snnlib import (READOUT_LAYER_ID, CoreLayer, Destination, IntegerNetwork, Readout, SpikingLayer,
                     EventSimulator, empty_events, raster_to_events, simulate)
-from snnlib.network import InvalidNetworkError
+from snnlib.network import DVSInput, InvalidNetworkError
 
 PERIOD = 1000
 
@@ -145,3 +145,12 @@ def test_cli_map_sends_the_output_to_the_readout(tmp_path, capsys):
                  "--readout", "2", "--readout-average", "32"]) == 0
     assert ChipConfig.load(tmp_path / "model.json").readout == Readout(2, 32, 4)
     assert "read as class k" in capsys.readouterr().out
+
+
+def test_only_a_core_can_send_to_the_readout():
+    dvs = DVSInput(input_shape=(2, 1, 1), destinations=[Destination(READOUT_LAYER_ID)])
+    network = relay_network(Readout(), channels=2)
+    problems = IntegerNetwork(network.layers, dvs=dvs, slow_clock_period_us=PERIOD,
+                              readout=Readout()).problems()
+    assert [(p.path, "is not a layer of the network" in p.message) for p in problems] == \
+        [("dvs.destinations[0].layer", True)]
