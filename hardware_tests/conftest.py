@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from backend.devices import open_device
-from backend.emulator.processes import emulator_on_pty
+from backend.emulator.processes import device_under_test
 
 HERE = Path(__file__).parent
 
@@ -35,12 +35,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def device_url():
     """The URL under test; for ``emulate:pty`` a freshly started emulator's pty path."""
-    url = os.environ["SPIKEFLASH_DEVICE"]
-    if url != "emulate:pty":
+    with device_under_test(os.environ["SPIKEFLASH_DEVICE"]) as url:
         yield url
-        return
-    with emulator_on_pty() as path:
-        yield path
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import zlib
 import numpy as np
 import pytest
 
-from backend.emulator.processes import emulator_on_pty
+from backend.emulator.processes import device_under_test
 from backend.protocol import frames as fr
 from backend.protocol.codec import encode_frame
 from backend.protocol.config_image import HEADER, encode_image
@@ -36,11 +36,8 @@ def wire_url():
     url = os.environ["SPIKEFLASH_DEVICE"]
     if url.startswith(("emu://", "samna://")):
         pytest.skip(f"{url} does not speak the wire protocol; give a port path or socket:// URL")
-    if url != "emulate:pty":
-        yield url
-        return
-    with emulator_on_pty() as path:
-        yield path
+    with device_under_test(url) as served:
+        yield served
 
 
 @pytest.fixture

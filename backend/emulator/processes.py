@@ -28,6 +28,17 @@ def emulator_on_pty(timeout_s: float = EMULATOR_START_TIMEOUT_S) -> Iterator[str
 
 
 @contextmanager
+def device_under_test(url: str) -> Iterator[str]:
+    """``url`` as it is, or for ``emulate:pty`` (the test suites' default device) the path of
+    an emulator started on a fresh pseudo-terminal for the duration of the block."""
+    if url != "emulate:pty":
+        yield url
+        return
+    with emulator_on_pty() as path:
+        yield path
+
+
+@contextmanager
 def emulators_on_ptys(n: int, timeout_s: float = EMULATOR_START_TIMEOUT_S) -> Iterator[list[str]]:
     """A farm: ``n`` emulator processes, started together, each on its own pseudo-terminal;
     yield their paths; stop every process on exit."""
