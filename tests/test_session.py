@@ -155,8 +155,8 @@ def test_recovers_from_drops_duplicates_reordering_corruption_and_delay(seed):
 
 def test_emulated_chip_through_a_noisy_link_is_bit_exact_with_emu():
     config = qualification_config("pooled_chain", 1)
-    events = random_input(config.to_network(), 3000, seed=6)
-    noisy = Faults(drop=0.003, duplicate=0.003, reorder=0.003, corrupt=0.003, piece=700)
+    events = random_input(config.to_network(), 10000, seed=6)
+    noisy = Faults(drop=0.01, duplicate=0.003, reorder=0.003, corrupt=0.01, piece=700)
     with ServedEmulator(EmulatorServer(max_payload=4096, rto=0.05), "tcp") as served, \
             FaultyLink(device_address(served), noisy, noisy, seed=4) as link, \
             open_device(link.url, rto=0.05, max_payload=4096) as board, open_device("emu://") as emu:
