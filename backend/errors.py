@@ -181,6 +181,17 @@ class NotFlashed(DeviceError):
     """
 
 
+class ConfigNotHeld(NotFlashed):
+    """A device was to be used with a configuration flashed earlier (``compare --no-flash``,
+    :meth:`~backend.devices.base.Device.adopt`), but it does not hold that configuration.
+
+    Example scenarios:
+      - the device holds another configuration (the message names both digests)
+      - it holds none: it restarted, or it is an ``emu://`` of another process
+      - it cannot report what it holds (a samna devkit)
+    """
+
+
 class ModelFileError(SpikeflashError, ValueError):
     """A model file given to the command line cannot be loaded as a model.
 

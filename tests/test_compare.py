@@ -1,5 +1,5 @@
 """Hardware-vs-simulation comparison on real parts: the emulator agrees bit for bit, and a
-device holding a perturbed configuration is caught at the right place."""
+device computing with a perturbed configuration is caught at the right place."""
 
 from __future__ import annotations
 
@@ -39,11 +39,14 @@ def _perturbed(config, core, index, delta):
 
 
 def test_first_divergence_is_located(device):
-    from snnlib import simulate
+    from snnlib import EventSimulator, simulate
 
     config = qualification_config("pooled_chain", 8)
     wrong = _perturbed(config, 4, (1, 2, 0, 1), 9)
-    device.flash(wrong)
+    device.flash(config)
+    # a faulty chip: it holds `config` (its digest) but computes with `wrong`'s weights, as a
+    # corrupted weight memory would
+    device._open_chip()._engine = EventSimulator(wrong.to_network())
     events = random_input(config.to_network(), 2000, seed=8)
     result = compare(config, device, events, flash=False)
     assert not result.bit_exact

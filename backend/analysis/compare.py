@@ -107,8 +107,11 @@ def compare(
 
     ``config_or_model``: a ``mapper.ChipConfig``, or a torch model that is mapped first with
     ``mapper.map_model(model, input_shape, chip=<the device's chip>)``. ``flash``: write the
-    configuration to the device first (then it starts from its initial states); False runs
-    whatever the device holds, after a ``reset()``. ``timeout``: seconds for the device run.
+    configuration to the device first; False uses the configuration the device already holds
+    (flashed earlier, e.g. by another command), which must be this one
+    (:meth:`Device.adopt <backend.devices.base.Device.adopt>`: ``ConfigNotHeld`` naming both
+    digests otherwise). Either way the run starts from the initial states (``reset()``).
+    ``timeout``: seconds for the device run.
     """
     from snnlib import simulate
 
@@ -121,6 +124,8 @@ def compare(
     config = _as_config(config_or_model, device, input_shape)
     if flash:
         device.flash(config)
+    else:
+        device.adopt(config)
     device.reset()
     expected = simulate(config.to_network(), events).events
     received = device.run(events, timeout=timeout, rasters=False).events

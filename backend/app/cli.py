@@ -41,7 +41,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     config = ChipConfig.load(args.config)
     events = load_events(args.events)
     with open_device(args.device) as device:
-        result = compare(config, device, events, timeout=args.timeout)
+        result = compare(config, device, events, flash=not args.no_flash, timeout=args.timeout)
     print(result)
     return 0 if result.bit_exact else 3
 
@@ -348,7 +348,8 @@ EXAMPLES = {
     "emulate": "spikeflash emulate --pty        # prints e.g. 'PTY /dev/pts/3'\n  spikeflash emulate --tcp 5000",
     "devices": "spikeflash devices",
     "doctor": "spikeflash doctor",
-    "compare": "spikeflash compare model.json --events input.npz --device /dev/ttyACM0",
+    "compare": "spikeflash compare model.json --events input.npz --device /dev/ttyACM0\n"
+               "  spikeflash compare model.json --events input.npz --device /dev/ttyACM0 --no-flash",
     "map": "spikeflash map model.pt --input-shape 1,8,8 -o model.json --trust-pickle\n  spikeflash map model.nir --input-shape 2,64,64 --chip speck2f"
            "\n  spikeflash map dvs_model.pt --input-shape 2,128,128 --dvs --slow-clock-us 1000"
            "\n  spikeflash map dvs_model.pt --input-shape 2,64,64 --dvs --dvs-input-size 128,128 --dvs-origin 32,32"
@@ -391,6 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     comp = _subcommand(sub, "compare", _cmd_compare, "run events on a device and in simulation; report the "
                        "first divergence (exit code 3 when they differ)")
     _add_run_arguments(comp)
+    comp.add_argument("--no-flash", action="store_true", help="use the configuration the device holds "
+                      "(flashed by an earlier command); refused unless it is CONFIG (same digest)")
     mapping = _subcommand(sub, "map", _cmd_map, "map a model file to a ChipConfig JSON and print the fit "
                           "report (exit code 2 and every problem when it does not fit)")
     mapping.add_argument("model", help="a torch.save'd nn.Module (.pt/.pth) or a NIR graph (.nir)")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Optional, Union
 import numpy as np
 import torch
 
-from backend.errors import FlashMismatch, NotFlashed, RasterTooLarge
+from backend.errors import ConfigNotHeld, FlashMismatch, NotFlashed, RasterTooLarge
 from snnlib.events import EVENT_DTYPE
 from snnlib.network import DVS_LAYER_ID
 from snnlib.readout import READOUT_CLASSES, READOUT_LAYER_ID
@@ -108,6 +108,9 @@ class RunResult:
 class Device(ABC):
     """A neuromorphic device. Use as a context manager; it is closed (and stopped) on exit."""
 
+    #: whether what is flashed stays on the device for the next process that opens its URL
+    holds_across_processes = True
+
     def __init__(self, url: str):
         self.url = url
         self.config: Optional[ChipConfig] = None
@@ -126,6 +129,12 @@ class Device(ABC):
         """The digest a device that applied ``config`` reports: sha256 of the form it receives
         (:meth:`ChipConfig.digest`, of the JSON; the wire protocol's image digest for boards)."""
         return config.digest()
+
+    def _held_digest(self) -> Optional[str]:
+        """The digest (in :meth:`_digest`'s form) of the configuration the device holds now,
+        None when it holds none. Devices that cannot tell raise :class:`ConfigNotHeld`."""
+        raise ConfigNotHeld(f"{self.url}: this device cannot report which configuration it holds",
+                            hint="flash the configuration (drop --no-flash / flash=False)")
 
     @abstractmethod
     def _reset(self) -> None:
@@ -164,6 +173,33 @@ class Device(ABC):
                 counters=self.counters,
                 hint="flash again; if it persists, the link corrupts data or the firmware is wrong",
             )
+        self.config = config
+
+    def adopt(self, config: ChipConfig) -> None:
+        """Use ``config`` without writing it: the device must already hold it, e.g. flashed by
+        an earlier command on a served emulator or a board (``compare --no-flash``). Unless
+        this object flashed ``config`` itself, the device is asked which configuration it
+        holds (a board reads its image back); another digest, none, or a device that cannot
+        tell raise :class:`ConfigNotHeld` naming both digests and the fix."""
+        from mapper import ChipConfig
+
+        if not isinstance(config, ChipConfig):
+            raise TypeError(f"adopt(config): expected a mapper.ChipConfig, got {type(config).__name__}")
+        config.validate()
+        wanted = self._digest(config)
+        if self.config is not None and self._digest(self.config) == wanted:
+            self.config = config  # this object flashed it and verified the digest
+            return
+        held = self._held_digest()
+        if held != wanted:
+            what = f"configuration {held}" if held is not None else "no configuration"
+            raise ConfigNotHeld(
+                f"{self.url}: the device holds {what}, not the given one ({wanted})",
+                counters=self.counters,
+                hint="flash it first (`spikeflash flash CONFIG --device URL`, or drop --no-flash)"
+                     + ("" if self.holds_across_processes else "; emu:// lives in its process: "
+                        "serve an emulator (`spikeflash emulate --pty`) to keep a configuration "
+                        "between commands"))
         self.config = config
 
     def reset(self) -> None:

@@ -23,7 +23,10 @@ CAPABILITIES = ("flash-verify", "read-states", "reset-states", "bit-exact", "lea
 
 class EmulatorDevice(Device):
     """The in-process emulator. ``url`` must be ``"emu://"``; ``chip`` is the chip name it
-    reports (``"speck2f"`` by default)."""
+    reports (``"speck2f"`` by default). What it holds lives as long as the object: another
+    process (another command) opening ``emu://`` gets a fresh chip holding nothing."""
+
+    holds_across_processes = False
 
     def __init__(self, url: str = "emu://", *, chip: str = "speck2f"):
         if url != "emu://":
@@ -41,6 +44,10 @@ class EmulatorDevice(Device):
 
     def _flash(self, config: ChipConfig) -> str:
         return self._open_chip().apply_config(config.to_json().encode("utf-8"))
+
+    def _held_digest(self) -> Optional[str]:
+        held = self._open_chip().config
+        return None if held is None else held.digest()
 
     def _reset(self) -> None:
         self._open_chip().reset()

@@ -102,6 +102,11 @@ class SerialDevice(Device):
     def _digest(self, config: ChipConfig) -> str:
         return image_digest(encode_image(config))
 
+    def _held_digest(self) -> Optional[str]:
+        self._resync()
+        image = self.session.held_image()
+        return image_digest(image) if image else None
+
     def _reset(self) -> None:
         self._resync()
         self.session.reset_states()

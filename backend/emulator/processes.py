@@ -39,18 +39,37 @@ def device_under_test(url: str) -> Iterator[str]:
 
 
 @contextmanager
+def emulator_on_tcp(timeout_s: float = EMULATOR_START_TIMEOUT_S) -> Iterator[str]:
+    """Start the emulator process on a free loopback TCP port; yield its
+    ``socket://127.0.0.1:PORT`` URL; stop the process on exit."""
+    with _emulator_processes(1, "tcp", timeout_s) as urls:
+        yield urls[0]
+
+
+@contextmanager
 def emulators_on_ptys(n: int, timeout_s: float = EMULATOR_START_TIMEOUT_S) -> Iterator[list[str]]:
     """A farm: ``n`` emulator processes, started together, each on its own pseudo-terminal;
     yield their paths; stop every process on exit."""
-    processes = [subprocess.Popen([sys.executable, "-m", "backend.app.cli", "emulate", "--pty"],
+    with _emulator_processes(n, "pty", timeout_s) as paths:
+        yield paths
+
+
+@contextmanager
+def _emulator_processes(n: int, kind: str, timeout_s: float) -> Iterator[list[str]]:
+    """``n`` ``spikeflash emulate`` processes on ``kind`` ("pty" or "tcp"), started together;
+    yield the URL each printed; stop every process on exit."""
+    where = ["--pty"] if kind == "pty" else ["--tcp", "0"]
+    processes = [subprocess.Popen([sys.executable, "-m", "backend.app.cli", "emulate", *where],
                                   stdout=subprocess.PIPE, text=True) for _ in range(n)]
     try:
         lines = [_first_line(process, timeout_s) for process in processes]
+        label = kind.upper()
         for line in lines:
-            if not line.startswith("PTY "):
-                raise RuntimeError(f"the emulator printed {line!r} instead of 'PTY <path>' "
-                                   "(try `spikeflash emulate --pty` by hand)")
-        yield [line.split(" ", 1)[1].strip() for line in lines]
+            if not line.startswith(f"{label} "):
+                raise RuntimeError(f"the emulator printed {line!r} instead of '{label} <address>' "
+                                   f"(try `spikeflash emulate {' '.join(where)}` by hand)")
+        addresses = [line.split(" ", 1)[1].strip() for line in lines]
+        yield addresses if kind == "pty" else [f"socket://{address}" for address in addresses]
     finally:
         for process in processes:
             process.terminate()
@@ -71,7 +90,7 @@ def _first_line(process: subprocess.Popen, timeout_s: float) -> str:
             raise RuntimeError(
                 f"the emulator process exited with status {process.returncode} before it was ready"
             )
-    raise RuntimeError(f"the emulator did not print its pty path within {timeout_s:.0f} s")
+    raise RuntimeError(f"the emulator did not print its address within {timeout_s:.0f} s")
 
 
 def _registry() -> Path:

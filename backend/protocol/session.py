@@ -252,20 +252,38 @@ class HostSession:
                                     f"reads back {held.hex()[:16]}...", counters=self.link.stats())
             return digest.hex()
 
+    def held_image(self) -> bytes:
+        """The configuration image the device holds (b"" for none): read with ``CONFIG_READ``
+        from offset 0 until a reply is shorter than asked, at most ``MAX_CONFIG_BYTES``."""
+        with self._request():
+            parts, offset, chunk = [], 0, self.link.max_payload - fr.CONFIG_OFFSET.size
+            while offset <= fr.MAX_CONFIG_BYTES:
+                data = self._read_chunk(offset, chunk, self._deadline(chunk), exact=False)
+                parts.append(data)
+                offset += len(data)
+                if len(data) < chunk:
+                    return b"".join(parts)
+            raise ProtocolError(f"{self.name}: the device reads back over {fr.MAX_CONFIG_BYTES} bytes of "
+                                "configuration (the most an upload may announce)", counters=self.link.stats())
+
     def _read_config(self, size: int, deadline: float) -> bytes:
         parts, offset = [], 0
         while offset < size:
             length = min(size - offset, self.link.max_payload - fr.CONFIG_OFFSET.size)
-            self._send(FrameType.CONFIG_READ, fr.CONFIG_READ.pack(offset, length), deadline)
-            data = self._expect(FrameType.CONFIG_DATA, deadline, "configuration read-back").payload
-            (got,) = fr.unpack_struct(fr.CONFIG_OFFSET, data, "CONFIG_DATA")
-            if got != offset or len(data) - fr.CONFIG_OFFSET.size != length:
-                raise ProtocolError(f"{self.name}: read-back asked {length} bytes at {offset}, got "
-                                    f"{len(data) - fr.CONFIG_OFFSET.size} at {got}",
-                                    counters=self.link.stats())
-            parts.append(data[fr.CONFIG_OFFSET.size:])
+            parts.append(self._read_chunk(offset, length, deadline, exact=True))
             offset += length
         return b"".join(parts)
+
+    def _read_chunk(self, offset: int, length: int, deadline: float, exact: bool) -> bytes:
+        """``CONFIG_READ(offset, length)``: the bytes of the reply (``exact``: exactly ``length``)."""
+        self._send(FrameType.CONFIG_READ, fr.CONFIG_READ.pack(offset, length), deadline)
+        data = self._expect(FrameType.CONFIG_DATA, deadline, "configuration read-back").payload
+        (got,) = fr.unpack_struct(fr.CONFIG_OFFSET, data, "CONFIG_DATA")
+        n = len(data) - fr.CONFIG_OFFSET.size
+        if got != offset or n > length or (exact and n != length):
+            raise ProtocolError(f"{self.name}: read-back asked {length} bytes at {offset}, got {n} at {got}",
+                                counters=self.link.stats())
+        return data[fr.CONFIG_OFFSET.size:]
 
     def reset_states(self) -> None:
         """Set every neuron state back to its initial value."""
