@@ -199,6 +199,7 @@ def test_state_clock_and_counters_persist_across_runs(data, net):
     (32, 3, (1, 5, 70), (1, 1)),  # two blocks per position; a leak pass needs 2 words per row
     (16, 5, (1, 11, 11), (2, 2)),  # blocks, one position at a time
     (1, 9, (1, 13, 9), (1, 1)),   # a 9 x 9 window on a 1-wide layer: rows of targets > 64 bits
+    (16, 9, (1, 13, 17), (1, 1)),  # 16-feature blocks in a 9 x 9 window: tables of 1 and 2 words
 ])
 def test_wide_layers_and_large_kernels_equal_reference(features, kernel, shape, stride):
     """The shapes the random networks above do not reach: the vectorized blocks (features a
