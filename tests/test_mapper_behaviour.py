@@ -155,3 +155,30 @@ def test_residual_model_maps_without_changing_behaviour():
     ids = {cid: ["conv1", "conv2", "conv3"].index(c.layer_names[0]) for cid, c in config.cores.items()}
     got = _by_model_layer(simulate(config.to_network(), chip_events).events, ids)
     assert len(expected) > 10 and got.tobytes() == expected.tobytes()
+
+
+def test_batchnorm_folds_into_the_core_as_torch_computes_it_even_for_tiny_variances():
+    """conv -> BatchNorm2d (eval: running statistics) -> SpikingLayer maps to one core whose
+    weights and bias are torch's conv -> BatchNorm to within half a quantization step. The
+    channels have running variances from 1 down to far below ``eps`` (a rarely active channel),
+    where ``var + eps`` is what keeps the fold finite; torch computes the expected map."""
+    torch.manual_seed(5)
+    var = torch.tensor([1.0, 0.25, 2e-5, 1e-7], dtype=torch.float64)
+    conv, bn = nn.Conv2d(2, 4, 3, bias=False), nn.BatchNorm2d(4)
+    with torch.no_grad():  # folded weights of similar size in every channel
+        conv.weight.uniform_(-1, 1).mul_(torch.sqrt(var + bn.eps).float()[:, None, None, None])
+        bn.running_var.copy_(var)
+        bn.running_mean.uniform_(-0.01, 0.01)
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.2, 0.2)
+    model = nn.Sequential(conv, bn, SpikingLayer(1.0, -1.0)).eval()
+    result = map_model(model, (2, 3, 3), slow_clock_period_us=1000)
+    assert any("BatchNorm folded" in n.action for n in result.report.transformations)
+    (core,) = result.config.cores.values()
+    with torch.no_grad():  # torch's affine map, read off from the zero input and unit impulses
+        bias = model[1](model[0](torch.zeros(1, 2, 3, 3))).double().flatten()
+        impulses = torch.eye(18).reshape(18, 2, 3, 3)
+        weights = (model[1](model[0](impulses)).double().reshape(18, 4) - bias).T.reshape(4, 2, 3, 3)
+    step = 0.5 / core.scale + 1e-6
+    assert np.abs(core.weights / core.scale - weights.numpy()).max() <= step
+    assert np.abs(np.asarray(core.bias) / core.scale - bias.numpy()).max() <= step
