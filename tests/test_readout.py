@@ -110,6 +110,33 @@ def test_mapper_spreads_the_classes_for_the_erratum_and_the_config_round_trips()
         map_model(flat, (1, 8, 8), readout=True, slow_clock_period_us=PERIOD)
 
 
+@pytest.mark.parametrize("bias", [None, (0.05, -0.1, 0.2)])
+def test_the_erratum_spread_moves_each_class_bias_with_its_weights(bias):
+    """A biased last layer (its bias a leak on the slow clock): class k's weights and bias both
+    move to channel 4(k-1), the channels between get neither; a bias-free layer stays bias-free.
+    The same model mapped without the readout gives the unspread core."""
+    model = classifier()
+    if bias is not None:
+        biased = nn.Linear(4 * 6 * 6, 3)
+        with torch.no_grad():
+            biased.weight.copy_(model[3].weight)
+            biased.bias.copy_(torch.tensor(bias))
+        model[3] = biased
+
+    def last_core(readout):
+        config = map_model(model, (1, 8, 8), slow_clock_period_us=PERIOD, readout=readout).config
+        (core,) = [c for c in config.cores.values() if c.layer_names[0] == "3"]
+        return core
+    plain, spread = last_core(False), last_core(Readout(1, 16))
+    assert spread.scale == plain.scale
+    assert np.array_equal(spread.weights[::4], plain.weights) and not spread.weights[[1, 2, 3, 5, 6, 7]].any()
+    if bias is None:
+        assert plain.bias is None and spread.bias is None
+    else:
+        assert np.array_equal(np.sign(plain.bias), np.sign(bias))
+        assert spread.bias.tolist() == [plain.bias[0], 0, 0, 0, plain.bias[1], 0, 0, 0, plain.bias[2]]
+
+
 def _mapped_with_readout():
     mapping = map_model(classifier(), (1, 8, 8), slow_clock_period_us=PERIOD, readout=Readout(0, 1))
     events = raster_to_events((torch.rand(30, 1, 8, 8) < 0.4).float(), layer=mapping.input, dt_us=PERIOD)
