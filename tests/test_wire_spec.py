@@ -119,6 +119,21 @@ def test_the_host_greets_asks_and_runs_against_the_stand_alone_peer():
         session.close()
 
 
+def test_close_sends_stop_and_waits_for_its_ok_before_closing_the_port():
+    """docs/protocol.md, "Stop": ``close()`` sends STOP (best effort, 1 s) before closing the
+    port, so a device left mid-run or mid-upload is idle for the next host; the peer logs it."""
+    peer = wire_peer.PeerDevice()
+    session = _session(peer)
+    try:
+        session.handshake()
+        session.status()
+    finally:
+        session.close()
+    assert [t for t, _, _ in peer.received] == [wire_peer.HELLO, wire_peer.STATUS, wire_peer.STOP]
+    session.close()  # a second close sends nothing
+    assert len(peer.received) == 3
+
+
 def test_a_greeting_with_another_nonce_does_not_complete_the_handshake():
     # the peer answers the first HELLO with a stale greeting (another nonce, another window),
     # the second one correctly: the host must wait for the second
