@@ -105,3 +105,20 @@ def test_bounded_steps_give_the_same_run_as_one_call(monkeypatch):
     expected = simulate(config.to_network(), events, until_us=70_000)
     assert len(steps) > 60 and (np.concatenate([out for out, _ in steps]) == expected.events).all()
     assert all((chip.read_states()[c] == expected.states[c]).all() for c in expected.states)
+
+
+def test_a_step_ends_only_where_a_bound_ends_it(monkeypatch):
+    """A step holds as many events as its bounds allow: the events whose gaps hold at most
+    STEP_TICKS leak ticks, at most STEP_EVENTS of them (here 3 ticks and 7 events)."""
+    from backend.emulator import chip as chip_module
+
+    monkeypatch.setattr(chip_module, "STEP_EVENTS", 7)
+    monkeypatch.setattr(chip_module, "STEP_TICKS", 3)
+    config = config_of("fanout_leak", period_us=100)
+    events = random_input(config.to_network(), 40, seed=6)
+    events["t"][:20] = np.arange(20) * 100  # one event per tick: 4 events span 3 ticks
+    events["t"][20:] = 2000 + np.arange(20)  # 20 events within one tick: 7 per step
+    chip = chip_module.EmulatedChip()
+    chip.apply_config(config.to_json().encode())
+    ends = [stats.last_t for _, stats in chip.steps(events) if stats.last_t >= 0]
+    assert ends == [300, 700, 1100, 1500, 1900, 2006, 2013, 2019]
