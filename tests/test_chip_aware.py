@@ -45,3 +45,24 @@ def test_a_layer_with_a_bias_is_refused():
     with pytest.raises(InvalidParameterError, match="bias"):
         with chip_aware(nn.Sequential(nn.Linear(2, 2), SpikingLayer())):
             pass
+
+
+def test_a_conv_not_directly_followed_by_a_spiking_layer_stays_float():
+    """A core layer is a Conv2d/Linear *directly* followed by a SpikingLayer (docs/mapping.md):
+    a conv whose BatchNorm comes first, and a final Linear with no spiking layer, keep their
+    float weights inside the block, while the first conv computes in chip units."""
+    torch.manual_seed(1)
+    net = nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1, bias=False), SpikingLayer(threshold=0.7, threshold_low=-0.3),
+        nn.Conv2d(3, 3, 3, padding=1, bias=False), nn.BatchNorm2d(3), SpikingLayer(threshold=1.0),
+        nn.Flatten(), nn.Linear(3 * 8 * 8, 4, bias=False),
+    ).eval()
+    floats = {name: p.detach().clone() for name, p in net.named_parameters()}
+    with chip_aware(net):
+        net((torch.rand(6, 1, 8, 8) < 0.4).float()).sum().backward()
+        chip_units = net[0].weight.detach()
+        assert torch.equal(chip_units, chip_units.round()) and chip_units.abs().max() > 100  # int8 grid
+        assert torch.equal(net[2].weight, floats["2.weight"]) and torch.equal(net[6].weight, floats["6.weight"])
+        assert net[4].threshold == 1.0 and not net[4].saturate_int16
+    assert all(torch.equal(p, floats[name]) for name, p in net.named_parameters())
+    assert net[2].weight.grad is not None
