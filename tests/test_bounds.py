@@ -5,7 +5,7 @@ capped), and command-line numbers."""
 
 from __future__ import annotations
 
-import time
+import re
 
 import numpy as np
 import pytest
@@ -92,10 +92,10 @@ def test_a_flooding_device_cannot_stretch_the_timeout_or_fill_the_host(monkeypat
     with ServedEmulator(EmulatorServer(FloodingChip), "tcp") as served, open_device(served.url) as device:
         device.flash(CONFIG)
         events = random_input(CONFIG.to_network(), 10, seed=2)
-        started = time.monotonic()
-        with pytest.raises(RunTimeout, match=r"got no end-of-run marker within 1.0 s; read \d+ output events"):
+        with pytest.raises(RunTimeout, match=r"got no end-of-run marker within 1.0 s; read \d+ output events") as info:
             device.run(events, timeout=1.0, rasters=False)
-        assert time.monotonic() - started < 1.0 + 10  # documented slack: the frames already read
+        read = int(re.search(r"read (\d+) output events", str(info.value)).group(1))
+        assert 0 < read < session_module.MAX_OUTPUT_EVENTS  # the deadline ended the flood, not the output limit
         monkeypatch.setattr(session_module, "MAX_OUTPUT_EVENTS", 20_000)
         with pytest.raises(OutputFlood, match=r"sent over 20000 output events \(2\d{4} read\) for 10 input"):
             device.run(events, timeout=60, rasters=False)

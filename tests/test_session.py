@@ -173,11 +173,10 @@ def test_stalled_device_output_raises_link_timeout_not_a_hang(served):
         session = connect(link.url)
         session.flash(CONFIG)
         link.stall("to_host")
-        start = time.monotonic()
-        with pytest.raises(LinkTimeout) as info:
+        with pytest.raises(LinkTimeout, match=r"no acknowledgement for frame seq \d+ .* after 3 retransmissions") as info:
             session.run(make_events(1000), timeout=1.0)
-        assert time.monotonic() - start < 3.0
-        assert isinstance(info.value, TimeoutError) and info.value.counters is not None
+        # the link's retry budget (0.05 + 0.1 + 0.2 + 0.4 s at rto=0.05) ended the run, not its deadline
+        assert isinstance(info.value, TimeoutError) and info.value.counters["retransmits"] >= 3
         session.close()
 
 
@@ -189,10 +188,10 @@ def test_device_that_stops_reading_raises_link_timeout():
         session.flash(CONFIG)
         link.stall("to_device")
         events = make_events(300_000)
-        start = time.monotonic()
-        with pytest.raises(LinkTimeout, match="no acknowledgement|accepted no data|window"):
+        # ended by the retries or the port's write timeout, never by waiting for window space
+        # until the run's deadline (60 s)
+        with pytest.raises(LinkTimeout, match="no acknowledgement .* after 3 retransmissions|accepted no data for 0.3 s"):
             session.run(events, timeout=60)
-        assert time.monotonic() - start < 10.0  # bounded by the retries, far below timeout=60
         session.close()
 
 
@@ -224,10 +223,9 @@ def test_unplug_mid_run_raises_device_disconnected(served, on_run):
         session.flash(CONFIG)
         on_run(link.unplug)
         try:
-            start = time.monotonic()
-            with pytest.raises(DeviceDisconnected, match="unplugged") as info:
+            with pytest.raises(DeviceDisconnected, match="unplugged") as info:  # not a RunTimeout
                 session.run(make_events(5000), timeout=5)
-            assert time.monotonic() - start < 5.0 and info.value.counters is not None
+            assert info.value.counters is not None
         finally:
             session.close()
         assert not session._reader.is_alive()
