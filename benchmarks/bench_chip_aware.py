@@ -68,7 +68,7 @@ def main(argv=None) -> None:
     torch.manual_seed(0)
     x_train, y_train, x_test, y_test = load_digit_rasters()
     x_test, y_test = x_test[:args.test], y_test[:args.test]
-    base = example.build_snn(BATCH, args.threshold)
+    base = example.build_snn(threshold=args.threshold)
     train(base, x_train, y_train, args.epochs, args.lr, 0)
     print(f"threshold {args.threshold}, {args.epochs} float epochs, then {args.finetune} more:")
     for name in ("float", "chip-aware"):

@@ -28,14 +28,15 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-from backend.app.digits_demo import load_digit_rasters
+from backend.app.digits_demo import N_BINS, load_digit_rasters
 from snnlib import SpikingLayer, SumPool2d
 
 
-def build_snn(batch_size: int, threshold: float = 1.0) -> nn.Sequential:
-    """The chip-mappable conv SNN for ``(batch_size * T, 1, 8, 8)`` batch-major inputs."""
+def build_snn(num_timesteps: int = N_BINS, threshold: float = 1.0) -> nn.Sequential:
+    """The chip-mappable conv SNN for ``(B * num_timesteps, 1, 8, 8)`` batch-major inputs, any B."""
     def spiking(name):
-        return SpikingLayer(threshold=threshold, threshold_low=-threshold, batch_size=batch_size, layer_name=name)
+        return SpikingLayer(threshold=threshold, threshold_low=-threshold, num_timesteps=num_timesteps,
+                            layer_name=name)
 
     return nn.Sequential(OrderedDict([
         ("conv1", nn.Conv2d(1, 8, 3, padding=1, bias=False)), ("spk1", spiking("spk1")), ("pool1", SumPool2d(2)),
@@ -81,9 +82,9 @@ def main(argv=None) -> None:
     x_train, y_train, x_test, y_test = load_digit_rasters()
     train = TensorDataset(x_train, y_train)
     sampler = DistributedSampler(train, world, rank, shuffle=True, seed=args.seed, drop_last=True)
-    # full batches only: a SpikingLayer's batch_size is fixed
-    loader = DataLoader(train, args.batch_size, sampler=sampler, drop_last=True)
-    model = build_snn(args.batch_size).to(device)
+    # the layers take any batch size (num_timesteps), so the last, smaller batch trains too
+    loader = DataLoader(train, args.batch_size, sampler=sampler)
+    model = build_snn().to(device)
     # the membranes are per-process state: never broadcast them (torch 2.13 warns that the flag is
     # deprecated, yet names it as the way to keep rank-local buffers until init_sync_buffers exists)
     warnings.filterwarnings("ignore", "`broadcast_buffers` is deprecated", FutureWarning)
@@ -119,13 +120,12 @@ def main(argv=None) -> None:
 @torch.no_grad()
 def accuracy(model: nn.Module, rasters: torch.Tensor, labels: torch.Tensor, batch_size: int,
              device: torch.device) -> float:
-    """Fraction of full batches of the test set classified right (the most output spikes)."""
-    right = total = 0
-    for start in range(0, len(rasters) - batch_size + 1, batch_size):
+    """Fraction of ``rasters`` classified right (the most output spikes), in batches of ``batch_size``."""
+    right = 0
+    for start in range(0, len(rasters), batch_size):
         counts = spike_counts(model, rasters[start:start + batch_size].to(device))
         right += int((counts.argmax(1).cpu() == labels[start:start + batch_size]).sum())
-        total += batch_size
-    return right / max(total, 1)
+    return right / len(rasters)
 
 
 if __name__ == "__main__":

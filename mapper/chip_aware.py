@@ -2,7 +2,15 @@
 ``Conv2d``/``Linear`` directly followed by a ``SpikingLayer``) computes what ``map_model`` will
 put on the chip: the weights rounded to the int8 grid of the layer's scale (chosen as
 ``mapper.quantize`` chooses it, from the current weights and thresholds), the thresholds and
-``threshold_low`` rounded on that scale, and the membrane saturating at the chip's int16 range.
+``threshold_low`` rounded on that scale (None becomes the chip's floor, -32768).
+
+The membrane is not clipped at 32767 after each time bin (``saturate_int16`` is off inside the
+block): the chip clips after each synaptic update, and each update that reaches the threshold
+fires and subtracts, so while weights are at most the threshold its membrane never nears 32767;
+clipping a bin's summed input would cap that bin at ``32767 / threshold`` spikes where the chip
+does not. With weights in [0, threshold] the block's spike counts per bin are the chip's
+(tests/test_chip_aware.py); otherwise they differ as docs/chip-model.md, "Relation to the
+time-stepped layers", says (mixed signs within a bin, weights above the threshold, clamping).
 
 The core runs in chip units (the convolution with the integer weights ``round(w * scale)``, the
 spiking layer with the integer thresholds), so its spikes are those of the quantized core; the
@@ -45,12 +53,13 @@ SETTINGS = ("threshold", "threshold_low", "membrane_subtract", "saturate_int16")
 
 
 def _chip_settings(original: dict, scale: float) -> dict:
-    """A spiking layer's ``original`` settings in chip units, as mapper.quantize rounds them."""
+    """A spiking layer's ``original`` settings in chip units, as mapper.quantize rounds them
+    (no per-bin int16 clipping: see the module docstring)."""
     high = max(1, int(np.round(original["threshold"] * scale)))
     low = original["threshold_low"]
     low = -32768 if low is None else int(np.round(low * scale)) or -1
     return {"threshold": float(high), "threshold_low": float(low), "membrane_subtract": float(high),
-            "saturate_int16": True}
+            "saturate_int16": False}
 
 
 def core_layers(model: nn.Module) -> list[tuple[nn.Module, SpikingLayer]]:

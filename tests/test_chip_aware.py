@@ -9,7 +9,7 @@ from torch import nn
 
 from mapper import map_model
 from mapper.chip_aware import chip_aware
-from snnlib import InvalidParameterError, SpikingLayer, SumPool2d
+from snnlib import InvalidParameterError, SpikingLayer, SumPool2d, events_to_raster, raster_to_events, simulate
 
 
 def model():
@@ -34,7 +34,7 @@ def test_cores_compute_with_the_mappers_integers_and_the_float_model_comes_back(
             weight = layer.weight.detach().numpy()
             assert np.array_equal(weight.reshape(core.weights.shape), core.weights)
             assert (spiking.threshold, spiking.threshold_low) == (core.threshold_high, core.threshold_low)
-            assert spiking.saturate_int16
+            assert not spiking.saturate_int16  # the chip never clips a bin's sum: see chip_aware
         out.sum().backward()
     assert all(torch.equal(a, b) for a, b in zip(floats, net.parameters()))
     assert net[1].threshold == 0.7 and net[5].threshold_low is None and not net[1].saturate_int16
@@ -66,3 +66,29 @@ def test_a_conv_not_directly_followed_by_a_spiking_layer_stays_float():
         assert net[4].threshold == 1.0 and not net[4].saturate_int16
     assert all(torch.equal(p, floats[name]) for name, p in net.named_parameters())
     assert net[2].weight.grad is not None
+
+
+def test_the_chip_aware_forward_spikes_as_the_mapped_chip_does_bin_by_bin():
+    """Where the time-stepped and the event rules coincide (weights in [0, threshold],
+    docs/chip-model.md), the fake-quantized forward gives the spike counts per bin of every core
+    that the event-exact simulation of map_model's configuration gives: mapping adds nothing."""
+    torch.manual_seed(1)
+    net = nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1, bias=False), SpikingLayer(threshold=0.7), SumPool2d(2),
+        nn.Flatten(), nn.Linear(3 * 4 * 4, 4, bias=False), SpikingLayer(threshold=1.3, threshold_low=None),
+    )
+    with torch.no_grad():
+        net[0].weight.uniform_(0.0, 0.7)
+        net[4].weight.uniform_(0.0, 0.4)
+    raster = torch.randint(0, 3, (12, 1, 8, 8)).float()  # (T, C, H, W) counts, 1 ms bins
+    mapping = map_model(net, (1, 8, 8), "speck2f", monitor="all")
+    chip = simulate(mapping.config.to_network(), raster_to_events(raster, mapping.input, 1000)).events
+    with torch.no_grad(), chip_aware(net):
+        first = net[:2](raster)
+        steps = [first, net[2:](first)]
+    cores = sorted(mapping.config.cores.items(), key=lambda item: item[1].layer_names[0])
+    for (cid, _), spikes in zip(cores, steps):
+        shape = spikes.shape[1:] if spikes.ndim == 4 else (spikes.shape[1], 1, 1)
+        counts = events_to_raster(chip, shape, 1000, n_steps=len(raster), layer=cid)
+        assert spikes.sum() > 20
+        assert np.array_equal(counts.reshape(spikes.shape), spikes.numpy())
