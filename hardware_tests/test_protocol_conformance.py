@@ -25,6 +25,7 @@ from backend.protocol.config_image import HEADER, encode_image
 from backend.protocol.frames import ErrorCode, FrameType
 from backend.testing.conformance import WireClient, error_of
 from backend.testing.qualification import qualification_config, random_input
+from mapper import ChipConfig, list_chips
 from snnlib import simulate
 from snnlib.events import EVENT_DTYPE
 
@@ -191,7 +192,9 @@ def test_an_image_that_is_not_canonical_or_not_for_this_chip_is_invalid(client):
     readout = bytearray(image)
     readout[HEADER.size] = 3  # the first section as the reserved readout kind
     json_v1 = config_for(client).to_json().encode()  # what version 1 carried
-    for bad in (bytes(reserved), bytes(readout), image + bytes(4), json_v1):
+    other_chip = next(chip for chip in list_chips() if chip != client.greeting.chip)
+    foreign = encode_image(ChipConfig.from_network(config_for(client).to_network(), chip=other_chip))
+    for bad in (bytes(reserved), bytes(readout), image + bytes(4), json_v1, foreign):
         assert_error(upload(client, bad), ErrorCode.CONFIG_INVALID, T.CONFIG_END)
 
 

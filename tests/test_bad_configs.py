@@ -12,6 +12,7 @@ from samna_standin import make_samna
 
 from backend.devices import open_device
 from backend.emulator.server import EmulatorServer, ServedEmulator
+from backend.errors import VersionMismatch
 from backend.testing.qualification import qualification_config
 from mapper import ChipConfig, ConfigError
 from snnlib import Destination, InvalidNetworkError
@@ -70,5 +71,19 @@ def test_each_bad_config_is_refused_alike_on_every_device_and_a_good_one_still_f
             ChipConfig.from_json(config.to_json())
         assert loaded.value.problems == err.value.problems, case
     good = qualification_config("pooled_chain")
+    device.flash(good)
+    assert device.config is good
+
+
+def test_a_config_for_another_chip_is_refused_alike_on_every_device(device):
+    """A speck2e configuration onto a speck2f device: the host refuses it before sending
+    anything on every device (it once flashed onto emu:// but not onto the pty emulator)."""
+    assert device.info().chip == "speck2f"
+    good = qualification_config("pooled_chain")
+    other = ChipConfig.from_network(good.to_network(), chip="speck2e")
+    with pytest.raises(VersionMismatch, match=f"{device.url}: the device is a speck2f, the "
+                                              "configuration is for speck2e") as err:
+        device.flash(other)
+    assert err.value.hint == "map the model with chip='speck2f'" and device.config is None
     device.flash(good)
     assert device.config is good

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Optional, Union
 import numpy as np
 import torch
 
-from backend.errors import ConfigNotHeld, FlashMismatch, NotFlashed, RasterTooLarge
+from backend.errors import ConfigNotHeld, FlashMismatch, NotFlashed, RasterTooLarge, VersionMismatch
 from snnlib.events import EVENT_DTYPE
 from snnlib.network import DVS_LAYER_ID
 from snnlib.readout import READOUT_CLASSES, READOUT_LAYER_ID
@@ -158,13 +158,18 @@ class Device(ABC):
     # -- the public interface ---------------------------------------------------------
     def flash(self, config: ChipConfig) -> None:
         """Validate ``config`` (:meth:`mapper.ChipConfig.validate`: an invalid one raises
-        ``mapper.ConfigError`` on every device, before anything is sent), write it to the
-        device and verify the digest it reports back."""
+        ``mapper.ConfigError`` on every device, before anything is sent; one for another chip
+        than the device's raises :class:`VersionMismatch`), write it to the device and verify
+        the digest it reports back."""
         from mapper import ChipConfig
 
         if not isinstance(config, ChipConfig):
             raise TypeError(f"flash(config): expected a mapper.ChipConfig, got {type(config).__name__}")
         config.validate()
+        chip = self.info().chip
+        if config.chip != chip:
+            raise VersionMismatch(f"{self.url}: the device is a {chip}, the configuration is for "
+                                  f"{config.chip}", hint=f"map the model with chip={chip!r}")
         applied, sent = self._flash(config), self._digest(config)
         if applied != sent:
             raise FlashMismatch(

@@ -11,7 +11,7 @@ import numpy as np
 import serial
 
 from backend.devices.base import Device, DeviceInfo
-from backend.errors import DeviceNotFound, DeviceOpenError, FlashMismatch, VersionMismatch
+from backend.errors import DeviceNotFound, DeviceOpenError, FlashMismatch
 from backend.protocol.codec import MAX_PAYLOAD
 from backend.protocol.config_image import encode_image, image_digest
 from backend.protocol.session import HostSession
@@ -93,10 +93,6 @@ class SerialDevice(Device):
 
     def _flash(self, config: "ChipConfig") -> str:
         self._resync()
-        if config.chip != self.greeting.chip:
-            raise VersionMismatch(f"{self.url}: the device is a {self.greeting.chip}, the "
-                                  f"configuration is for {config.chip}",
-                                  hint=f"map the model with chip={self.greeting.chip!r}")
         return self.session.flash(encode_image(config))
 
     def _digest(self, config: ChipConfig) -> str:

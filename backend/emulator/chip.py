@@ -103,7 +103,11 @@ class EmulatedChip:
         return image_digest(bytes(image))
 
     def _load(self, config: ChipConfig) -> None:
+        from mapper import ConfigError
         from snnlib import EventSimulator
+
+        if config.chip != self.info.chip:  # as a board refuses an image for another chip
+            raise ConfigError("chip", f"{config.chip!r}: this device is a {self.info.chip}")
 
         engine = EventSimulator(config.to_network())
         self.config, self._engine = config, engine
