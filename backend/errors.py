@@ -268,3 +268,32 @@ class OutputPathError(SpikeflashError, ValueError):
       - ``spikeflash run c.json --events in.npz -o in.npz`` (the output is an input)
       - ``-o`` in a folder that does not exist
     """
+
+
+class NoSensor(DeviceError):
+    """``Device.stream()`` on a device without a sensor of its own.
+
+    Example scenarios:
+      - an emulator started without ``--sensor FILE`` (or ``emu://`` opened without ``sensor=``)
+      - a board whose firmware answers the wire protocol's ``STREAM`` with ``NO_SENSOR`` or, as a
+        firmware without the stream mode does, ``UNKNOWN_FRAME``
+    """
+
+
+class StreamOverflow(DeviceError):
+    """A stream's output arrived faster than the program took it and filled the host's bounded
+    queue (``Device.stream(max_queued=...)``); the stream was stopped. ``counters`` say how
+    many events were received and dropped.
+
+    Example scenarios:
+      - a loop over ``device.stream()`` that does slow work per batch while a busy scene streams
+      - pass ``on_full="drop"`` to keep streaming and count the lost events instead
+    """
+
+
+class DeviceBusy(DeviceError):
+    """A device operation while a stream is open on that device.
+
+    Example scenarios:
+      - ``device.run(...)`` inside ``with device.stream() as stream:``; close the stream first
+    """

@@ -764,6 +764,12 @@ class EventSimulator:
         return out
 
     @property
+    def last_t(self) -> int:
+        """Time (µs) of the last input event processed since the last reset (the next run's
+        events may not be earlier); the minimum int64 when there was none."""
+        return int(self._clock[LAST_T])
+
+    @property
     def leak_ticks(self) -> tuple[int, int]:
         """``(next tick time, period)`` in µs of the leak clock; period 0: no tick is stepped."""
         return int(self._clock[NEXT_TICK]), int(self._clock[PERIOD])

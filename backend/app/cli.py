@@ -20,7 +20,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_emulate(args: argparse.Namespace) -> int:
     from backend.emulator.server import emulate
 
-    return emulate("pty" if args.pty else "tcp", args.tcp or 0)
+    return emulate("pty" if args.pty else "tcp", args.tcp or 0, args.sensor, args.fast)
 
 
 def _cmd_devices(args: argparse.Namespace) -> int:
@@ -345,7 +345,8 @@ EXAMPLES = {
   spikeflash flash model.json --device /dev/ttyACM0
   spikeflash run model.json --events input.npz --device emu://""",
     "demo": "spikeflash demo",
-    "emulate": "spikeflash emulate --pty        # prints e.g. 'PTY /dev/pts/3'\n  spikeflash emulate --tcp 5000",
+    "emulate": "spikeflash emulate --pty        # prints e.g. 'PTY /dev/pts/3'\n  spikeflash emulate --tcp 5000"
+               "\n  spikeflash emulate --pty --sensor recording.aedat4 --fast",
     "devices": "spikeflash devices",
     "doctor": "spikeflash doctor",
     "compare": "spikeflash compare model.json --events input.npz --device /dev/ttyACM0\n"
@@ -386,6 +387,11 @@ def build_parser() -> argparse.ArgumentParser:
     where = emulate.add_mutually_exclusive_group(required=True)
     where.add_argument("--pty", action="store_true", help="create a pseudo-terminal; prints 'PTY <path>'")
     where.add_argument("--tcp", type=_port, metavar="PORT", help="listen on 127.0.0.1:PORT (0: any); prints 'TCP <host>:<port>'")
+    emulate.add_argument("--sensor", metavar="FILE", help="give the emulator a sensor replaying this recording "
+                         "(.npy / .npz / .aedat4 / Tonic arrays; an .npz of several arrays plays one per stream, "
+                         "in turn) for `spikeflash stream` and Device.stream()")
+    emulate.add_argument("--fast", action="store_true", help="replay the --sensor recording as fast as the chip "
+                         "takes it (default: at its recorded pace)")
     _subcommand(sub, "devices", _cmd_devices, "list emulators, serial ports and samna devkits to open")
     _subcommand(sub, "doctor", _cmd_doctor, "versions, samna, serial port permissions and a loopback "
                 "self-test against an emulator on a pty (exit code 1 when a check fails)")
@@ -467,6 +473,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "map" and not args.dvs and _dvs_flags(args):
         parser.error("the --dvs-* options need --dvs (the model input comes from the DVS stage)")
+    if args.command == "emulate" and args.fast and args.sensor is None:
+        parser.error("--fast needs --sensor FILE (the recording to replay)")
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -3,24 +3,29 @@
 Every device (in-process emulator, a board on the wire protocol, a samna devkit) is a
 :class:`Device`. The public methods here own validation, conversion and the result layout;
 drivers implement only the raw ``_flash`` / ``_reset`` / ``_read_states`` / ``_run_events`` /
-``_close`` / ``info`` methods (template method, as python-can's ``BusABC``).
+``_close`` / ``info`` methods, and ``_stream`` for a device with a sensor (template method,
+as python-can's ``BusABC``).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Optional, Union
+from typing import TYPE_CHECKING, Iterator, Optional, Union
 
 import numpy as np
 import torch
 
-from backend.errors import ConfigNotHeld, FlashMismatch, NotFlashed, RasterTooLarge, VersionMismatch
+from backend.errors import (ConfigNotHeld, DeviceBusy, FlashMismatch, NoSensor, NotFlashed, RasterTooLarge,
+                            VersionMismatch)
 from snnlib.events import EVENT_DTYPE
 from snnlib.network import DVS_LAYER_ID
 from snnlib.readout import READOUT_CLASSES, READOUT_LAYER_ID
 
 if TYPE_CHECKING:
+    import threading
+
+    from backend.devices.stream import DVSFilter, Stream
     from mapper import ChipConfig
     from snnlib import IntegerNetwork
 
@@ -115,6 +120,7 @@ class Device(ABC):
         self.url = url
         self.config: Optional[ChipConfig] = None
         self.counters = Counters()
+        self._open_stream: Optional[Stream] = None
 
     # -- what drivers implement -------------------------------------------------------
     @abstractmethod
@@ -155,6 +161,13 @@ class Device(ABC):
     def _close(self) -> None:
         """Stop the device and release the port."""
 
+    def _stream(self, stop: threading.Event, dvs_filter: Optional[DVSFilter]) -> Iterator[np.ndarray]:
+        """Start the chip on its own sensor; yield output batches (EVENT_DTYPE) as they come,
+        until the sensor ends or ``stop`` is set (then end the device's stream); add the
+        stream's accounting to ``self.counters`` (``received`` and host-side drops are counted
+        by the caller). Runs on the stream's pump thread."""
+        raise NoSensor(f"{self.url}: this kind of device has no sensor to stream from")
+
     # -- the public interface ---------------------------------------------------------
     def flash(self, config: ChipConfig) -> None:
         """Validate ``config`` (:meth:`mapper.ChipConfig.validate`: an invalid one raises
@@ -166,6 +179,7 @@ class Device(ABC):
         if not isinstance(config, ChipConfig):
             raise TypeError(f"flash(config): expected a mapper.ChipConfig, got {type(config).__name__}")
         config.validate()
+        self._require_idle("flash")
         chip = self.info().chip
         if config.chip != chip:
             raise VersionMismatch(f"{self.url}: the device is a {chip}, the configuration is for "
@@ -191,6 +205,7 @@ class Device(ABC):
         if not isinstance(config, ChipConfig):
             raise TypeError(f"adopt(config): expected a mapper.ChipConfig, got {type(config).__name__}")
         config.validate()
+        self._require_idle("adopt")
         wanted = self._digest(config)
         if self.config is not None and self._digest(self.config) == wanted:
             self.config = config  # this object flashed it and verified the digest
@@ -279,8 +294,37 @@ class Device(ABC):
         return RunResult(out, _rasters(out[inside], names, shapes, t0_us, dt_us, n_steps), t0_us,
                          dt_us, n_steps, self.counters.since(before), len(out) - int(inside.sum()))
 
+    def stream(self, *, max_queued: int = 1 << 20, on_full: str = "raise",
+               dvs_filter: Optional[DVSFilter] = None) -> Stream:
+        """The live mode: run the chip on the device's own sensor (a devkit's pixel array; an
+        emulator's replayed recording) and iterate over its output batches as they come.
+
+        ``max_queued``: the most output events the host holds for the program (the bound of
+        the queue between the device and the iteration; a batch always fits an empty queue).
+        ``on_full``: when a batch does not fit, ``"raise"`` :class:`StreamOverflow` after the
+        batches before it (the stream stops) or ``"drop"`` it, counted in ``counters.dropped``.
+        ``dvs_filter``: the sensor's noise filter (samna devkits only). Use as a context
+        manager; leaving it (or Ctrl-C in it, or ``close()``) stops the device's stream, and
+        the device is ready for ``run`` again. The output equals the event-exact simulation
+        of the sensor's events. Raises :class:`NoSensor` when the device has none."""
+        from backend.devices.stream import Stream
+
+        self._require_config("stream")
+        if isinstance(max_queued, bool) or not isinstance(max_queued, int) or max_queued < 1:
+            raise ValueError(f"stream(max_queued={max_queued!r}): expected a number of events >= 1")
+        if on_full not in ("raise", "drop"):
+            raise ValueError(f"stream(on_full={on_full!r}): expected 'raise' or 'drop'")
+        self._open_stream = Stream(self, lambda stop: self._stream(stop, dvs_filter), max_queued, on_full)
+        return self._open_stream
+
+    def _stream_closed(self, stream: Stream) -> None:
+        if self._open_stream is stream:
+            self._open_stream = None
+
     def close(self) -> None:
-        """Stop the device and release it. Safe to call twice."""
+        """Stop the device (and its stream) and release it. Safe to call twice."""
+        if self._open_stream is not None:
+            self._open_stream.close()
         self._close()
 
     def __enter__(self) -> "Device":
@@ -290,9 +334,18 @@ class Device(ABC):
         self.close()
 
     def _require_config(self, what: str) -> "ChipConfig":
+        self._require_idle(what)
         if self.config is None:
             raise NotFlashed(f"{self.url}: {what}() needs a configuration; call flash(config) first")
         return self.config
+
+    def _require_idle(self, what: str) -> None:
+        """Raise :class:`DeviceBusy` while a stream runs (one the device ended is closed here)."""
+        if self._open_stream is not None and self._open_stream.ended:
+            self._open_stream.close()
+        if self._open_stream is not None:
+            raise DeviceBusy(f"{self.url}: {what}() while a stream is open on this device",
+                             hint="close the stream first (leave its with block, or stream.close())")
 
 
 def _as_raster(inputs) -> torch.Tensor:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import errno
 import socket
-from typing import TYPE_CHECKING, Optional
+import threading
+from typing import TYPE_CHECKING, Iterator, Optional
 
 import numpy as np
 import serial
@@ -18,6 +19,7 @@ from backend.protocol.session import HostSession
 from backend.protocol.timing import BAUDRATE, HANDSHAKE_TIMEOUT_S, LINK_RATE, RTO_S, WRITE_TIMEOUT_S
 
 if TYPE_CHECKING:
+    from backend.devices.stream import DVSFilter
     from mapper import ChipConfig
 
 
@@ -120,6 +122,17 @@ class SerialDevice(Device):
             self.counters.link = self.session.link.stats()
         self.counters.add_run(len(events), len(out), end.dropped + end.overflow, end.core_in, end.core_out)
         return out
+
+    def _stream(self, stop: threading.Event, dvs_filter: Optional[DVSFilter]) -> Iterator[np.ndarray]:
+        if dvs_filter is not None:
+            raise ValueError("stream(dvs_filter=...): the wire protocol carries no sensor settings; only a "
+                             "samna devkit's sensor has a DVS filter")
+        self._resync()
+        try:
+            end = yield from self.session.stream(stop)
+        finally:
+            self.counters.link = self.session.link.stats()
+        self.counters.add_run(end.events_in, 0, end.dropped + end.overflow, end.core_in, end.core_out)
 
     def _close(self) -> None:
         self.session.close()

@@ -9,16 +9,18 @@ the chip semantics of ``docs/chip-model.md``). The wire-protocol server
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterator, Optional
+from typing import TYPE_CHECKING, Callable, Iterator, Optional
 
 import numpy as np
 
-from backend.errors import NotFlashed
-from snnlib.events import EVENT_DTYPE
+from backend.errors import NoSensor, NotFlashed
+from snnlib.events import EVENT_DTYPE, InvalidEventsError
 
 if TYPE_CHECKING:
     from mapper import ChipConfig
+    from backend.emulator.sensor import Playback, ReplaySensor
     from snnlib import EventSimulator
 
 #: what the emulator reports as its firmware
@@ -45,13 +47,14 @@ class RunStats:
     ``events_in`` / ``events_out``: per core id, events that entered the core / spikes it
     produced. ``dropped``: events the router dropped (pooled coordinates outside the
     destination map). ``last_t``: timestamp (µs) of the last input
-    event processed, -1 when there was none.
+    event processed, -1 when there was none. ``n_in``: input events processed.
     """
 
     events_in: dict[int, int] = field(default_factory=dict)
     events_out: dict[int, int] = field(default_factory=dict)
     dropped: int = 0
     last_t: int = -1
+    n_in: int = 0
 
     def add(self, other: "RunStats") -> None:
         """Add the counters of a later step of the same run."""
@@ -60,6 +63,7 @@ class RunStats:
                 total[core] = total.get(core, 0) + n
         self.dropped += other.dropped
         self.last_t = max(self.last_t, other.last_t)
+        self.n_in += other.n_in
 
 
 class EmulatedChip:
@@ -67,12 +71,15 @@ class EmulatedChip:
     image), then ``run`` events.
 
     ``chip``: the chip name it reports before and after configuration (e.g. ``"speck2f"``).
+    ``sensor``: its own sensor (a :class:`~backend.emulator.sensor.ReplaySensor`) for
+    :meth:`stream`, or None.
     """
 
-    def __init__(self, chip: str = "speck2f"):
+    def __init__(self, chip: str = "speck2f", sensor: Optional[ReplaySensor] = None):
         if not isinstance(chip, str) or not chip:
             raise ValueError(f"EmulatedChip(chip={chip!r}): expected a chip name such as 'speck2f'")
         self.info = ChipInfo(chip)
+        self.sensor = sensor
         self.config: Optional[ChipConfig] = None
         self._engine: Optional[EventSimulator] = None
 
@@ -163,6 +170,36 @@ class EmulatedChip:
         if until_us is not None:
             yield from self._ticks_until(engine, until_us)
 
+    def stream(self, wait: Callable[[float], None],
+               clock: Callable[[], float] = time.monotonic) -> Iterator[tuple[np.ndarray, RunStats]]:
+        """Run the chip on the sensor's next recording as it plays (the live mode): checks the
+        recording against the configuration at once (``NoSensor``, ``NotFlashed``,
+        ``InvalidEventsError``), then returns an iterator of ``(output, counters)`` steps, as
+        :meth:`steps`. While no event is due it calls ``wait(seconds)`` (which may return
+        early) and yields an empty step, so the caller can stop between steps. The output
+        equals :meth:`run` of the whole recording, however it is cut into steps."""
+        engine = self._require_engine("stream")
+        if self.sensor is None:
+            raise NoSensor("emulated chip: stream() needs a sensor; start the emulator with --sensor FILE "
+                           "(emu://: open_device('emu://', sensor=FILE))")
+        playback = self.sensor.play(clock())
+        self.check_input(playback.events)
+        if len(playback.events) and int(playback.events["t"][0]) < engine.last_t:
+            raise InvalidEventsError(
+                f"the sensor's recording starts at t = {int(playback.events['t'][0])} µs, before the "
+                f"chip's last event (t = {engine.last_t} µs); reset the states first", "t")
+        return self._play(playback, wait, clock)
+
+    def _play(self, playback: Playback, wait: Callable[[float], None],
+              clock: Callable[[], float]) -> Iterator[tuple[np.ndarray, RunStats]]:
+        while not playback.done:
+            due = playback.take(clock(), STEP_EVENTS)
+            if len(due):
+                yield from self.steps(due)
+            else:
+                wait(playback.wait_s(clock()))
+                yield _NO_EVENTS, RunStats()
+
     def _ticks_until(self, engine: EventSimulator, t_us: int) -> Iterator[tuple[np.ndarray, RunStats]]:
         """Apply the leak ticks due up to ``t_us`` in steps of at most STEP_TICKS."""
         next_tick, period = engine.leak_ticks
@@ -180,6 +217,7 @@ class EmulatedChip:
             events_out={core: int(d[1]) for core, d in delta.items()},
             dropped=int(sum(d[2] for d in delta.values())),
             last_t=int(events["t"].max()) if len(events) else -1,
+            n_in=len(events),
         )
 
     def _require_engine(self, what: str) -> EventSimulator:

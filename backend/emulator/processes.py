@@ -20,10 +20,11 @@ EMULATOR_START_TIMEOUT_S = 60.0
 
 
 @contextmanager
-def emulator_on_pty(timeout_s: float = EMULATOR_START_TIMEOUT_S) -> Iterator[str]:
+def emulator_on_pty(timeout_s: float = EMULATOR_START_TIMEOUT_S, options: tuple[str, ...] = ()) -> Iterator[str]:
     """Start the emulator on a fresh pseudo-terminal; yield its path (open it like
-    ``/dev/ttyACM0``); stop the process on exit, also on errors and Ctrl-C."""
-    with emulators_on_ptys(1, timeout_s) as paths:
+    ``/dev/ttyACM0``); stop the process on exit, also on errors and Ctrl-C. ``options``: more
+    ``spikeflash emulate`` arguments, e.g. ``("--sensor", "rec.npz", "--fast")``."""
+    with _emulator_processes(1, "pty", timeout_s, options) as paths:
         yield paths[0]
 
 
@@ -55,11 +56,12 @@ def emulators_on_ptys(n: int, timeout_s: float = EMULATOR_START_TIMEOUT_S) -> It
 
 
 @contextmanager
-def _emulator_processes(n: int, kind: str, timeout_s: float) -> Iterator[list[str]]:
-    """``n`` ``spikeflash emulate`` processes on ``kind`` ("pty" or "tcp"), started together;
-    yield the URL each printed; stop every process on exit."""
+def _emulator_processes(n: int, kind: str, timeout_s: float,
+                        options: tuple[str, ...] = ()) -> Iterator[list[str]]:
+    """``n`` ``spikeflash emulate`` processes on ``kind`` ("pty" or "tcp"), started together
+    (``options``: more arguments); yield the URL each printed; stop every process on exit."""
     where = ["--pty"] if kind == "pty" else ["--tcp", "0"]
-    processes = [subprocess.Popen([sys.executable, "-m", "backend.app.cli", "emulate", *where],
+    processes = [subprocess.Popen([sys.executable, "-m", "backend.app.cli", "emulate", *where, *options],
                                   stdout=subprocess.PIPE, text=True) for _ in range(n)]
     try:
         lines = [_first_line(process, timeout_s) for process in processes]

@@ -341,21 +341,58 @@ class EmulatorServer:
             self.chip.check_input(events)
         except ValueError as exc:
             raise _Refused(ErrorCode.BAD_EVENTS, f"run {run_id}: {exc}") from exc
+        steps = self.chip.steps(events, until_us)
+        stats, n_out, cut = self._stream_output(steps)
+        if cut:  # a STOP or a new session abandons a run: no END_OF_RUN
+            return
+        self._count_run(len(events), n_out, stats.dropped)
+        self._reply(FrameType.END_OF_RUN, fr.EndOfRun(run_id, len(events), n_out, stats.last_t, stats.dropped,
+                                                      0, stats.events_in, stats.events_out).pack())
+
+    def _stream(self, payload: bytes) -> None:
+        """The live mode: run the chip on its sensor, streaming output EVENTS, until the
+        recording ends or a STOP arrives; either way END_OF_RUN closes the stream (a STOP is
+        then answered OK by the loop). A new HELLO abandons it with no END_OF_RUN."""
+        self._refuse_open_transaction(FrameType.STREAM)
+        self._require_config()
+        (stream_id,) = fr.unpack_struct(fr.STREAM, payload, "STREAM")
+        if self.chip.sensor is None:
+            raise _Refused(ErrorCode.NO_SENSOR, "this device has no sensor (start the emulator with "
+                                                "--sensor FILE)")
+        try:
+            steps = self.chip.stream(lambda s: self.link.pump(min(s, POLL_SLICE_S)))
+        except ValueError as exc:
+            raise _Refused(ErrorCode.BAD_EVENTS, f"stream {stream_id}: the sensor's recording: {exc}") from exc
+        stats, n_out, cut = self._stream_output(steps)
+        if cut == "session":
+            return
+        self._count_run(stats.n_in, n_out, stats.dropped)
+        self._reply(FrameType.END_OF_RUN, fr.EndOfRun(stream_id, stats.n_in, n_out, stats.last_t, stats.dropped,
+                                                      0, stats.events_in, stats.events_out).pack())
+
+    def _stream_output(self, steps) -> tuple[RunStats, int, Optional[str]]:
+        """Send the output of a run's or a stream's ``steps`` as EVENTS, reading the link
+        between steps; return the counters, the output count and what cut it short: None
+        (nothing), "stop" (a STOP waits in the inbox) or "session" (a new HELLO: nothing more
+        of it may be sent)."""
         n_out, stats, session = 0, RunStats(), self.link.generation
-        for out, step in self.chip.steps(events, until_us):
+        for out, step in steps:
             for batch in fr.pack_events(out, self.link.max_payload):
                 self._reply(FrameType.EVENTS, batch)
             n_out += len(out)
             stats.add(step)
             self.link.pump(0)  # a STOP or a new HELLO abandons the run between steps
-            if self.link.generation != session or any(f.type == FrameType.STOP for f in self.link.inbox):
-                return
+            if self.link.generation != session:
+                return stats, n_out, "session"
+            if any(f.type == FrameType.STOP for f in self.link.inbox):
+                return stats, n_out, "stop"
+        return stats, n_out, None
+
+    def _count_run(self, n_in: int, n_out: int, dropped: int) -> None:
         self.counters["runs"] += 1
-        self.counters["events_in"] += len(events)
+        self.counters["events_in"] += n_in
         self.counters["events_out"] += n_out
-        self.counters["dropped"] += stats.dropped
-        self._reply(FrameType.END_OF_RUN, fr.EndOfRun(run_id, len(events), n_out, stats.last_t, stats.dropped,
-                                                      0, stats.events_in, stats.events_out).pack())
+        self.counters["dropped"] += dropped
 
     def _status(self, payload: bytes) -> None:
         self._reply(FrameType.STATUS_DATA, fr.pack_status(self.counters))
@@ -373,7 +410,7 @@ class EmulatorServer:
         FrameType.CONFIG_END: _config_end, FrameType.CONFIG_READ: _config_read,
         FrameType.RESET_STATES: _reset_states, FrameType.READ_STATES: _read_states,
         FrameType.RUN_BEGIN: _run_begin, FrameType.EVENTS: _events, FrameType.RUN_END: _run_end,
-        FrameType.STATUS: _status, FrameType.STOP: _stop,
+        FrameType.STATUS: _status, FrameType.STOP: _stop, FrameType.STREAM: _stream,
     }
 
 
@@ -455,15 +492,21 @@ class ServedEmulator:
         self.close()
 
 
-def emulate(kind: str, port: int = 0) -> int:
+def emulate(kind: str, port: int = 0, sensor: Optional[str] = None, fast: bool = False) -> int:
     """``spikeflash emulate``: serve until interrupted; print ``PTY <path>`` or
-    ``TCP <host>:<port>`` on stdout (one flushed line) once ready."""
+    ``TCP <host>:<port>`` on stdout (one flushed line) once ready. ``sensor``: an event file
+    the emulated sensor replays in the stream mode (``fast``: as fast as possible, else at the
+    recorded pace)."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop cleanly on SIGTERM too
     import mapper  # noqa: F401  the chip model (torch, numba) loads before "ready", not in the
     import snnlib  # noqa: F401  first flash, whose 2 s deadline a loaded machine would miss
+    from backend.emulator.chip import EmulatedChip
     from backend.emulator.processes import announced
+    from backend.emulator.sensor import ReplaySensor
 
-    with ServedEmulator(EmulatorServer(), kind, port) as served, announced(served.url):
+    replay = None if sensor is None else ReplaySensor.load(sensor, fast=fast)
+    server = EmulatorServer(lambda: EmulatedChip(sensor=replay))
+    with ServedEmulator(server, kind, port) as served, announced(served.url):
         label = served.url if kind == "pty" else served.url.removeprefix("socket://")
         print(f"{kind.upper()} {label}", flush=True)
         try:

@@ -47,6 +47,7 @@ class FrameType(IntEnum):
     RUN_END = 0x0A
     STATUS = 0x0B
     STOP = 0x0C
+    STREAM = 0x0E
     ACK = 0x10
     NACK = 0x11
     OK = 0x80
@@ -73,6 +74,7 @@ class ErrorCode(IntEnum):
     UNKNOWN_CORE = 6
     BAD_EVENTS = 7
     INTERNAL = 8
+    NO_SENSOR = 9
 
 
 def unpack_struct(layout: struct.Struct, payload: bytes, what: str) -> tuple:
@@ -240,6 +242,7 @@ READ_STATES = struct.Struct("<BI")  # core, element offset
 STATE_DATA = struct.Struct("<BHHHII")  # core, f, h, w, element offset, total elements
 RUN_BEGIN = struct.Struct("<IQ")  # run id, input event count
 RUN_END = struct.Struct("<I")  # run id; optionally followed by RUN_UNTIL
+STREAM = struct.Struct("<I")  # stream id (answered like a run: output EVENTS, then END_OF_RUN)
 RUN_UNTIL = struct.Struct("<q")  # apply the leak ticks up to this time (µs) after the last event
 ERROR = struct.Struct("<HB")  # code, frame type it answers; then a utf-8 message
 

@@ -28,6 +28,7 @@ from backend.errors import (
     FlashMismatch,
     FlashNotApplied,
     LinkTimeout,
+    NoSensor,
     NotFlashed,
     OutputFlood,
     ProtocolError,
@@ -384,6 +385,56 @@ class HostSession:
             else:
                 raise ProtocolError(f"{self.name}: frame type 0x{frame.type:02x} inside run {run_id}",
                                     counters=self.link.stats())
+
+    def stream(self, stop: threading.Event) -> Iterator[np.ndarray]:
+        """The stream mode: ``STREAM``, then yield each output ``EVENTS`` batch (EVENT_DTYPE) as
+        it arrives, until the device's ``END_OF_RUN`` (its sensor ended). Once ``stop`` is set
+        the host sends ``STOP``; the device ends the stream with ``END_OF_RUN`` and answers
+        ``OK``. The generator returns the marker, checked as a run's is. No deadline applies
+        to a live sensor's silence; a device that goes away raises ``DeviceDisconnected``."""
+        with self._request():
+            self.runs += 1
+            stream_id = self.runs & 0xFFFFFFFF
+            self._send(FrameType.STREAM, fr.STREAM.pack(stream_id), self._deadline(0))
+            n_out, stopping, end = 0, None, None
+            while True:
+                if stop.is_set() and stopping is None:
+                    stopping = self._deadline(0)
+                    self._send(FrameType.STOP, b"", stopping)
+                frame = self.link.recv(min(stopping or float("inf"), self.clock() + POLL_SLICE_S))
+                if frame is None:
+                    if stopping is not None and self.clock() >= stopping:
+                        raise LinkTimeout(f"{self.name}: stream {stream_id} did not end after STOP",
+                                          counters=self.link.stats())
+                elif frame.type == FrameType.EVENTS and end is None:
+                    n_out += fr.count_events(frame.payload)
+                    yield fr.unpack_events([frame.payload])
+                elif frame.type == FrameType.END_OF_RUN and end is None:
+                    end = fr.EndOfRun.unpack(frame.payload)
+                    if (end.run_id, end.events_out) != (stream_id, n_out):
+                        raise ProtocolError(f"{self.name}: end of stream {end.run_id} says {end.events_out} "
+                                            f"events out; host began stream {stream_id} and received {n_out}",
+                                            counters=self.link.stats())
+                    if stopping is None:
+                        return end
+                elif frame.type == FrameType.OK and frame.payload == bytes([FrameType.STOP]) and end:
+                    return end
+                elif frame.type == FrameType.ERROR and end is None:
+                    raise self._stream_error(frame, stream_id)
+                else:
+                    raise ProtocolError(f"{self.name}: frame type 0x{frame.type:02x} inside stream "
+                                        f"{stream_id}", counters=self.link.stats())
+
+    def _stream_error(self, frame: Frame, stream_id: int) -> DeviceError:
+        """The error a device's ERROR answering ``STREAM`` means; no sensor, or a device
+        without the stream mode (UNKNOWN_FRAME), is :class:`NoSensor`."""
+        error = self._device_error(frame, f"stream {stream_id}")
+        code, request = fr.unpack_struct(fr.ERROR, frame.payload, "ERROR")
+        if request == FrameType.STREAM and code in (fr.ErrorCode.NO_SENSOR, fr.ErrorCode.UNKNOWN_FRAME):
+            return NoSensor(f"{error.message}; this device has no sensor to stream from",
+                            counters=self.link.stats(),
+                            hint="start the emulator with --sensor FILE; a board needs firmware with the stream mode")
+        return error
 
     def stop(self, timeout: float = 1.0) -> None:
         """Ask the device to abandon any run or upload in progress; skip every frame still in
