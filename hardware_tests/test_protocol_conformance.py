@@ -155,6 +155,18 @@ def test_status_counts_and_stop(client):
     assert after["frames_rx"] > before["frames_rx"] and after["boot_id"] == before["boot_id"]
 
 
+def test_requests_past_the_device_window_wait_for_its_acks_and_are_all_answered(client):
+    """The host keeps at most the device's window of frames unacknowledged (docs/protocol.md,
+    "The link"): 2 windows + 1 STATUS requests sent back to back go out as the device acknowledges
+    them, and each gets its one STATUS_DATA."""
+    n = 2 * client.greeting.window + 1
+    for _ in range(n):
+        client.send(T.STATUS)
+    replies = [client.reply() for _ in range(n)]
+    assert [r.type for r in replies] == [T.STATUS_DATA] * n
+    assert client.nothing_within(0.1) == []  # one answer per request
+
+
 def test_flash_applies_the_image_and_reads_it_back_page_by_page(client):
     image = flash(client, config_for(client))
     page = client.max_payload - fr.CONFIG_OFFSET.size
