@@ -20,7 +20,7 @@ import pytest
 
 from backend.emulator.processes import device_under_test
 from backend.protocol import frames as fr
-from backend.protocol.codec import encode_frame
+from backend.protocol.codec import MAX_PAYLOAD, encode_frame
 from backend.protocol.config_image import HEADER, encode_image
 from backend.protocol.frames import ErrorCode, FrameType
 from backend.testing.conformance import WireClient, error_of
@@ -331,6 +331,119 @@ def test_a_configuration_and_the_stream_counters_survive_a_new_hello(client):
     assert client.request(T.RESET_STATES).type == T.OK
     after = fr.unpack_status(client.request(T.STATUS).payload)
     assert after["frames_rx"] > before["frames_rx"] and after["frames_tx"] > before["frames_tx"]
+
+
+def test_a_payload_longer_than_its_layout_is_accepted_and_the_extra_ignored(client):
+    image = flash(client, config_for(client))
+    reply = client.request(T.CONFIG_READ, fr.CONFIG_READ.pack(0, 8) + b"later fields")
+    assert reply.type == T.CONFIG_DATA and reply.payload[fr.CONFIG_OFFSET.size:] == image[:8]
+    assert client.request(T.STATUS, b"\x00" * 8).type == T.STATUS_DATA
+
+
+def test_requests_inside_an_open_upload_are_answered_and_leave_it_open(client):
+    old = flash(client, config_for(client))
+    new = encode_image(config_for(client, seed=1))
+    client.send(T.CONFIG_BEGIN, fr.CONFIG_BEGIN.pack(len(new), hashlib.sha256(new).digest()))
+    client.send(T.CONFIG_CHUNK, fr.CONFIG_OFFSET.pack(0) + new[:100])
+    assert client.request(T.STATUS).type == T.STATUS_DATA
+    assert read_config(client, 0, 16) == old[:16]  # the old image is in force until CONFIG_END
+    assert client.request(T.RESET_STATES).payload == bytes([T.RESET_STATES])
+    step = client.link.max_payload - fr.CONFIG_OFFSET.size
+    for offset in range(100, len(new), step):
+        client.send(T.CONFIG_CHUNK, fr.CONFIG_OFFSET.pack(offset) + new[offset:offset + step])
+    reply = client.request(T.CONFIG_END)
+    assert reply.type == T.CONFIG_APPLIED, error_of(reply)
+    assert read_config(client, 0, 16) == new[:16]
+
+
+def test_stop_abandons_an_open_upload(client):
+    image = flash(client, config_for(client))
+    client.send(T.CONFIG_BEGIN, fr.CONFIG_BEGIN.pack(len(image), hashlib.sha256(image).digest()))
+    assert client.request(T.STOP).payload == bytes([T.STOP])
+    assert_error(client.request(T.CONFIG_END), ErrorCode.BAD_STATE, T.CONFIG_END)  # stray now
+
+
+def test_run_end_until_us_applies_the_leak_ticks_after_the_last_event(client):
+    config = config_for(client, "fanout_leak")
+    flash(client, config)
+    events = random_input(config.to_network(), 100, seed=2)
+    until = int(events["t"][-1]) + 5000
+    client.send(T.RUN_BEGIN, fr.RUN_BEGIN.pack(8, len(events)))
+    for payload in fr.pack_events(events, client.link.max_payload):
+        client.send(T.EVENTS, payload)
+    client.send(T.RUN_END, fr.pack_run_end(8, until))
+    out = []
+    while (frame := client.reply(30.0)).type == T.EVENTS:
+        out.append(frame.payload)
+    assert frame.type == T.END_OF_RUN, error_of(frame)
+    expected = simulate(config.to_network(), events, until_us=until).events
+    assert fr.unpack_events(out).tobytes() == expected.tobytes() and int(expected["t"].max()) > events["t"][-1]
+
+
+@pytest.mark.parametrize("interrupt", [T.STOP, T.HELLO])
+def test_stop_or_a_new_hello_abandons_a_run_in_progress(client, interrupt):
+    """A run of 2.5e9 leak ticks (hours): STOP is answered by OK and a new HELLO by its
+    GREETING, with no END_OF_RUN; the next run is bit-exact."""
+    config = config_for(client, "fanout_leak")
+    flash(client, config)
+    endless = random_input(config.to_network(), 2, seed=7)
+    endless["t"] = [0, 10**12]
+    client.send(T.RUN_BEGIN, fr.RUN_BEGIN.pack(9, 2))
+    for payload in fr.pack_events(endless, client.link.max_payload):  # two: the span passes 2**32 µs
+        client.send(T.EVENTS, payload)
+    client.send(T.RUN_END, fr.RUN_END.pack(9))
+    time.sleep(0.3)
+    if interrupt == T.STOP:
+        client.send(T.STOP)
+        while (frame := client.reply(5.0)).type == T.EVENTS:
+            pass
+        assert (frame.type, frame.payload) == (T.OK, bytes([T.STOP]))
+    else:
+        client.hello()
+    assert client.nothing_within(0.3) == []  # no END_OF_RUN, no output of the abandoned run
+    assert client.request(T.RESET_STATES).type == T.OK
+    events = random_input(config.to_network(), 200, seed=8)
+    out, end = run(client, 10, fr.pack_events(events, client.link.max_payload), len(events))
+    assert end.type == T.END_OF_RUN
+    assert fr.unpack_events(out).tobytes() == simulate(config.to_network(), events).events.tobytes()
+
+
+# -- announced sizes (docs/protocol.md, Defaults) ---------------------------------------------
+@pytest.mark.parametrize("max_payload, window", [(fr.MIN_PAYLOAD - 1, 4), (MAX_PAYLOAD + 1, 4),
+                                                 (256, 0), (256, fr.MAX_WINDOW + 1)])
+def test_a_hello_announcing_sizes_out_of_range_is_ignored(client, max_payload, window):
+    """max_payload outside 64..65,536 or window outside 1..256: no GREETING answers that
+    HELLO and the session in progress goes on."""
+    image = flash(client, config_for(client))
+    nonce = 0x5EED0001
+    client.link.send_control(T.HELLO, fr.Hello(nonce, max_payload, window).pack())
+    assert client.nothing_within(0.5) == []
+    assert nonce not in [g.nonce for g in client.greetings]
+    assert client.request(T.STATUS).type == T.STATUS_DATA  # the same session, its seq numbers
+    assert read_config(client, 0, 16) == image[:16]
+
+
+def test_an_upload_announcing_more_than_16_mib_is_invalid(client):
+    image = flash(client, config_for(client))
+    client.send(T.CONFIG_BEGIN, fr.CONFIG_BEGIN.pack(fr.MAX_CONFIG_BYTES + 1, bytes(32)))
+    client.send(T.CONFIG_CHUNK, fr.CONFIG_OFFSET.pack(0) + image[:64])
+    assert_error(client.request(T.CONFIG_END), ErrorCode.CONFIG_INVALID, T.CONFIG_END)
+    assert client.nothing_within(0.1) == []
+    assert read_config(client, 0, 1 << 20) == image[:client.max_payload - 4]  # the old one is kept
+
+
+def test_a_run_announcing_over_2_25_events_or_sending_past_its_count_is_bad_events(client):
+    config = config_for(client)
+    flash(client, config)
+    events = random_input(config.to_network(), 20, seed=9)
+    payloads = fr.pack_events(events, client.link.max_payload)
+    for announced in (fr.MAX_RUN_EVENTS + 1, len(events) - 1):  # too many; fewer than the EVENTS bring
+        out, reply = run(client, 6, payloads, announced)
+        assert out == [] and assert_error(reply, ErrorCode.BAD_EVENTS, T.RUN_END)
+        assert client.nothing_within(0.1) == []
+    out, reply = run(client, 7, payloads, len(events))  # the device took nothing of them: bit-exact
+    assert reply.type == T.END_OF_RUN
+    assert fr.unpack_events(out).tobytes() == simulate(config.to_network(), events).events.tobytes()
 
 
 # -- the link ----------------------------------------------------------------------------------
