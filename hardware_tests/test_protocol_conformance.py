@@ -1,6 +1,7 @@
 """Wire-protocol conformance: drive the device named by SPIKEFLASH_DEVICE frame by frame through
 each rule of docs/protocol.md (handshake and versions, every request's replies and paging,
-the error table, stray frames, enforced uploads, input rules, the link, the end of a session).
+the error table, stray frames, enforced uploads, input rules, the stream mode, the link, the
+end of a session).
 
 ``emulate:pty`` (``make test``) starts a fresh emulator for this module, so the rules about an
 unconfigured device hold; a board is tested as found (those rules are skipped if it holds a
@@ -23,7 +24,7 @@ from backend.protocol import frames as fr
 from backend.protocol.codec import MAX_PAYLOAD, encode_frame
 from backend.protocol.config_image import HEADER, encode_image
 from backend.protocol.frames import ErrorCode, FrameType
-from backend.testing.conformance import WireClient, error_of
+from backend.testing.conformance import WireClient, error_of, stream_then_stop
 from backend.testing.qualification import qualification_config, random_input
 from mapper import ChipConfig, list_chips
 from snnlib import simulate
@@ -127,6 +128,8 @@ def test_an_unconfigured_device_refuses_what_needs_a_configuration(client):
     out, end = run(client, 1, fr.pack_events(events, client.link.max_payload), 2)
     assert out == [] and assert_error(end, ErrorCode.NOT_CONFIGURED, T.RUN_END)
     assert client.nothing_within(0.3) == []  # one answer per transaction, at its end
+    code, request, _ = error_of(client.request(T.STREAM, fr.STREAM.pack(1)))
+    assert request == T.STREAM and code in (ErrorCode.NOT_CONFIGURED, ErrorCode.UNKNOWN_FRAME)  # the mode is optional
 
 
 # -- requests --------------------------------------------------------------------------------
@@ -250,6 +253,33 @@ def test_a_run_streams_output_and_ends_with_its_marker(client, name):
     after = fr.unpack_status(client.request(T.STATUS).payload)
     assert (after["runs"] - before["runs"], after["events_in"] - before["events_in"],
             after["events_out"] - before["events_out"]) == (1, len(events), len(output))
+
+
+# -- the stream mode (optional) ----------------------------------------------------------------
+def test_a_stream_ends_with_its_marker_before_the_ok_of_stop_or_is_refused(client):
+    config = config_for(client, "dvs_input")  # the DVS stage takes a sensor's events
+    flash(client, config)
+    frames = stream_then_stop(client, 41, seconds=0.5)
+    if frames[0].type == T.ERROR:  # no sensor, or no stream mode: refused at once, nothing else
+        code, request, _ = error_of(frames[0])
+        assert request == T.STREAM and code in (ErrorCode.NO_SENSOR, ErrorCode.UNKNOWN_FRAME)
+        assert [f.type for f in frames[1:]] == [T.OK]
+        return
+    *output, end_frame, ok = frames
+    assert [f.type for f in output] == [T.EVENTS] * len(output) and end_frame.type == T.END_OF_RUN
+    end = fr.EndOfRun.unpack(end_frame.payload)
+    assert (end.run_id, end.events_out) == (41, len(fr.unpack_events([f.payload for f in output])))
+    assert client.request(T.STATUS).type == T.STATUS_DATA  # nothing of the stream is left over
+
+
+def test_a_stream_inside_an_open_run_abandons_it_and_is_refused(client):
+    flash(client, config_for(client, "dvs_input"))
+    client.send(T.RUN_BEGIN, fr.RUN_BEGIN.pack(6, 0))
+    code, request, message = error_of(client.request(T.STREAM, fr.STREAM.pack(2)))
+    if code == ErrorCode.UNKNOWN_FRAME:
+        pytest.skip("the device has no stream mode (optional in version 2)")
+    assert (code, request) == (ErrorCode.BAD_STATE, T.STREAM), message
+    assert_error(client.request(T.RUN_END, fr.RUN_END.pack(6)), ErrorCode.BAD_STATE, T.RUN_END)
 
 
 def test_the_device_sends_at_most_the_host_window_ahead(wire_url):

@@ -18,6 +18,9 @@ from backend.emulator.sensor import Playback, ReplaySensor
 from backend.emulator.server import EmulatorServer, ServedEmulator
 from backend.errors import DeviceBusy, NoSensor, ProtocolError, StreamOverflow
 from backend.files.events import save_events
+from backend.protocol import frames as fr
+from backend.protocol.frames import FrameType as T
+from backend.testing.conformance import WireClient, stream_then_stop
 from backend.testing.qualification import qualification_config, random_input
 from snnlib import simulate
 from snnlib.events import InvalidEventsError
@@ -203,3 +206,22 @@ def test_a_sensor_refuses_recordings_it_cannot_replay():
         ReplaySensor(backwards)
     with pytest.raises(InvalidEventsError, match="EVENT_DTYPE"):
         ReplaySensor(np.zeros(3))
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_on_the_wire_a_stream_ends_with_end_of_run_then_the_ok_of_stop(fast):
+    rec = recording(DVS, 2000, seed=12, duration_us=20_000_000 if not fast else 5000)
+    server = EmulatorServer(lambda: EmulatedChip(sensor=ReplaySensor(rec, fast=fast)))
+    with ServedEmulator(server, "pty") as served:
+        with open_device(served.url) as device:  # the configuration stays for the next host
+            device.flash(DVS)
+        with WireClient(served.url) as client:
+            client.hello()
+            frames = stream_then_stop(client, 9, seconds=1.0)  # fast: ended before the STOP; else stopped
+    *output, end_frame, ok = frames
+    assert {f.type for f in output} <= {T.EVENTS} and end_frame.type == T.END_OF_RUN
+    end = fr.EndOfRun.unpack(end_frame.payload)
+    got = fr.unpack_events([f.payload for f in output])
+    assert (end.run_id, end.events_out) == (9, len(got))
+    assert (end.events_in == len(rec)) == fast and 0 < end.events_in <= len(rec)
+    assert (got == simulate(DVS.to_network(), rec).events[:len(got)]).all()

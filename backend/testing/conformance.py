@@ -127,6 +127,17 @@ class WireClient:
         self.close()
 
 
+def stream_then_stop(client: WireClient, stream_id: int, seconds: float) -> list[Frame]:
+    """Send ``STREAM(stream_id)``, read for ``seconds``, send ``STOP``; return every sequenced
+    frame the device sent, up to and including the ``OK`` that answers the ``STOP``."""
+    client.send(FrameType.STREAM, fr.STREAM.pack(stream_id))
+    frames = client.nothing_within(seconds)
+    client.send(FrameType.STOP)
+    while not frames or (frames[-1].type, frames[-1].payload) != (FrameType.OK, bytes([FrameType.STOP])):
+        frames.append(client.reply())
+    return frames
+
+
 def error_of(frame: Frame) -> tuple[int, int, str]:
     """``(code, request type, message)`` of an ERROR frame; ConformanceError for another frame."""
     if frame.type != FrameType.ERROR:
