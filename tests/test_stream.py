@@ -6,7 +6,12 @@ nothing without saying so."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +22,7 @@ from backend.emulator.processes import emulator_on_pty
 from backend.emulator.sensor import Playback, ReplaySensor
 from backend.emulator.server import EmulatorServer, ServedEmulator
 from backend.errors import DeviceBusy, NoSensor, ProtocolError, StreamOverflow
-from backend.files.events import save_events
+from backend.files.events import load_events, save_events
 from backend.protocol import frames as fr
 from backend.protocol.frames import FrameType as T
 from backend.testing.conformance import WireClient, stream_then_stop
@@ -225,3 +230,51 @@ def test_on_the_wire_a_stream_ends_with_end_of_run_then_the_ok_of_stop(fast):
     assert (end.run_id, end.events_out) == (9, len(got))
     assert (end.events_in == len(rec)) == fast and 0 < end.events_in <= len(rec)
     assert (got == simulate(DVS.to_network(), rec).events[:len(got)]).all()
+
+
+def test_spikeflash_stream_shows_class_counts_and_saves_what_it_saw(tmp_path, capsys):
+    from backend.app.cli import main
+
+    rec = recording(DVS, 2000, seed=13)
+    server = EmulatorServer(lambda: EmulatedChip(sensor=ReplaySensor(rec, fast=True)))
+    DVS.save(tmp_path / "c.json")
+    with ServedEmulator(server, "pty") as served:
+        assert main(["stream", str(tmp_path / "c.json"), "--device", served.url, "-o", str(tmp_path / "c.json")]) == 1
+        assert "is the input" in capsys.readouterr().err  # never onto an input
+        assert main(["stream", str(tmp_path / "c.json"), "--device", served.url, "-o", str(tmp_path / "seen.npz")]) == 0
+    expected = simulate(DVS.to_network(), rec).events
+    out = capsys.readouterr().out
+    core3 = expected[expected["layer"] == 3]  # the output core (the DVS stage is monitored too)
+    counts = np.bincount(core3["channel"], minlength=DVS.to_network().layers[3].output_shape[0])
+    assert "stream ended: 2000 sensor events in" in out
+    assert "class " + "  ".join(f"{k}: {n}" for k, n in enumerate(counts)) in out  # the final line
+    assert (load_events(tmp_path / "seen.npz") == expected).all()
+
+
+def test_ctrl_c_in_spikeflash_stream_saves_what_it_saw_and_leaves_the_device_ready(tmp_path):
+    rec = recording(LEAKY, 2000, seed=14, duration_us=600_000_000)  # 10 minutes at its recorded pace
+    sensor = ReplaySensor(rec)
+    LEAKY.save(tmp_path / "c.json")
+    with ServedEmulator(EmulatorServer(lambda: EmulatedChip(sensor=sensor)), "pty") as served:
+        cli = _cli("stream", str(tmp_path / "c.json"), "--device", served.url, "--output-layer", "5",
+                   "-o", str(tmp_path / "seen.npz"))
+        deadline = time.monotonic() + 60
+        while sensor._next == 0:  # wait for the stream to begin (imports take seconds)
+            assert time.monotonic() < deadline and cli.poll() is None, cli.stderr.read()
+            time.sleep(0.05)
+        cli.send_signal(signal.SIGINT)
+        out, err = cli.communicate(timeout=30)
+        assert cli.returncode == 0 and "stopped by Ctrl-C" in out, err
+        seen = load_events(tmp_path / "seen.npz")
+        assert (seen == simulate(LEAKY.to_network(), rec).events[:len(seen)]).all()  # a prefix, bit for bit
+        with open_device(served.url) as device:
+            device.flash(LEAKY)
+            events = recording(LEAKY, 300, seed=15)
+            device.reset()
+            assert (device.run(events).events == simulate(LEAKY.to_network(), events).events).all()
+
+
+def _cli(*args: str) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    return subprocess.Popen([sys.executable, "-m", "backend.app.cli", *args], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)

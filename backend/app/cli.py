@@ -205,6 +205,31 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_stream(args: argparse.Namespace) -> int:
+    from backend.app.live import output_layer, stream_live
+    from backend.devices import open_device
+    from backend.files.events import save_events
+    from mapper import ChipConfig
+
+    _check_output(args.output, args.config)
+    config = ChipConfig.load(args.config)
+    layer = output_layer(config, args.output_layer)
+    with open_device(args.device) as device:
+        device.flash(config)
+        device.reset()
+        print(f"streaming from the sensor of {args.device}: counts per class of "
+              f"{config.layer_display_names()[layer]} (layer {layer}); Ctrl-C stops", flush=True)
+        events, counters, interrupted = stream_live(device, config, layer, seconds=args.seconds,
+                                                    max_queued=args.max_queued)
+    print(f"{'stopped by Ctrl-C' if interrupted else 'stream ended'}: " + (
+        "before it began" if counters is None else f"{counters.sent} sensor events in, "
+        f"{counters.received} output events received, {counters.dropped} dropped"))
+    if args.output:
+        save_events(args.output, events)
+        print(f"{len(events)} output events written to {args.output}")
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from backend.analysis.evaluate import evaluate, sweep
     from backend.errors import EvaluationError
@@ -343,7 +368,8 @@ EXAMPLES = {
   spikeflash doctor                               check the installation and the serial path
   spikeflash map model.pt --input-shape 1,8,8     map a saved torch model to speck2f
   spikeflash flash model.json --device /dev/ttyACM0
-  spikeflash run model.json --events input.npz --device emu://""",
+  spikeflash run model.json --events input.npz --device emu://
+  spikeflash stream model.json --device /dev/ttyACM0          live counts from the device's sensor""",
     "demo": "spikeflash demo",
     "emulate": "spikeflash emulate --pty        # prints e.g. 'PTY /dev/pts/3'\n  spikeflash emulate --tcp 5000"
                "\n  spikeflash emulate --pty --sensor recording.aedat4 --fast",
@@ -357,6 +383,8 @@ EXAMPLES = {
            " --dvs-polarity on --dvs-mirror x",
     "flash": "spikeflash flash model.json --device /dev/ttyACM0\n  spikeflash flash model.json --device socket://localhost:5000",
     "run": "spikeflash run model.json --events input.npz --device emu:// -o output.npz",
+    "stream": "spikeflash stream model.json --device /dev/pts/3 -o seen.npz   # an emulator with --sensor\n"
+              "  spikeflash stream model.json --device samna://speck2fdevkit:0 --seconds 30",
     "evaluate": "spikeflash evaluate model.json recordings/            # simulation, one process per core\n"
                 "  spikeflash evaluate model.json recordings/ --device /dev/ttyACM0 --device /dev/ttyACM1\n"
                 "  spikeflash evaluate a.json b.json recordings/ --ray auto   # a sweep on a Ray cluster\n"
@@ -439,6 +467,21 @@ def build_parser() -> argparse.ArgumentParser:
                       "output events and print a summary per monitored layer")
     _add_run_arguments(run)
     run.add_argument("-o", "--output", help="output event file (.npz / .npy; default: <events>_out.npz)")
+    live = _subcommand(sub, "stream", _cmd_stream, "flash a config and run it live on the device's own "
+                       "sensor (a devkit's pixel array; `spikeflash emulate --sensor FILE`), showing the "
+                       "output's counts per class until the sensor ends or Ctrl-C")
+    live.add_argument("config", help="ChipConfig JSON file (from `spikeflash map`)")
+    live.add_argument("--device", required=True, help="device URL with a sensor: a port or socket:// URL of "
+                      "`spikeflash emulate --sensor FILE`, or samna://speck2fdevkit:0")
+    live.add_argument("-o", "--output", help="also write every output event seen (.npz / .npy), "
+                      "atomically, when the stream ends")
+    live.add_argument("--seconds", type=float, metavar="S", help="stop after S seconds (default: when the "
+                      "sensor ends, or Ctrl-C)")
+    live.add_argument("--output-layer", type=int, metavar="LAYER", help="layer whose channels are the classes "
+                      "(default: the readout layer, else the monitored core that sends to no other)")
+    live.add_argument("--max-queued", type=_positive, default=1 << 20, metavar="N",
+                      help="most output events held for the display (default: 2**20); past it the stream "
+                      "stops with an error")
     ev = _subcommand(sub, "evaluate", _cmd_evaluate, "run configs over a dataset in simulation and/or on "
                      "devices: accuracy, confusion, synops, bit-exactness (exit code 3 when a device diverged)")
     ev.add_argument("configs", nargs="+", metavar="CONFIG", help="ChipConfig JSON file(s) (several: a sweep)")

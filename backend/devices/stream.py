@@ -13,6 +13,7 @@ in it, ``Device.close()``) stops the device's stream and waits for its last acco
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterator, Optional
@@ -108,8 +109,20 @@ class Stream:
         return self
 
     def __next__(self) -> np.ndarray:
+        batch = self.poll(None)
+        if batch is None:
+            raise StopIteration
+        return batch
+
+    def poll(self, timeout_s: Optional[float]) -> Optional[np.ndarray]:
+        """The next batch; an empty one when none came within ``timeout_s`` seconds (None:
+        wait for one); None when the stream has ended and every batch was taken. Raises the
+        error that ended the stream (e.g. :class:`StreamOverflow`) after the batches before it."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         with self._ready:
             while not self._batches and not self._done:
+                if deadline is not None and time.monotonic() >= deadline:
+                    return np.zeros(0, EVENT_DTYPE)
                 self._ready.wait(POLL_SLICE_S)  # a short wait: Ctrl-C is raised here at once
             if self._batches:
                 batch = self._batches.popleft()
@@ -117,7 +130,7 @@ class Stream:
                 return batch
         if self._error is not None and not self._stop_requested:
             raise self._error
-        raise StopIteration
+        return None
 
     @property
     def _stop_requested(self) -> bool:
