@@ -12,6 +12,11 @@ ticks come from the devkit's external slow clock only when ``leak_internal_slow_
 is False (the datasheet's internal, DVS-count clock is not modelled: such a core never
 ticks), ``set_slow_clk_rate`` takes an int as a pybind-bound ``int`` parameter does, and the
 model has no ``get_configuration`` (samna reads no configuration back from the chip).
+
+The devkit's pixel array is ``kit.pixel_array``, a list of ``DvsEvent``s it produces: applying a
+configuration whose ``dvs_layer.pass_sensor_events`` is True feeds them to the chip (the
+datasheet's §3.2.3.8: otherwise sensor events are dropped). ``dvs_filter`` (§3.2.3.5) is held
+as written, not modelled.
 """
 
 from __future__ import annotations
@@ -53,9 +58,12 @@ def SpeckConfiguration():  # noqa: N802 (samna's class name)
     dvs = _Record(merge=False, on_channel=True, off_channel=True, pooling=xy(1), origin=xy(0),
                   cut=xy(127), mirror=xy(False), mirror_diagonal=False, monitor_enable=False,
                   pass_sensor_events=True, destinations=[_destination(), _destination()])
+    dvs_filter = _Record(enable=False, filter_size=xy(0), hot_pixel_filter_enable=False,
+                         low_pass_mode_enable=False, threshold=0)
     readout = _Record(enable=False, readout_configuration_sel=0, threshold=0, low_pass_filter_disable=False,
                       low_pass_filter32_not16=False, readout_pin_monitor_enable=False)
-    return _Record(cnn_layers=[_cnn_layer() for _ in range(9)], dvs_layer=dvs, readout=readout)
+    return _Record(cnn_layers=[_cnn_layer() for _ in range(9)], dvs_layer=dvs, dvs_filter=dvs_filter,
+                   readout=readout)
 
 
 def _event_types():
@@ -128,6 +136,8 @@ class _Model:
 
         self.config = copy.deepcopy(config)
         self.engine = EventSimulator(config_to_network(self.config, self.kit.io.period_us))
+        if self.config.dvs_layer.pass_sensor_events:
+            self._process(list(self.kit.pixel_array))
 
     def get_sink_node(self):
         return self.sink
@@ -171,6 +181,7 @@ class _DevKit:
         self.watch.start = lambda: setattr(self.watch, "running", True)
         self.watch.stop = lambda: setattr(self.watch, "running", False)
         self.watch.reset = lambda: setattr(self.watch, "resets", self.watch.resets + 1)
+        self.pixel_array: list = []  # DvsEvents the sensor produces
         self.model = _Model(self)
 
     def _set_rate(self, hz):

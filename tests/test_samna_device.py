@@ -215,3 +215,53 @@ def test_reset_restores_initial_states_read_back_by_neuron_address(samna):
         for core, state in dev.read_states().items():
             np.testing.assert_array_equal(state, engine.states[core])
             assert np.any(state != 0) == (core == 0)  # only core 0 has initial states
+
+
+def test_a_stream_runs_the_chip_on_the_devkits_pixel_array_with_its_dvs_filter(samna):
+    from backend.devices.stream import DVSFilter
+    from backend.testing.qualification import qualification_config
+    from snnlib import simulate
+
+    config = qualification_config("dvs_input", 6)
+    network = config.to_network()
+    scene = random_input(network, 500, seed=6)  # what the camera sees (DVS events, layer 13)
+    expected = simulate(network, scene).events
+    with SamnaDevice("samna://speck2fdevkit:0") as dev:
+        kit = samna.device.opened[next(iter(samna.device.opened))]
+        kit.pixel_array = events_to_samna(scene, kit.event_types)
+        dev.flash(config)
+        assert not kit.model.config.dvs_layer.pass_sensor_events  # flashed: host input only
+        with dev.stream(dvs_filter=DVSFilter("hot-pixel", threshold=5)) as stream:
+            applied = kit.model.config
+            got = []
+            while sum(map(len, got)) < len(expected):  # a live sensor never ends: read what it made
+                batch = stream.poll(30.0)
+                assert batch is not None and len(batch), "no output from the pixel array"
+                got.append(batch)
+        assert applied.dvs_layer.pass_sensor_events and kit.watch.resets >= 1
+        f = applied.dvs_filter
+        assert (f.enable, f.hot_pixel_filter_enable, f.low_pass_mode_enable, f.threshold) == (True, True, False, 5)
+        assert (f.filter_size.y, f.filter_size.x) == (3, 3)
+        assert (np.concatenate(got) == expected).all()
+        assert not kit.model.config.dvs_layer.pass_sensor_events  # the flashed configuration again
+        events = random_input(network, 300, seed=7)
+        assert (dev.run(events).events == simulate(network, events).events).all()
+
+
+def test_a_stream_needs_a_dvs_stage_and_a_filter_is_for_devkits_only(samna):
+    from backend.devices import open_device
+    from backend.devices.stream import DVSFilter
+    from backend.testing.qualification import qualification_config
+    from snnlib.events import InvalidEventsError
+
+    with SamnaDevice("samna://speck2fdevkit:0") as dev:
+        dev.flash(qualification_config("fanout_leak"))
+        with pytest.raises(InvalidEventsError, match="dvs=True"):
+            dev.stream().collect()
+    with open_device("emu://", sensor=random_input(qualification_config("fanout_leak").to_network(), 9)) as dev:
+        dev.flash(qualification_config("fanout_leak"))
+        with pytest.raises(ValueError, match="only a samna devkit"):
+            dev.stream(dvs_filter=DVSFilter()).collect()
+    with pytest.raises(ValueError, match="1..15"):
+        DVSFilter(size=(0, 3))
+    assert DVSFilter("low-pass", 25, size=(0, 0)).threshold == 25

@@ -15,7 +15,11 @@ Differences from sinabs, on purpose:
   configured initial states (zeros by default), never random values (sinabs#148);
 * a flash is applied, not read back: samna offers no read of the chip's configuration (a
   model's ``get_configuration()``, which sinabs never calls for Speck, would return the host's
-  copy), so the device does not claim "flash-verify" and ``spikeflash flash`` says so.
+  copy), so the device does not claim "flash-verify" and ``spikeflash flash`` says so;
+* the sensor drives the chip only during :meth:`~backend.devices.base.Device.stream`: the
+  configuration is applied again with ``dvs_layer.pass_sensor_events = True`` and the
+  ``dvs_filter`` asked for (Speck Dev Kit Datasheet §3.2.3.5, §3.2.3.8), and the flashed one
+  (sensor events dropped) when the stream ends.
 
 The slow clock is the devkit's external one (Speck Dev Kit Datasheet, SynSense, Aug 2023,
 §3.2.6.3.2: ``io.set_slow_clk(True)``, ``io.set_slow_clk_rate(<integer Hz>)``); every core
@@ -27,11 +31,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 import numpy as np
 
 from backend.devices.base import Device, DeviceInfo
+from backend.protocol.timing import POLL_SLICE_S
 from backend.errors import (
     DeviceDisconnected,
     DeviceNotFound,
@@ -41,11 +46,14 @@ from backend.errors import (
     RunTimeout,
     UnsupportedURL,
 )
-from snnlib.events import EVENT_DTYPE
+from snnlib.events import EVENT_DTYPE, InvalidEventsError
 from snnlib.network import DVS_LAYER_ID
 from snnlib.readout import READOUT_LAYER_ID
 
 if TYPE_CHECKING:
+    import threading
+
+    from backend.devices.stream import DVSFilter
     from mapper import ChipConfig
     from snnlib import IntegerNetwork
 
@@ -151,6 +159,20 @@ def write_samna_configuration(network: IntegerNetwork, config: Any) -> Any:
         d.mirror_diagonal = dvs.mirror_diagonal
         d.monitor_enable = dvs.monitor
         _write_destinations(d.destinations, dvs.destinations)
+    return config
+
+
+def write_dvs_filter(config: Any, dvs_filter: Optional[DVSFilter]) -> Any:
+    """Set a samna ``SpeckConfiguration``'s ``dvs_filter`` (Speck Dev Kit Datasheet §3.2.3.5):
+    off for None; else one mode, its threshold (slow-clock ticks) and window (0 x 0 for the
+    low-pass mode, as the datasheet sets it)."""
+    f = config.dvs_filter
+    f.enable = dvs_filter is not None
+    if dvs_filter is not None:
+        f.hot_pixel_filter_enable = dvs_filter.mode == "hot-pixel"
+        f.low_pass_mode_enable = dvs_filter.mode == "low-pass"
+        f.threshold = dvs_filter.threshold
+        f.filter_size.y, f.filter_size.x = (0, 0) if dvs_filter.mode == "low-pass" else dvs_filter.size
     return config
 
 
@@ -333,6 +355,39 @@ class SamnaDevice(Device):
         for core, n in zip(*np.unique(out["layer"], return_counts=True)):
             c.core_out[int(core)] = c.core_out.get(int(core), 0) + int(n)
         return out
+
+    def _stream(self, stop: threading.Event, dvs_filter: Optional[DVSFilter]) -> Iterator[np.ndarray]:
+        """The devkit's pixel array drives the chip: the configuration again, with sensor events
+        passed and ``dvs_filter``; output as the sink delivers it (times from the stop watch,
+        started with the stream); the flashed configuration again when it ends. ``sent`` stays
+        0: the sensor's events never reach the host (monitor the DVS stage to see them)."""
+        self._require_open()
+        network = self.config.to_network()
+        if network.dvs is None:
+            raise InvalidEventsError(f"{self.url}: stream(): the sensor's events enter the DVS stage, and "
+                                     "this configuration has none; map the model with dvs=True (--dvs)")
+        event = self._chip_module.event
+        live = write_samna_configuration(network, self._chip_module.configuration.SpeckConfiguration())
+        live.dvs_layer.pass_sensor_events = True
+        write_dvs_filter(live, dvs_filter)
+        self._sink.get_events()  # drain what arrived before
+        watch = self._handle.get_stop_watch()
+        watch.reset()
+        watch.start()
+        try:
+            self._model.apply_configuration(live)
+            while not stop.is_set():
+                batch = [ev for ev in self._sink.get_events() if isinstance(ev, (event.Spike, event.ReadoutPinValue))]
+                if batch:
+                    out = samna_to_events(batch)
+                    for core, n in zip(*np.unique(out["layer"], return_counts=True)):
+                        self.counters.core_out[int(core)] = self.counters.core_out.get(int(core), 0) + int(n)
+                    yield out
+                else:
+                    stop.wait(POLL_SLICE_S)
+        finally:
+            self._model.apply_configuration(self._samna_config)  # sensor events dropped again
+            watch.stop()
 
     def _close(self) -> None:
         if self._handle is None:
