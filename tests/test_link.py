@@ -1,7 +1,7 @@
 """Two ends of the reliable link (backend/protocol/link.py) joined back to back in memory, on a
 clock that the test owns: a clean stream is delivered in order with no retransmission, NACK or
 duplicate at all, also across the wrap of the 16-bit sequence numbers, and a frame lost at
-the wrap is recovered exactly once."""
+the wrap is recovered exactly once. Alone on a silent port, a waiting recv returns at its deadline."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 from backend.protocol.codec import decode_stream, encode_frame
 from backend.protocol.frames import U16, FrameType
 from backend.protocol.link import Link
+from backend.protocol.timing import POLL_SLICE_S
 
 WINDOW = 4
 
@@ -126,3 +127,20 @@ def test_control_frames_carry_seq_0_and_the_next_expected_seq():
     nack = next(frame for frame in frames if frame.type == FrameType.NACK)
     assert U16.unpack(nack.payload) == (0,)  # frame 0 was lost: 0 is expected next
     assert U16.unpack(frames[-1].payload) == (10,)  # all 12, 65534 .. 9, received
+
+
+def test_recv_on_a_silent_port_returns_none_at_its_deadline_not_past_it():
+    """A waiting ``recv`` blocks on its port in slices of at most POLL_SLICE_S and never past
+    its deadline: on a port where nothing arrives (each read waits its whole timeout on the
+    test's clock) it returns None exactly at the deadline."""
+    now, waits = [0.0], []
+
+    def silent(timeout: float) -> bytes:
+        waits.append(timeout)
+        now[0] += timeout
+        return b""
+    link = Link(lambda wire: None, silent, Pair._no_control, clock=lambda: now[0])
+    link.restart(window=WINDOW, max_payload=1024)
+    assert link.recv(deadline=0.12) is None
+    assert now[0] == pytest.approx(0.12) and max(waits) <= POLL_SLICE_S
+    assert link.recv(deadline=0.12) is None and now[0] == pytest.approx(0.12)  # a passed deadline: no wait
