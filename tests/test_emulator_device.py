@@ -53,6 +53,14 @@ def test_chip_run_stats_count_per_core():
     assert stats.dropped == sum(c["dropped"] for c in engine.counters.values())
 
 
+@pytest.mark.parametrize("chip", ["", None, 2])
+def test_a_chip_that_is_not_a_name_is_refused_at_open(chip):
+    """``open_device("emu://", chip=...)`` refuses an empty or non-string chip name at once,
+    naming the fix, instead of reporting it and refusing every configuration later."""
+    with pytest.raises(ValueError, match=r"chip=.*expected a chip name such as 'speck2f'"):
+        open_device("emu://", chip=chip)
+
+
 @pytest.mark.parametrize("call", ["reset", "read_states", "run"])
 def test_needs_a_flash_first(device, call):
     args = (random_input(qualification_config("single_core").to_network(), 3),) if call == "run" else ()
