@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 import subprocess
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +77,18 @@ def test_memory_use_accepts_dicts_and_objects(tmp_path):
     ]
     path = plot_memory_use(tmp_path / "memory.png", rows)
     assert png_size(path) == (8 * DPI, int((1.5 + 0.6 * 2) * DPI))
+
+
+def test_memory_a_core_lacks_is_an_empty_bar_without_numeric_warnings(tmp_path):
+    """A memory kind of which a core has none (0 available, e.g. a custom chip spec without
+    bias memory) draws an empty bar labelled used/0: no division by zero reaches the user."""
+    row = dict(core=0, layer="conv", kernel_used=10, kernel_available=100, neuron_used=5,
+               neuron_available=50, bias_used=0, bias_available=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for used in (0, 4):
+            path = plot_memory_use(tmp_path / f"memory{used}.png", [dict(row, bias_used=used)])
+            assert png_size(path) == (8 * DPI, int((1.5 + 0.6) * DPI))
 
 
 def test_divergence_plot_marks_first_difference(tmp_path):
