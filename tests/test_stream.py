@@ -159,8 +159,9 @@ def test_a_device_without_a_sensor_raises_no_sensor():
         assert (device.run(events).events == simulate(LEAKY.to_network(), events).events).all()
     with open_device("emu://") as device:
         device.flash(LEAKY)
-        with pytest.raises(NoSensor, match="--sensor FILE"):
+        with pytest.raises(NoSensor, match="has none") as error:
             device.stream().collect()
+        assert "--sensor FILE" in error.value.hint
 
 
 def test_a_recording_that_does_not_fit_the_configuration_is_refused_before_it_plays():
@@ -270,6 +271,25 @@ def test_ctrl_c_in_spikeflash_stream_saves_what_it_saw_and_leaves_the_device_rea
         with open_device(served.url) as device:
             device.flash(LEAKY)
             events = recording(LEAKY, 300, seed=15)
+            device.reset()
+            assert (device.run(events).events == simulate(LEAKY.to_network(), events).events).all()
+
+
+def test_a_killed_streaming_host_leaves_nothing_for_the_next_session(tmp_path):
+    rec = recording(LEAKY, 2000, seed=16, duration_us=600_000_000)
+    sensor = ReplaySensor(rec)
+    LEAKY.save(tmp_path / "c.json")
+    with ServedEmulator(EmulatorServer(lambda: EmulatedChip(sensor=sensor)), "pty") as served:
+        cli = _cli("stream", str(tmp_path / "c.json"), "--device", served.url, "--output-layer", "5")
+        deadline = time.monotonic() + 60
+        while sensor._next == 0:
+            assert time.monotonic() < deadline and cli.poll() is None, cli.stderr.read()
+            time.sleep(0.05)
+        cli.kill()  # SIGKILL: no STOP; the next host's HELLO abandons the stream
+        cli.communicate(timeout=30)
+        with open_device(served.url) as device:
+            device.flash(LEAKY)
+            events = recording(LEAKY, 300, seed=17)
             device.reset()
             assert (device.run(events).events == simulate(LEAKY.to_network(), events).events).all()
 

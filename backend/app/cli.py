@@ -479,9 +479,9 @@ def build_parser() -> argparse.ArgumentParser:
                       "sensor ends, or Ctrl-C)")
     live.add_argument("--output-layer", type=int, metavar="LAYER", help="layer whose channels are the classes "
                       "(default: the readout layer, else the monitored core that sends to no other)")
-    live.add_argument("--max-queued", type=_positive, default=1 << 20, metavar="N",
-                      help="most output events held for the display (default: 2**20); past it the stream "
-                      "stops with an error")
+    live.add_argument("--max-queued", type=_positive, metavar="N",
+                      help="most output events held for the display (default: Device.stream's, 2**20); past "
+                      "it the stream stops with an error")
     ev = _subcommand(sub, "evaluate", _cmd_evaluate, "run configs over a dataset in simulation and/or on "
                      "devices: accuracy, confusion, synops, bit-exactness (exit code 3 when a device diverged)")
     ev.add_argument("configs", nargs="+", metavar="CONFIG", help="ChipConfig JSON file(s) (several: a sweep)")

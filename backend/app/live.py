@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Optional, TextIO
 
 import numpy as np
 
+from backend.devices.stream import MAX_QUEUED_EVENTS
 from snnlib.events import EVENT_DTYPE
 from snnlib.readout import READOUT_LAYER_ID
 
@@ -42,10 +43,11 @@ def class_line(counts: np.ndarray, n_events: int, elapsed_s: float) -> str:
 
 
 def stream_live(device, config, layer: int, *, seconds: Optional[float] = None,
-                max_queued: int = 1 << 20, out: TextIO = sys.stdout) -> tuple[np.ndarray, Optional[Counters], bool]:
+                max_queued: Optional[int] = None, out: TextIO = sys.stdout) -> tuple[np.ndarray, Optional[Counters], bool]:
     """Stream from the sensor of ``device`` (flashed with ``config``, reset) and print the
     counts of each class (channel of ``layer``) every REFRESH_S, until the sensor ends,
-    ``seconds`` pass or Ctrl-C. Returns every output event seen (EVENT_DTYPE), the stream's
+    ``seconds`` pass or Ctrl-C; ``max_queued``: the stream's queue bound (None: the default).
+    Returns every output event seen (EVENT_DTYPE), the stream's
     counters (None if Ctrl-C came before it began), and whether Ctrl-C ended it."""
     from backend.devices.base import monitored_shape
 
@@ -57,7 +59,7 @@ def stream_live(device, config, layer: int, *, seconds: Optional[float] = None,
     started = shown = time.monotonic()
     stream = None
     try:  # around the with block: Ctrl-C at any moment stops the stream, and what came is kept
-        with device.stream(max_queued=max_queued) as stream:
+        with device.stream(max_queued=max_queued or MAX_QUEUED_EVENTS) as stream:
             while (batch := stream.poll(REFRESH_S)) is not None:
                 batches.append(batch)
                 counts += np.bincount(batch["channel"][batch["layer"] == layer], minlength=n_classes)

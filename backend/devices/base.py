@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Iterator, Optional, Union
 import numpy as np
 import torch
 
+from backend.devices.stream import MAX_QUEUED_EVENTS, DVSFilter, Stream
 from backend.errors import (ConfigNotHeld, DeviceBusy, FlashMismatch, NoSensor, NotFlashed, RasterTooLarge,
                             VersionMismatch)
 from snnlib.events import EVENT_DTYPE
@@ -25,7 +26,6 @@ from snnlib.readout import READOUT_CLASSES, READOUT_LAYER_ID
 if TYPE_CHECKING:
     import threading
 
-    from backend.devices.stream import DVSFilter, Stream
     from mapper import ChipConfig
     from snnlib import IntegerNetwork
 
@@ -50,8 +50,10 @@ class DeviceInfo:
 
 @dataclass
 class Counters:
-    """Event accounting. ``sent``: input events handed to the device; ``received``: output
-    events that reached the host; ``dropped``: events the device or link reports lost;
+    """Event accounting. ``sent``: input events handed to the device (in a stream: sensor
+    events the chip took in, as the device reports them); ``received``: output events that
+    reached the host; ``dropped``: events the device or link reports lost, or that a
+    stream's full queue dropped (``on_full="drop"``);
     ``core_in`` / ``core_out``: per-core event counts as the device reports them;
     ``link``: transport counters (frames, retransmits, crc_errors, garbage_bytes, ...)."""
 
@@ -294,7 +296,7 @@ class Device(ABC):
         return RunResult(out, _rasters(out[inside], names, shapes, t0_us, dt_us, n_steps), t0_us,
                          dt_us, n_steps, self.counters.since(before), len(out) - int(inside.sum()))
 
-    def stream(self, *, max_queued: int = 1 << 20, on_full: str = "raise",
+    def stream(self, *, max_queued: int = MAX_QUEUED_EVENTS, on_full: str = "raise",
                dvs_filter: Optional[DVSFilter] = None) -> Stream:
         """The live mode: run the chip on the device's own sensor (a devkit's pixel array; an
         emulator's replayed recording) and iterate over its output batches as they come.
@@ -307,8 +309,6 @@ class Device(ABC):
         manager; leaving it (or Ctrl-C in it, or ``close()``) stops the device's stream, and
         the device is ready for ``run`` again. The output equals the event-exact simulation
         of the sensor's events. Raises :class:`NoSensor` when the device has none."""
-        from backend.devices.stream import Stream
-
         self._require_config("stream")
         if isinstance(max_queued, bool) or not isinstance(max_queued, int) or max_queued < 1:
             raise ValueError(f"stream(max_queued={max_queued!r}): expected a number of events >= 1")

@@ -180,8 +180,9 @@ class EmulatedChip:
         equals :meth:`run` of the whole recording, however it is cut into steps."""
         engine = self._require_engine("stream")
         if self.sensor is None:
-            raise NoSensor("emulated chip: stream() needs a sensor; start the emulator with --sensor FILE "
-                           "(emu://: open_device('emu://', sensor=FILE))")
+            raise NoSensor("emulated chip: stream() needs a sensor, and this emulator has none",
+                           hint="serve one with `spikeflash emulate --pty --sensor FILE` and stream from its "
+                                "pty; in Python open_device('emu://', sensor=FILE)")
         playback = self.sensor.play(clock())
         self.check_input(playback.events)
         if len(playback.events) and int(playback.events["t"][0]) < engine.last_t:
