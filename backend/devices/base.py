@@ -344,7 +344,7 @@ class Device(ABC):
         if self._open_stream is not None and self._open_stream.ended:
             self._open_stream.close()
         if self._open_stream is not None:
-            raise DeviceBusy(f"{self.url}: {what}() while a stream is open on this device",
+            raise DeviceBusy(f"{self.url}: {what}() while a stream is open (or still stopping) on this device",
                              hint="close the stream first (leave its with block, or stream.close())")
 
 

@@ -152,7 +152,8 @@ class Stream:
         received until then stay readable (iterate on). Safe to call twice."""
         self._stop.set()
         self._thread.join(CLOSE_TIMEOUT_S)
-        self.device._stream_closed(self)
+        if not self._thread.is_alive():  # else the device stays busy until its stream has ended
+            self.device._stream_closed(self)
 
     def __enter__(self) -> "Stream":
         return self
