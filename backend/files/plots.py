@@ -1,4 +1,5 @@
-"""PNG plots: event rasters, per-core memory use, hardware-vs-simulation divergence, confusion.
+"""PNG plots: event rasters and frames, per-core memory use, firing rates per layer,
+hardware-vs-simulation divergence, confusion.
 
 Every function draws one figure with matplotlib's Agg renderer (no window, no pyplot global
 state), writes it to ``path`` (a ``.png``; missing parent folders are created) and returns the
@@ -60,6 +61,72 @@ def plot_event_raster(
         ax.set_title(f"{label}: {len(ev)} events", fontsize=9, loc="left")
     axes[-1].set_xlabel("time (ms)")
     fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_event_frames(
+    path: PathLike,
+    events: np.ndarray,
+    sensor_size: tuple[int, int],
+    n_frames: int = 4,
+    title: str = "Event frames",
+) -> Path:
+    """``events`` of one layer (e.g. a DVS recording: channel 1 ON, 0 OFF) accumulated into
+    ``n_frames`` equal time windows over their span, drawn side by side on the
+    ``sensor_size`` ``(height, width)`` pixel grid: ON counts red, OFF counts blue.
+    """
+    events = _checked("events", events)
+    if len(events) == 0 or len(np.unique(events["layer"])) != 1:
+        raise PlotInputError(
+            f"events: {len(events)} events on layers {np.unique(events['layer']).tolist()}; expected "
+            "a non-empty array of one layer"
+        )
+    if (not isinstance(sensor_size, tuple) or len(sensor_size) != 2 or not all(
+            isinstance(v, (int, np.integer)) and v > 0 for v in sensor_size)):
+        raise PlotInputError(f"sensor_size={sensor_size!r}: expected (height, width), two positive ints")
+    h, w = sensor_size
+    if events["y"].max() >= h or events["x"].max() >= w or events["channel"].max() > 1:
+        raise PlotInputError(
+            f"events: y up to {events['y'].max()}, x up to {events['x'].max()}, channel up to "
+            f"{events['channel'].max()}; expected y < {h}, x < {w} and channel 0 (OFF) or 1 (ON)"
+        )
+    if isinstance(n_frames, bool) or not isinstance(n_frames, int) or n_frames < 1:
+        raise PlotInputError(f"n_frames={n_frames!r}: expected an int >= 1")
+    t0, span = int(events["t"][0]), int(events["t"][-1] - events["t"][0]) + 1
+    window = np.minimum((events["t"] - t0) * n_frames // span, n_frames - 1)
+    counts = np.zeros((n_frames, 2, h, w))
+    np.add.at(counts, (window, events["channel"], events["y"], events["x"]), 1)
+    scale = max(np.percentile(counts[counts > 0], 99), 1.0)
+    fig = _figure(width=1.0 + 2.4 * n_frames, height=3.2)
+    axes = fig.subplots(1, n_frames, squeeze=False)[0]
+    for k, ax in enumerate(axes):
+        on, off = np.clip(counts[k, 1] / scale, 0, 1), np.clip(counts[k, 0] / scale, 0, 1)
+        ax.imshow(np.stack([on, np.zeros_like(on), off], -1), interpolation="nearest")
+        start_ms = (k * span // n_frames) / 1000.0
+        ax.set_title(f"{start_ms:.0f}-{((k + 1) * span // n_frames) / 1000.0:.0f} ms\n"
+                     f"{int(counts[k, 1].sum())} ON, {int(counts[k, 0].sum())} OFF", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"{title} (red ON, blue OFF; from t = {t0} µs)", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_firing_rates(path: PathLike, rates: Mapping[str, float], title: str = "Firing rate per layer") -> Path:
+    """Bar chart of ``rates``: layer name -> mean events per neuron per second (Hz), in order."""
+    if not isinstance(rates, Mapping) or not rates:
+        raise PlotInputError(f"rates: got {type(rates).__name__}; expected a non-empty dict layer name -> Hz")
+    for name, value in rates.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not value >= 0:
+            raise PlotInputError(f"rates[{name!r}] = {value!r}; expected a rate in Hz >= 0")
+    fig = _figure(width=6.0, height=1.2 + 0.45 * len(rates))
+    ax = fig.subplots()
+    bars = ax.barh(np.arange(len(rates)), list(rates.values()), color="tab:green")
+    ax.bar_label(bars, [f"{v:.3g} Hz" for v in rates.values()], fontsize=8, padding=2)
+    ax.set_yticks(np.arange(len(rates)), [str(name) for name in rates])
+    ax.invert_yaxis()
+    ax.set_xlabel("mean events per neuron per second (Hz)")
+    ax.set_xlim(0, 1.2 * max(max(rates.values()), 1e-9))
+    ax.set_title(title, fontsize=10)
     return _save(fig, path)
 
 
