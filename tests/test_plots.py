@@ -18,7 +18,9 @@ from backend.files.plots import (
     _first_divergence_us,
     plot_confusion_matrix,
     plot_divergence,
+    plot_event_frames,
     plot_event_raster,
+    plot_firing_rates,
     plot_memory_use,
 )
 from snnlib import empty_events
@@ -146,6 +148,43 @@ def test_bad_inputs_name_the_argument(tmp_path):
     with pytest.raises(PlotInputError, match="integer class labels"):
         plot_confusion_matrix(tmp_path / "c.png", [0.5, 1.0], [0, 1])
     assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_event_frames_draw_on_and_off_counts_per_time_window(tmp_path):
+    ev = events(400, 13, 8)
+    ev["channel"] = np.arange(400) % 2
+    path = plot_event_frames(tmp_path / "frames.png", ev, (8, 8), n_frames=3)
+    assert png_size(path) == (round((1.0 + 2.4 * 3) * DPI), round(3.2 * DPI))
+    on_only = ev.copy()
+    on_only["channel"] = 1
+    other = plot_event_frames(tmp_path / "on.png", on_only, (8, 8), n_frames=3)
+    assert other.read_bytes() != path.read_bytes()  # polarity changes the colours drawn
+
+
+def test_firing_rates_one_bar_per_layer(tmp_path):
+    path = plot_firing_rates(tmp_path / "rates.png", {"dvs": 9.3, "conv1": 34.0, "fc": 0.0})
+    assert png_size(path) == (round(6.0 * DPI), round((1.2 + 0.45 * 3) * DPI))
+
+
+def test_frames_and_rates_reject_what_they_cannot_draw(tmp_path):
+    ev = events(20, 13, 9)
+    ev["channel"] = 1
+    with pytest.raises(PlotInputError, match=r"x up to 7, channel up to 1; expected y < 4, x < 8"):
+        plot_event_frames(tmp_path / "f.png", ev, (4, 8))
+    two_layers = np.sort(np.concatenate([ev, events(5, 0, 3)]), order="t")
+    with pytest.raises(PlotInputError, match=r"layers \[0, 13\]; expected a non-empty array of one layer"):
+        plot_event_frames(tmp_path / "f.png", two_layers, (8, 8))
+    with pytest.raises(PlotInputError, match=r"channel up to 3; expected .* channel 0 \(OFF\) or 1 \(ON\)"):
+        plot_event_frames(tmp_path / "f.png", events(20, 13, 9), (8, 8))
+    with pytest.raises(PlotInputError, match=r"n_frames=0"):
+        plot_event_frames(tmp_path / "f.png", ev, (8, 8), n_frames=0)
+    with pytest.raises(PlotInputError, match=r"sensor_size=\(8,\)"):
+        plot_event_frames(tmp_path / "f.png", ev, (8,))
+    with pytest.raises(PlotInputError, match=r"rates\['fc'\] = -1.0"):
+        plot_firing_rates(tmp_path / "r.png", {"conv1": 2.0, "fc": -1.0})
+    with pytest.raises(PlotInputError, match="non-empty dict"):
+        plot_firing_rates(tmp_path / "r.png", {})
+    assert not list(tmp_path.iterdir())
 
 
 def test_importing_backend_plots_does_not_import_matplotlib():

@@ -12,6 +12,10 @@ from snnlib.errors import SpikeflashError
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    if args.dvs:
+        from backend.app.dvs_demo import run_dvs_demo
+
+        return run_dvs_demo()
     from backend.app.digits_demo import run_demo
 
     return run_demo()
@@ -365,12 +369,13 @@ def _positive(text: str) -> int:
 
 EXAMPLES = {
     None: """spikeflash demo                                 train, map, flash and verify the digits demo
+  spikeflash demo --dvs                           the same for moving shapes seen by a DVS sensor
   spikeflash doctor                               check the installation and the serial path
   spikeflash map model.pt --input-shape 1,8,8     map a saved torch model to speck2f
   spikeflash flash model.json --device /dev/ttyACM0
   spikeflash run model.json --events input.npz --device emu://
   spikeflash stream model.json --device /dev/ttyACM0          live counts from the device's sensor""",
-    "demo": "spikeflash demo",
+    "demo": "spikeflash demo         # 8x8 digits\n  spikeflash demo --dvs   # shapes moving in front of a DVS sensor, through the DVS stage",
     "emulate": "spikeflash emulate --pty        # prints e.g. 'PTY /dev/pts/3'\n  spikeflash emulate --tcp 5000"
                "\n  spikeflash emulate --pty --sensor recording.aedat4 --fast",
     "devices": "spikeflash devices",
@@ -409,7 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True)
-    _subcommand(sub, "demo", _cmd_demo, "run the end-to-end demo on the bundled emulator")
+    demo = _subcommand(sub, "demo", _cmd_demo, "run the end-to-end demo on the bundled emulator")
+    demo.add_argument("--dvs", action="store_true", help="the DVS demo: synthetic event-camera recordings, "
+                      "a model using the DVS stage (plots in demo_output/dvs/)")
     emulate = _subcommand(sub, "emulate", _cmd_emulate,
                           "serve the emulator over the wire protocol on a pty or TCP port")
     where = emulate.add_mutually_exclusive_group(required=True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from backend.files.events import XYTP_DTYPE
 
@@ -149,29 +150,43 @@ def _overlap(a: np.ndarray, b: np.ndarray, pixels: slice) -> np.ndarray:
 
 
 def _pixel_events(scene: _Scene, thresholds: np.ndarray, duration_us: int) -> np.ndarray:
-    """The DVS pixels' events for ``scene`` (see the module docstring), ``t`` relative to its start."""
-    times = np.arange(0, duration_us, FRAME_US)  # events stay before duration_us
-    frames = scene.log_intensity(times)
+    """The DVS pixels' events for ``scene`` (see the module docstring), ``t`` relative to its
+    start and before ``duration_us``, in the order the frames produce them (row-major within one)."""
+    times = np.arange(0, duration_us, FRAME_US)
+    x, y, t, p = _fire(scene.log_intensity(times), thresholds, times)
+    events = np.empty(len(t), dtype=XYTP_DTYPE)
+    events["x"], events["y"], events["t"], events["p"] = x, y, t, p
+    return events
+
+
+@njit(cache=True)
+def _fire(frames, thresholds, times):
+    """The pixel model over log-intensity ``frames`` ``(n, h, w)`` at ``times`` (µs): arrays x,
+    y, t, p of the events, frame by frame."""
+    n, h, w = frames.shape
     reference = frames[0].copy()
-    last_event = np.full(thresholds.shape, -REFRACTORY_US, dtype=np.int64)
-    chunks = []
-    for t, previous, now in zip(times[1:], frames[:-1], frames[1:]):
-        change = now - reference
-        fire = (np.abs(change) >= thresholds) & (t - last_event >= REFRACTORY_US)
-        y, x = np.nonzero(fire)
-        if len(y):
-            sign = np.sign(change[y, x])
-            level = reference[y, x] + sign * thresholds[y, x]
-            step = now[y, x] - previous[y, x]
-            fraction = np.divide(level - previous[y, x], step, out=np.zeros_like(step), where=step != 0)
-            stamps = t - FRAME_US + np.round(np.clip(fraction, 0.0, 1.0) * FRAME_US).astype(np.int64)
-            stamps = np.maximum(stamps, last_event[y, x] + REFRACTORY_US)
-            reference[y, x] = level
-            last_event[y, x] = stamps
-            chunk = np.empty(len(y), dtype=XYTP_DTYPE)
-            chunk["x"], chunk["y"], chunk["t"], chunk["p"] = x, y, stamps, sign > 0
-            chunks.append(chunk)
-    return np.concatenate(chunks) if chunks else np.empty(0, dtype=XYTP_DTYPE)
+    last_event = np.full((h, w), -REFRACTORY_US, dtype=np.int64)
+    out = np.empty((4, 1024), np.int64)  # rows x, y, t, p
+    k = 0
+    for f in range(1, n):
+        for i in range(h):
+            for j in range(w):
+                change = frames[f, i, j] - reference[i, j]
+                if abs(change) < thresholds[i, j] or times[f] - last_event[i, j] < REFRACTORY_US:
+                    continue
+                sign = 1.0 if change > 0 else -1.0
+                level = reference[i, j] + sign * thresholds[i, j]
+                step = frames[f, i, j] - frames[f - 1, i, j]
+                fraction = (level - frames[f - 1, i, j]) / step if step != 0 else 0.0
+                stamp = times[f - 1] + np.round(min(max(fraction, 0.0), 1.0) * FRAME_US)
+                stamp = max(int(stamp), last_event[i, j] + REFRACTORY_US)
+                reference[i, j] = level
+                last_event[i, j] = stamp
+                if k == out.shape[1]:
+                    out = np.concatenate((out, np.empty_like(out)), axis=1)
+                out[0, k], out[1, k], out[2, k], out[3, k] = j, i, stamp, sign > 0
+                k += 1
+    return out[:, :k]
 
 
 def _noise_events(sensor_size: tuple[int, int], duration_us: int, rng: np.random.Generator) -> np.ndarray:
