@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from backend.analysis.runner import predict, winner
+from backend.analysis.runner import default_output_layer, predict, winner
 from backend.app.digits_demo import check_agreement, run_on_device
 from backend.app.dvs_shapes import Recording, class_names, make_recordings
 from backend.devices import open_device
@@ -50,7 +50,7 @@ N_BINS = 10  #: time steps per recording in training
 DURATION_US = 100_000  #: length of one recording, µs
 TRAIN_THREADS = 1  #: threads training uses, whatever the machine has
 #: the full demo: 80 training and 20 test recordings per class
-FULL = {"n_train": 960, "n_test": 240, "epochs": 12}
+FULL = {"n_train": 960, "n_test": 240, "epochs": 10}
 
 
 def run_dvs_demo(output_dir: str | Path = "demo_output/dvs", n_train: int = FULL["n_train"],
@@ -100,14 +100,14 @@ def run_dvs_demo(output_dir: str | Path = "demo_output/dvs", n_train: int = FULL
     print(f"\nhardware vs simulation: {agreement}")
 
     rates = firing_rates(mapping.report, network, results)
-    output_layer = int(np.unique(simulated[0]["layer"])[0]) if len(simulated[0]) else max(network.layers)
+    output_layer = default_output_layer(mapping.config)
     plots = [
         plot_event_frames(output_dir / "event_frames_sample0.png", samples[0], SENSOR, n_frames=5,
                           title=f"Test recording 0: {names[truth[0]]}"),
         plot_firing_rates(output_dir / "firing_rates.png", rates,
                           title=f"Mean firing rate per layer over {len(test)} test recordings"),
-        plot_divergence(output_dir / "simulation_vs_device_sample0.png", simulated[0], received[0],
-                        output_layer, title=f"Test recording 0 ({names[truth[0]]}): simulation vs device"),
+        plot_divergence(output_dir / "simulation_vs_device_sample0.png", *_from(test[0].t0_us, simulated[0], received[0]),
+                        output_layer, title=f"Test recording 0 ({names[truth[0]]}, time from its start)"),
         plot_confusion_matrix(output_dir / "confusion_device.png", truth, device_pred,
                               class_names=names, title="DVS shapes on the device"),
     ]
@@ -204,3 +204,11 @@ def firing_rates(report: FitReport, network: IntegerNetwork, results: list[Simul
         spikes = sum(r.counters[core]["spikes_out"] for r in results)
         rates[name_of.get(core, f"core {core}")] = spikes / (neurons * seconds)
     return rates
+
+
+def _from(t0_us: int, *arrays: np.ndarray) -> list[np.ndarray]:
+    """Copies of the event ``arrays`` with time counted from ``t0_us``."""
+    shifted = [events.copy() for events in arrays]
+    for events in shifted:
+        events["t"] -= t0_us
+    return shifted
