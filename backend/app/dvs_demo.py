@@ -49,6 +49,7 @@ DVS_POOLING = 4  #: the DVS stage's sum pooling: 128x128 -> 32x32
 N_BINS = 10  #: time steps per recording in training
 DURATION_US = 100_000  #: length of one recording, µs
 TRAIN_THREADS = 1  #: threads training uses, whatever the machine has
+COUNT_SCALE = 0.5  #: training's logits are the output spike counts times this
 #: the full demo: 80 training and 20 test recordings per class
 FULL = {"n_train": 960, "n_test": 240, "epochs": 10}
 
@@ -168,7 +169,7 @@ def train_snn(frames: torch.Tensor, labels: torch.Tensor, n_classes: int, epochs
             for batch in torch.randperm(len(frames)).split(32):
                 optimizer.zero_grad()
                 counts = spike_counts(body, frames[batch])
-                nn.functional.cross_entropy(counts * 0.5, labels[batch]).backward()
+                nn.functional.cross_entropy(counts * COUNT_SCALE, labels[batch]).backward()
                 optimizer.step()
     finally:
         torch.set_num_threads(threads)
