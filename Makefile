@@ -1,4 +1,4 @@
-# The README's two commands: `make demo` and `make test`.
+# The README's two commands: `make demo` and `make test` (and `make demo-dvs`, the DVS demo).
 # Both create .venv on first use and install the project into it.
 
 PYTHON ?= python3
@@ -13,10 +13,13 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 
-.PHONY: demo test
+.PHONY: demo demo-dvs test
 
 demo: $(VENV)/.installed-demo
 	$(VENV)/bin/spikeflash demo
+
+demo-dvs: $(VENV)/.installed-demo
+	$(VENV)/bin/spikeflash demo --dvs
 
 # hardware_tests/ run against the device named by SPIKEFLASH_DEVICE (a URL); by default
 # against an emulator that the suite starts on a pseudo-terminal (the real serial path).

@@ -239,7 +239,7 @@ def plot_confusion_matrix(
         if count:
             ax.text(j, i, str(count), ha="center", va="center", fontsize=7,
                     color="white" if count > matrix.max() / 2 else "black")
-    ax.set_xticks(range(n), names, rotation=90 if n > 12 else 0)
+    ax.set_xticks(range(n), names, rotation=90 if n > 12 or max(map(len, names)) > 4 else 0)
     ax.set_yticks(range(n), names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
