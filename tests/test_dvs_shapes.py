@@ -51,7 +51,7 @@ def test_a_pixel_emits_one_event_per_threshold_crossed_at_the_interpolated_time(
     assert p.tolist() == [1] * 4 and x.tolist() == y.tolist() == [0] * 4
     assert t.tolist() == [4 * FRAME_US, 8 * FRAME_US, 12 * FRAME_US, 16 * FRAME_US]
     x, y, t, p = _fire(-ramp, np.full((1, 1), 0.25), times + 5)
-    assert p.tolist() == [0] * 4 and t.tolist() == [4 * FRAME_US + 5, 8 * FRAME_US + 5, 12 * FRAME_US + 5, 16 * FRAME_US + 5]
+    assert p.tolist() == [0] * 4 and t.tolist() == [k * FRAME_US + 5 for k in (4, 8, 12, 16)]
     early = ramp[:, :, [0, 0]] + np.array([0.0, 1 / 32])  # pixel 1 half a frame ahead after frame 0
     early[0] = 0.0
     x, y, t, p = _fire(early, np.full((1, 2), 0.25), times)

@@ -19,8 +19,10 @@ deterministic algorithms, so two runs print the same numbers on any machine (sam
 from __future__ import annotations
 
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -138,19 +140,27 @@ def train_ann(rates: torch.Tensor, labels: torch.Tensor, epochs: int = 20) -> nn
     and cross-entropy on its outputs (logits)."""
     model = build_ann()
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(TRAIN_THREADS)  # float sums in one order on every machine
-    torch.use_deterministic_algorithms(True)
-    try:
+    with deterministic_torch():
         for _ in tqdm(range(epochs), desc="training the ANN"):
             for batch in torch.randperm(len(rates)).split(64):
                 optimizer.zero_grad()
                 nn.functional.cross_entropy(model(rates[batch]), labels[batch]).backward()
                 optimizer.step()
+    return model.eval()
+
+
+@contextmanager
+def deterministic_torch() -> Iterator[None]:
+    """Inside the block torch runs on TRAIN_THREADS threads with deterministic algorithms
+    (float sums in one order on every machine); both settings are restored afterwards."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(TRAIN_THREADS)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
-    return model.eval()
 
 
 def predict_time_stepped(snn: nn.Module, rasters: torch.Tensor) -> np.ndarray:
@@ -162,11 +172,13 @@ def predict_time_stepped(snn: nn.Module, rasters: torch.Tensor) -> np.ndarray:
                 if isinstance(layer, SpikingLayer):
                     layer.reset_states()
             counts = snn(raster).reshape(len(raster), N_CLASSES)  # (T, classes)
-            out.append(winner(counts.sum(0).numpy(), _first_step(counts.numpy())))
+            out.append(winner(counts.sum(0).numpy(), first_step(counts.numpy())))
     return np.array(out)
 
 
-def _first_step(counts: np.ndarray) -> np.ndarray:
+def first_step(counts: np.ndarray) -> np.ndarray:
+    """The first time step each output neuron spiked in ``counts`` ``(T, classes)`` (never: the
+    largest int64), for :func:`backend.analysis.runner.winner`'s tie-break."""
     fired = counts > 0
     return np.where(fired.any(0), fired.argmax(0), np.iinfo(np.int64).max)
 

@@ -17,8 +17,8 @@ bit-exact run through the chip's DVS stage on a device.
    that recording, and the confusion matrix.
 
 The prediction is the output neuron with the most spikes (a tie goes to the one that spiked
-first). Everything is seeded and training runs on TRAIN_THREADS threads with deterministic
-algorithms, so two runs print the same numbers (same torch).
+first). Everything is seeded and training runs on ``digits_demo.TRAIN_THREADS`` threads with
+deterministic algorithms, so two runs print the same numbers (same torch).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from torch import nn
 from tqdm import tqdm
 
 from backend.analysis.runner import default_output_layer, predict, winner
-from backend.app.digits_demo import check_agreement, run_on_device
+from backend.app.digits_demo import check_agreement, deterministic_torch, first_step, run_on_device
 from backend.app.dvs_shapes import Recording, class_names, make_recordings
 from backend.devices import open_device
 from backend.emulator.processes import emulator_on_pty
@@ -48,7 +48,6 @@ SENSOR = (128, 128)  #: (height, width) of the DVS sensor, pixels
 DVS_POOLING = 4  #: the DVS stage's sum pooling: 128x128 -> 32x32
 N_BINS = 10  #: time steps per recording in training
 DURATION_US = 100_000  #: length of one recording, µs
-TRAIN_THREADS = 1  #: threads training uses, whatever the machine has
 COUNT_SCALE = 0.5  #: training's logits are the output spike counts times this
 #: the full demo: 80 training and 20 test recordings per class
 FULL = {"n_train": 960, "n_test": 240, "epochs": 10}
@@ -107,8 +106,8 @@ def run_dvs_demo(output_dir: str | Path = "demo_output/dvs", n_train: int = FULL
                           title=f"Test recording 0: {names[truth[0]]}"),
         plot_firing_rates(output_dir / "firing_rates.png", rates,
                           title=f"Mean firing rate per layer over {len(test)} test recordings"),
-        plot_divergence(output_dir / "simulation_vs_device_sample0.png", *_from(test[0].t0_us, simulated[0], received[0]),
-                        output_layer, title=f"Test recording 0 ({names[truth[0]]}, time from its start)"),
+        plot_divergence(output_dir / "simulation_vs_device_sample0.png",
+                        *_from(test[0].t0_us, simulated[0], received[0]), output_layer, title=f"Test recording 0 ({names[truth[0]]}, time from its start)"),
         plot_confusion_matrix(output_dir / "confusion_device.png", truth, device_pred,
                               class_names=names, title="DVS shapes on the device"),
     ]
@@ -161,19 +160,13 @@ def train_snn(frames: torch.Tensor, labels: torch.Tensor, n_classes: int, epochs
     model = build_snn(n_classes)
     body = model[1:]  # the DVS pooling is done: frames are pooled
     optimizer = torch.optim.Adam(model.parameters(), lr=0.003)
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(TRAIN_THREADS)
-    torch.use_deterministic_algorithms(True)
-    try:
+    with deterministic_torch():
         for _ in tqdm(range(epochs), desc="training the SNN"):
             for batch in torch.randperm(len(frames)).split(32):
                 optimizer.zero_grad()
                 counts = spike_counts(body, frames[batch])
                 nn.functional.cross_entropy(counts * COUNT_SCALE, labels[batch]).backward()
                 optimizer.step()
-    finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic)
     return model.eval()
 
 
@@ -186,10 +179,7 @@ def predict_time_stepped(body: nn.Module, frames: torch.Tensor) -> np.ndarray:
                 if isinstance(layer, SpikingLayer):
                     layer.reset_states()
             steps = body(batch.flatten(0, 1)).reshape(len(batch), N_BINS, -1).numpy()
-            for counts in steps:
-                fired = counts > 0
-                first = np.where(fired.any(0), fired.argmax(0), np.iinfo(np.int64).max)
-                out.append(winner(counts.sum(0), first))
+            out += [winner(counts.sum(0), first_step(counts)) for counts in steps]
     return np.array(out)
 
 

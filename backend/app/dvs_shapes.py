@@ -28,7 +28,8 @@ from backend.files.events import XYTP_DTYPE
 #: shape name -> filled rectangles ``(x0, y0, x1, y1)`` in units of the shape's size, centred on 0
 SHAPES: dict[str, tuple[tuple[float, float, float, float], ...]] = {
     "square": ((-0.5, -0.5, 0.5, 0.5),),
-    "frame": ((-0.5, -0.5, 0.5, -0.3), (-0.5, 0.3, 0.5, 0.5), (-0.5, -0.3, -0.3, 0.3), (0.3, -0.3, 0.5, 0.3)),
+    "frame": ((-0.5, -0.5, 0.5, -0.3), (-0.5, 0.3, 0.5, 0.5),
+              (-0.5, -0.3, -0.3, 0.3), (0.3, -0.3, 0.5, 0.3)),
     "cross": ((-0.5, -0.12, 0.5, 0.12), (-0.12, -0.5, 0.12, 0.5)),
 }
 #: direction name -> unit velocity ``(dx, dy)`` in pixels (y grows downwards)
