@@ -42,24 +42,42 @@ class _ChipWeights(nn.Module):
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         low = self.original["threshold_low"]
-        pair = [self.original["threshold"]] + ([] if low is None else [low])
+        pair = [_value(self.original["threshold"])] + ([] if low is None else [low])
         scale = min(tensor_scale(weight.detach().cpu().numpy(), 8), tensor_scale(pair, 16))
         self.scale = scale if np.isfinite(scale) else 1.0
         scaled = weight * self.scale
         return scaled + (torch.round(scaled) - scaled).detach()
 
 
-SETTINGS = ("threshold", "threshold_low", "membrane_subtract", "saturate_int16")
+class _ChipThreshold(nn.Module):
+    """Parametrization of a threshold parameter: ``max(1, round(threshold * scale))`` on the
+    scale of its layer's weights (``weights``: their ``_ChipWeights``), straight-through."""
+
+    def __init__(self, weights: _ChipWeights):
+        super().__init__()
+        self.weights = [weights]  # a list: not a submodule
+
+    def forward(self, threshold: torch.Tensor) -> torch.Tensor:
+        scaled = threshold * self.weights[0].scale
+        return scaled + (torch.round(scaled).clamp(min=1) - scaled).detach()
+
+
+SETTINGS = ("threshold", "threshold_low", "_membrane_subtract", "saturate_int16")
+
+
+def _value(threshold) -> float:
+    """A threshold (a number, or a one-value tensor or parameter) as a float."""
+    return float(threshold.detach()) if isinstance(threshold, torch.Tensor) else float(threshold)
 
 
 def _chip_settings(original: dict, scale: float) -> dict:
     """A spiking layer's ``original`` settings in chip units, as mapper.quantize rounds them
     (no per-bin int16 clipping: see the module docstring)."""
-    high = max(1, int(np.round(original["threshold"] * scale)))
+    high = max(1.0, float(np.round(_value(original["threshold"]) * scale)))
     low = original["threshold_low"]
     low = -32768 if low is None else int(np.round(low * scale)) or -1
-    return {"threshold": float(high), "threshold_low": float(low), "membrane_subtract": float(high),
-            "saturate_int16": False}
+    # the chip subtracts its threshold per spike: None makes the layer follow its threshold
+    return {"threshold": high, "threshold_low": float(low), "_membrane_subtract": None, "saturate_int16": False}
 
 
 def core_layers(model: nn.Module) -> list[tuple[nn.Module, SpikingLayer]]:
@@ -67,9 +85,13 @@ def core_layers(model: nn.Module) -> list[tuple[nn.Module, SpikingLayer]]:
     leaves = [m for m in model.modules() if not list(m.children())]
     pairs = [(a, b) for a, b in zip(leaves, leaves[1:])
              if isinstance(a, (nn.Conv2d, nn.Linear)) and isinstance(b, SpikingLayer)]
-    for layer, _ in pairs:
+    for layer, spiking in pairs:
         if layer.bias is not None:
             raise InvalidParameterError(f"chip_aware: {layer} has a bias; chip-aware training takes bias-free layers")
+        if len(spiking.threshold_values()) != 1:
+            raise InvalidParameterError(
+                f"chip_aware: {spiking.layer_name} has one threshold per channel; the chip holds one per "
+                "layer: give it a single value (a number or a 0-dim tensor)")
     return pairs
 
 
@@ -82,10 +104,13 @@ def chip_aware(model: nn.Module):
         saved.append({name: getattr(spiking, name) for name in SETTINGS})
         weights = _ChipWeights(saved[-1])
         parametrize.register_parametrization(layer, "weight", weights)
+        if isinstance(spiking.threshold, nn.Parameter):  # stays a parameter, trained through the rounding
+            parametrize.register_parametrization(spiking, "threshold", _ChipThreshold(weights))
 
         def to_chip_units(module, _inputs, weights=weights):
             for name, value in _chip_settings(weights.original, weights.scale).items():
-                setattr(module, name, value)
+                if not (name == "threshold" and parametrize.is_parametrized(module, name)):
+                    setattr(module, name, value)
         hooks.append(spiking.register_forward_pre_hook(to_chip_units))
     try:
         yield model
@@ -94,5 +119,7 @@ def chip_aware(model: nn.Module):
             hook.remove()
         for (layer, spiking), original in zip(pairs, saved):
             parametrize.remove_parametrizations(layer, "weight", leave_parametrized=False)
+            if parametrize.is_parametrized(spiking, "threshold"):
+                parametrize.remove_parametrizations(spiking, "threshold", leave_parametrized=False)
             for name, value in original.items():
                 setattr(spiking, name, value)

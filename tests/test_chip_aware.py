@@ -92,3 +92,23 @@ def test_the_chip_aware_forward_spikes_as_the_mapped_chip_does_bin_by_bin():
         counts = events_to_raster(chip, shape, 1000, n_steps=len(raster), layer=cid)
         assert spikes.sum() > 20
         assert np.array_equal(counts.reshape(spikes.shape), spikes.numpy())
+
+
+def test_a_threshold_parameter_trains_through_the_chips_rounding():
+    net = model()
+    threshold = nn.Parameter(torch.tensor(0.7))
+    net[1].threshold = threshold
+    core = min(map_model(net, (1, 8, 8), "speck2f").config.cores.values(), key=lambda c: c.layer_names[0])
+    with chip_aware(net):
+        assert any(p is threshold for p in net.parameters())  # an optimizer made in the block trains it
+        net((torch.rand(6, 1, 8, 8) < 0.4).float()).sum().backward()
+        assert net[1].threshold.item() == core.threshold_high and net[1].membrane_subtract.item() == core.threshold_high
+    assert net[1].threshold is threshold and threshold.grad is not None and threshold.grad != 0
+    assert net[1].membrane_subtract is threshold
+
+
+def test_per_channel_thresholds_are_refused():
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, bias=False), SpikingLayer(threshold=torch.tensor([1.0, 2.0])))
+    with pytest.raises(InvalidParameterError, match="one threshold per channel"):
+        with chip_aware(net):
+            pass
