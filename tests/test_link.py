@@ -115,8 +115,8 @@ def test_acks_from_before_the_wrap_release_nothing_after_it():
 
 
 def test_control_frames_carry_seq_0_and_the_next_expected_seq():
-    """docs/protocol.md: control frames (ACK, NACK) have seq = 0; their payload is the next
-    expected seq."""
+    """docs/protocol.md: control frames (HELLO, GREETING, ACK, NACK) have seq = 0, also after
+    sequenced frames; an ACK's or NACK's payload is the next expected seq."""
     pair = Pair(65534)
     pair.lost = {0}
     pair.stream(12)
@@ -127,6 +127,10 @@ def test_control_frames_carry_seq_0_and_the_next_expected_seq():
     nack = next(frame for frame in frames if frame.type == FrameType.NACK)
     assert U16.unpack(nack.payload) == (0,)  # frame 0 was lost: 0 is expected next
     assert U16.unpack(frames[-1].payload) == (10,)  # all 12, 65534 .. 9, received
+    sent = len(pair.wire_from_b)
+    pair.b.send_control(FrameType.GREETING, b"greeting")
+    (greeting,), _ = decode_stream(bytes(pair.wire_from_b[sent:]))
+    assert (greeting.type, greeting.seq, greeting.payload) == (FrameType.GREETING, 0, b"greeting")
 
 
 def test_recv_on_a_silent_port_returns_none_at_its_deadline_not_past_it():

@@ -115,6 +115,7 @@ def test_the_host_greets_asks_and_runs_against_the_stand_alone_peer():
         assert sent == [[SPAN[0]], [SPAN[1], (2**32 + 5, 15, 1023, 511, 511)]]  # split at the 2**32 span
         seqs = [seq for t, seq, _ in peer.received if t not in wire_peer.CONTROL]
         assert seqs == list(range(len(seqs)))  # the host numbered its frames 0, 1, 2, ... from the greeting
+        assert [seq for t, seq, _ in peer.received if t == wire_peer.HELLO] == [0]  # a control frame: seq 0
     finally:
         session.close()
 
@@ -196,3 +197,4 @@ def test_a_fresh_tcp_connection_gets_the_unasked_nonce_0_greeting_first():
         frames = _read_frames(conn, b"", lambda f: f[0] == wire_peer.GREETING)
         greeting = fr.Greeting.unpack(frames[0][2])
         assert (greeting.nonce, greeting.boot_id) == (0, served.server.boot_id)
+        assert frames[0][1] == 0  # a control frame: seq 0
