@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from backend.devices import open_device
 from backend.emulator.server import EmulatorServer, ServedEmulator
 from backend.errors import ConfigImageError
+from backend.testing.qualification import qualification_config
 from backend.protocol.config_image import HEADER, SECTION, decode_image, encode_image, image_digest
 from mapper import ChipConfig, ConfigError, map_model
 from snnlib import DVS_LAYER_ID, Destination, IntegerNetwork, simulate
@@ -115,6 +116,33 @@ def test_misplaced_readout_section_and_unknown_versions_are_refused():
         bad[offset] = value
         with pytest.raises(ConfigImageError, match=match):
             decode_image(bytes(bad))
+
+
+def _split(image: bytes) -> tuple[tuple, list[bytes]]:
+    """The header's fields and the sections (each its SECTION header and body) of an image."""
+    head, sections, pos = HEADER.unpack_from(image), [], HEADER.size
+    for _ in range(head[4]):
+        end = pos + SECTION.size + SECTION.unpack_from(image, pos)[3]
+        sections.append(image[pos:end])
+        pos = end
+    return head, sections
+
+
+def _join(head: tuple, sections: list[bytes]) -> bytes:
+    """An image of ``sections`` under ``head``, its size and section count made to match."""
+    body = b"".join(sections)
+    return HEADER.pack(*head[:3], HEADER.size + len(body), len(sections), *head[5:]) + body
+
+
+@pytest.mark.parametrize("name, order", [("pooled_chain", [1, 0]), ("pooled_chain", [0, 0, 1]),
+                                         ("dvs_input", [0, 1, 1])])
+def test_sections_out_of_their_order_or_repeated_are_refused(name, order):
+    """Cores in ascending id, then one DVS section (docs/protocol.md): swapped cores, a core
+    twice or two DVS sections would be a second image of one config, and are refused."""
+    head, sections = _split(encode_image(qualification_config(name)))
+    assert _join(head, sections) == encode_image(qualification_config(name))
+    with pytest.raises(ConfigImageError, match="cores in ascending id, then one DVS section"):
+        decode_image(_join(head, [sections[i] for i in order]))
 
 
 def test_header_fields_and_digest():
