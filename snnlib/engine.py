@@ -48,8 +48,13 @@ EVENTS_IN, SYNAPTIC_UPDATES, SPIKES_OUT, DROPPED = range(4)
 DEST_LAYER, DEST_POOL, DEST_SHIFT = range(3)
 # clock vector: next tick time, tick period (0 = no ticks), time of the last input event; then where
 # an interrupted _run resumes: deliveries pending on the stack, their time, the next layer of a tick
-# in progress (-1: none)
-NEXT_TICK, PERIOD, LAST_T, PENDING, PENDING_T, TICK_LAYER = range(6)
+# in progress (-1: none); then 1 while the network is at rest (the last tick changed no state and
+# fired nothing, and no input came since: every tick until the next input is the same no-op)
+NEXT_TICK, PERIOD, LAST_T, PENDING, PENDING_T, TICK_LAYER, REST = range(7)
+#: a watched tick copies and compares the leaking states (about 4x a tick's own cost); after one
+#: that was not at rest the next 1, 3, 7, ... up to this many ticks go unwatched, so a network
+#: that never rests pays at most a few % and one that does is found within twice its settling time
+MAX_UNWATCHED_TICKS = 127
 
 
 @dataclass(frozen=True)
@@ -519,20 +524,25 @@ def _room(li, lp, out, n_out):
 
 @compiled
 def _run(i, events, source_of, until_us, lp, thr, weights, bias, dest, dvs, rules, state, counters,
-         clock, spikes, bits, order, stack, out, n_out):
+         clock, spikes, bits, order, stack, out, n_out, before_tick):
     """Process the (validated) input ``events`` from index ``i`` on (``source_of`` maps a layer
     id to its source index), appending the output to ``out``
     from ``n_out``; return ``(i, n_out, room)``. ``out`` cannot grow in here: before a step that
     might overflow it, return early with the ``room`` it needs (> 0) and every pending step kept
     in ``clock`` and ``stack``, to be resumed by a call with a larger buffer. Steps: pending
     deliveries depth-first, then a tick in progress (layer by layer), then a due leak tick, then
-    the next input event, then the ticks up to ``until_us``."""
+    the next input event, then the ticks up to ``until_us``. A watched tick in an idle gap
+    (another tick is due before the next input; see MAX_UNWATCHED_TICKS) that changes no
+    state and fires nothing puts the network at rest: the ticks up to the next input are skipped, as they would change nothing either
+    (``before_tick`` holds the leaking layers' states at the start of such a tick)."""
     n_layers = lp.shape[0]
     wrap, reject, leak_fires = rules[0] != 0, rules[1] != 0, rules[2] != 0
     # the clock lives in locals while running: in ``clock`` it would be reloaded after every
     # store to the other arrays, which LLVM must assume could alias it
     sp, t_now, last_t = clock[PENDING], clock[PENDING_T], clock[LAST_T]
     next_tick, period, tick_layer = clock[NEXT_TICK], clock[PERIOD], clock[TICK_LAYER]
+    rest, watched, fired = clock[REST] != 0, False, 0  # a tick resumed mid-way is not watched
+    backoff = countdown = 0  # ticks left unwatched after a watched one that was not at rest
     room = 0
     while True:
         # find the next update pass: a pending delivery, a layer's leak tick or an input event
@@ -541,6 +551,9 @@ def _run(i, events, source_of, until_us, lp, thr, weights, bias, dest, dvs, rule
             li, c, y, x = stack[sp, 0], stack[sp, 1], stack[sp, 2], stack[sp, 3]
         elif tick_layer == n_layers:
             tick_layer = -1
+            rest = watched and fired == 0 and not _take_leaking_states(lp, state, before_tick)
+            if watched and not rest:
+                backoff = countdown = min(2 * backoff + 1, MAX_UNWATCHED_TICKS)
             next_tick += period
             continue
         elif tick_layer >= 0:  # leak ticks: ascending layer, then (f, y, x)
@@ -550,7 +563,15 @@ def _run(i, events, source_of, until_us, lp, thr, weights, bias, dest, dvs, rule
                 continue
             c = -1  # marks a leak pass
         elif period > 0 and next_tick <= (events[i].t if i < events.size else until_us):
+            target = events[i].t if i < events.size else until_us
+            if rest:  # every tick up to the next input is a no-op: go past them
+                next_tick += ((target - next_tick) // period + 1) * period
+                continue
             tick_layer, t_now = 0, next_tick
+            watched, fired = next_tick + period <= target and countdown == 0, 0
+            countdown = max(countdown - 1, 0)
+            if watched:
+                _take_leaking_states(lp, state, before_tick)
             continue
         elif i < events.size:
             e = events[i]
@@ -568,9 +589,11 @@ def _run(i, events, source_of, until_us, lp, thr, weights, bias, dest, dvs, rule
                 sp = _push_routes(li, n, spikes, dest, lp, counters, stack, 0)
                 last_t = t_now = t
                 i += 1
+                rest = False
                 continue
             last_t = t_now = t
             i += 1
+            rest = False
         else:
             last_t = until_us
             break
@@ -586,6 +609,7 @@ def _run(i, events, source_of, until_us, lp, thr, weights, bias, dest, dvs, rule
         direct = lp[li, MONITOR] != 0 and dest[li, 0, DEST_LAYER] < 0
         if c < 0:
             n = _leak(li, lp, thr, bias, state, wrap, reject, leak_fires, bits, direct, spikes, out, n_out, t_now)
+            fired += n
         else:
             counters[li, EVENTS_IN] += 1
             n = _integrate(li, c, y, x, lp, thr, weights, state, wrap, reject, counters, bits, order,
@@ -599,8 +623,23 @@ def _run(i, events, source_of, until_us, lp, thr, weights, bias, dest, dvs, rule
             if dest[li, 0, DEST_LAYER] >= 0:
                 sp = _push_routes(li, n, spikes, dest, lp, counters, stack, sp)
     clock[PENDING], clock[PENDING_T], clock[LAST_T] = sp, t_now, last_t
-    clock[NEXT_TICK], clock[TICK_LAYER] = next_tick, tick_layer
+    clock[NEXT_TICK], clock[TICK_LAYER], clock[REST] = next_tick, tick_layer, rest
     return i, n_out, room
+
+
+@called
+def _take_leaking_states(lp, state, saved):
+    """Whether the leak-enabled layers' states differ from ``saved`` (same offsets); ``saved``
+    takes them."""
+    changed = False
+    for li in range(lp.shape[0]):
+        if lp[li, LEAK]:
+            start = lp[li, S_OFFSET]
+            for k in range(start, start + lp[li, F_OUT] * lp[li, H_OUT] * lp[li, W_OUT]):
+                if state[k] != saved[k]:
+                    changed = True
+                    saved[k] = state[k]
+    return changed
 
 
 # ----------------------------------------------------------------------------- Python API
@@ -705,7 +744,8 @@ class EventSimulator:
         self._state = self._initial.copy()
         self._counters = np.zeros((len(self._ids) + 1, len(COUNTER_NAMES)), dtype=np.int64)
         period = (self.network.slow_clock_period_us or 0) if self._lp[:, LEAK].any() else 0
-        self._clock = np.array([period, period, np.iinfo(np.int64).min, 0, 0, -1], dtype=np.int64)
+        self._clock = np.array([period, period, np.iinfo(np.int64).min, 0, 0, -1, 0], dtype=np.int64)
+        self._before_tick = np.empty_like(self._state)
         self._readout = (None if self._readout_source is None
                          else ReadoutState(self.network.readout, self.network.slow_clock_period_us))
 
@@ -737,6 +777,7 @@ class EventSimulator:
                 i, events, self._source_of, np.int64(until_us), self._lp, self._thr, self._weights,
                 self._bias, self._dest, self._dvs, self._rules, self._state, self._counters,
                 self._clock, self._spikes, self._bits, self._order, self._stack, self._out, n_out,
+                self._before_tick,
             )
             if not room:
                 out = self._hand_over(n_out)
@@ -775,6 +816,12 @@ class EventSimulator:
         return int(self._clock[NEXT_TICK]), int(self._clock[PERIOD])
 
     @property
+    def at_rest(self) -> bool:
+        """Whether the leak ticks until the next input event change nothing (the last one in an
+        idle gap changed no state and fired nothing), so the next run skips them."""
+        return bool(self._clock[REST])
+
+    @property
     def states(self) -> dict[int, np.ndarray]:
         """Copies of the membrane states, int16 ``(f, h, w)`` per layer id."""
         return {lid: self._state_view(lid).transpose(2, 0, 1).copy() for lid in self._ids}
@@ -792,6 +839,7 @@ class EventSimulator:
             idx = tuple(int(i) for i in np.argwhere(bad)[0])
             raise ValueError(f"state for layer {layer}: state{list(idx)} = {s[idx]} is not an int16 value")
         view[...] = s
+        self._clock[REST] = 0  # a tick may change the new state
 
     def _state_view(self, lid: int) -> np.ndarray:
         row = self._lp[self._index[lid]]

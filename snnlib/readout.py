@@ -66,6 +66,11 @@ class ReadoutState:
         start = 0
         while self.next_tick <= until_us:
             end = int(np.searchsorted(times, self.next_tick, side="left"))
+            if end == start and not self.open.any() and not self.history.any():
+                # at rest: the ticks before the next spike's window closes report nothing
+                quiet_until = min(int(times[start]), until_us) if start < len(times) else until_us
+                self.next_tick += ((quiet_until - self.next_tick) // self.period + 1) * self.period
+                continue
             self.open += np.bincount(classes[start:end], minlength=READOUT_CLASSES + 1)
             start = end
             self.history = np.roll(self.history, 1, axis=0)

@@ -1,9 +1,11 @@
 """Absolute timestamps (camera time, e.g. 1.7e15 µs) on the simulator, emu://, an emulator on
 a pty and one on TCP: the same output, rasters that span the run's own events, a raster budget
-checked before the run, idle stretches that cost nothing without leaking layers, leak ticks up
-to ``until_us`` on every device, negative timestamps refused up front."""
+checked before the run, idle stretches that cost nothing without leaking layers (and past rest
+with them), leak ticks up to ``until_us`` on every device, negative timestamps refused up front."""
 
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from backend.devices import open_device
 from backend.emulator.server import EmulatorServer, ServedEmulator
 from backend.errors import RasterTooLarge
 from backend.testing.qualification import NETWORKS, random_input
+from engine_reference import ReferenceChip
 from mapper import ChipConfig
 from snnlib import simulate
 from snnlib.events import InvalidEventsError
@@ -73,6 +76,48 @@ def test_leak_ticks_up_to_until_us_match_simulation(device):
     result = device.run(events, until_us=40_000)
     assert int(expected["t"].max()) > 3000 and (result.events == expected).all()
     assert result.n_steps == 41
+
+
+def resting_leak_network():
+    """fanout_leak with biases that drive core 5 down to its lower bound (-8): a few idle ticks
+    bring it to rest, after which a tick changes nothing."""
+    network = NETWORKS["fanout_leak"](0)
+    network.layers[5].bias = np.array([-2, -1], np.int16)
+    return network
+
+
+def test_idle_leak_ticks_at_rest_are_skipped_exactly():
+    """Gaps of 5,000 and 2,500 ticks: the engine skips the ticks once the network is at rest,
+    and gives what the plain-Python reference chip gives stepping every one of them."""
+    network = resting_leak_network()
+    events = random_input(network, 300, seed=11)
+    events["t"][100:] += 2_000_000
+    events["t"][200:] += 1_000_003  # off the tick grid
+    until = int(events["t"][-1]) + 50_000
+    reference = ReferenceChip(network)
+    reference.run(events.tolist(), until_us=until)
+    got = simulate(network, events, until_us=until)
+    assert len(got.events) and got.events.tolist() == reference.out
+    assert all((got.states[c] == np.array(reference.v[c])).all() for c in network.layers)
+
+
+def test_a_camera_stream_through_a_leaking_network_at_rest_runs_on_every_device(device):
+    """4.25e12 leak ticks lie before the first event at 1.7e15 µs (the grid counts from 0): core
+    5 comes to rest at its lower bound after a few and the rest are skipped, so every device
+    gives in moments what the same events near 0 give from that rest state."""
+    network = resting_leak_network()
+    events = random_input(network, 300, seed=12)
+    settled = copy.deepcopy(network)
+    settled.layers[5].initial_state = np.full(settled.layers[5].output_shape, -8, np.int16)
+    expected = simulate(settled, events, until_us=int(events["t"][-1]) + 20_000).events
+    expected["t"] += CAMERA_T0  # a multiple of the 400 µs period: the same tick phase
+    events["t"] += CAMERA_T0
+    assert len(expected) and (simulate(network, events, until_us=int(events["t"][-1]) + 20_000).events
+                              == expected).all()
+    device.flash(ChipConfig.from_network(network))
+    device.reset()
+    got = device.run(events, until_us=int(events["t"][-1]) + 20_000, rasters=False, timeout=60).events
+    assert (got == expected).all()
 
 
 def test_negative_timestamps_are_refused_before_the_run(device):

@@ -71,6 +71,21 @@ def test_engine_readout_matches_the_reference_across_runs(readout):
     assert any(e[2] != 1 for e in expected) or readout.threshold == 200  # several classes win
 
 
+def test_idle_readout_ticks_at_rest_are_skipped_exactly():
+    """300 empty windows between two bursts, and 1.7e12 before camera time: the readout at rest
+    (no counts in its windows) skips them and reports what the reference reports per tick."""
+    readout = Readout(1, 16, 4)
+    events = input_events(600, end_us=20_000, seed=3)
+    events["t"][300:] += 300 * PERIOD + 17  # then off the tick grid
+    until = int(events["t"][-1]) + 40 * PERIOD
+    expected = reference(events, readout, until)
+    assert len(expected) and simulate(relay_network(readout), events, until_us=until).events.tolist() == expected
+    camera_t0 = 1_700_000_000_000_000  # µs, a multiple of the period
+    events["t"] += camera_t0
+    got = simulate(relay_network(readout), events, until_us=until + camera_t0).events
+    assert got.tolist() == [(t + camera_t0, *rest) for t, *rest in expected]
+
+
 def test_a_network_refuses_a_readout_it_cannot_feed():
     with pytest.raises(InvalidNetworkError, match="set slow_clock_period_us"):
         IntegerNetwork(relay_network(Readout()).layers, readout=Readout()).validate()

@@ -202,10 +202,12 @@ class EmulatedChip:
                 yield _NO_EVENTS, RunStats()
 
     def _ticks_until(self, engine: EventSimulator, t_us: int) -> Iterator[tuple[np.ndarray, RunStats]]:
-        """Apply the leak ticks due up to ``t_us`` in steps of at most STEP_TICKS."""
+        """Apply the leak ticks due up to ``t_us`` in steps of at most STEP_TICKS; a network at
+        rest skips them all in one step (they change nothing)."""
         next_tick, period = engine.leak_ticks
         while period and next_tick <= t_us:
-            yield self._step(engine, _NO_EVENTS, min(t_us, next_tick + (STEP_TICKS - 1) * period))
+            end = t_us if engine.at_rest else min(t_us, next_tick + (STEP_TICKS - 1) * period)
+            yield self._step(engine, _NO_EVENTS, end)
             next_tick, period = engine.leak_ticks
 
     def _step(self, engine: EventSimulator, events: np.ndarray, until_us: Optional[int]) -> tuple[np.ndarray, RunStats]:
