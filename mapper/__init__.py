@@ -6,12 +6,12 @@ versioned JSON configuration the backend flashes. Imports snnlib, never backend.
 
 from mapper.chips import ChipSpec, CoreSpec, Limits, get_chip, list_chips, load_chip_spec
 from mapper.config import CONFIG_VERSION, ChipConfig, CoreConfig, DVSConfig
-from mapper.errors import ChipSpecError, ConfigError, MappingError
+from mapper.errors import ChipSpecError, ConfigError, MappingError, ProgramError
 from mapper.memory import MemoryNeed, kernel_words, neuron_words
 
 __all__ = [
     "CONFIG_VERSION", "ChipConfig", "ChipSpec", "ChipSpecError", "ConfigError", "CoreConfig",
-    "CoreSpec", "DVSConfig", "Limits", "MappingError", "MemoryNeed", "get_chip",
+    "CoreSpec", "DVSConfig", "Limits", "MappingError", "MemoryNeed", "ProgramError", "get_chip",
     "kernel_words", "list_chips", "load_chip_spec", "neuron_words",
 ]
 from mapper.graph import extract_graph
@@ -32,6 +32,9 @@ from mapper.nir_interchange import (
 
 __all__ += ["LegalizationReport", "LegalizationWarning", "LossyImportError", "NIRExportError",
             "NIRImportError", "declared_input_shape", "export_nir", "import_nir"]
+from mapper.torch_programs import load_program, save_program
+
+__all__ += ["load_program", "save_program"]
 from mapper.chip_aware import chip_aware
 
 __all__ += ["chip_aware"]

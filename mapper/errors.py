@@ -50,3 +50,13 @@ class MappingError(SpikeflashError, ValueError):
         super().__init__(
             f"the model does not map onto {report.chip}: {len(problems)} problem(s)\n{report}"
         )
+
+
+class ProgramError(SpikeflashError, ValueError):
+    """A TorchScript or ``torch.export`` program cannot be saved or rebuilt as a model
+    (:mod:`mapper.torch_programs`).
+
+    Example scenarios:
+      - a program that calls an operator other than the chain's (e.g. ``aten::relu``)
+      - a file that is not a readable program
+    """

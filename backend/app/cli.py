@@ -295,16 +295,20 @@ def _layer_summary(core: int, name: str, events) -> str:
 
 
 def _load_model(path: str, trust_pickle: bool = False):
-    """``(model, declared input shape or None)`` from a torch ``nn.Module`` saved whole with
-    ``torch.save`` (``.pt``/``.pth``) or a NIR graph (``.nir``, whose Input node may declare
-    the shape). A ``.pt`` file is loaded with ``weights_only=True``; a whole pickled module
-    (whose loading runs code from the file) only with ``trust_pickle`` (``--trust-pickle``)."""
+    """``(model, declared input shape or None)`` from a program (``.pt2``: torch.export; a
+    ``.pt``/``.pth`` TorchScript archive; both from ``mapper.save_program``), a NIR graph
+    (``.nir``, whose Input node may declare the shape), or a torch ``nn.Module`` saved whole
+    with ``torch.save`` (``.pt``/``.pth``). Programs and NIR load without running code from
+    the file; a ``.pt`` pickle is loaded with ``weights_only=True``, and a whole pickled
+    module (whose loading runs code from the file) only with ``trust_pickle``
+    (``--trust-pickle``)."""
     import torch
 
     file = Path(path)
-    if file.suffix not in (".pt", ".pth", ".nir"):
-        raise ModelFileError(f"model={path!r}: unknown file type {file.suffix!r}; expected a .pt/.pth "
-                             "file (torch.save(model, path)) or a .nir graph")
+    if file.suffix not in (".pt", ".pth", ".pt2", ".nir"):
+        raise ModelFileError(f"model={path!r}: unknown file type {file.suffix!r}; expected a .pt2 or "
+                             ".pt TorchScript program (mapper.save_program), a .nir graph, or a .pt/.pth "
+                             "file (torch.save(model, path))")
     if not file.is_file():
         raise ModelFileError(f"model={path!r}: no such file",
                              hint="check the path; relative paths start in the current directory")
@@ -314,6 +318,10 @@ def _load_model(path: str, trust_pickle: bool = False):
         imported = import_nir(file)
         print(imported.report)
         return imported.model, declared_input_shape(file)
+    from mapper.torch_programs import EXPORT_SUFFIX, is_torchscript, load_program
+
+    if file.suffix == EXPORT_SUFFIX or is_torchscript(file):
+        return load_program(file), None
     try:
         model = torch.load(file, weights_only=not trust_pickle)
     except pickle.UnpicklingError as exc:
@@ -321,8 +329,9 @@ def _load_model(path: str, trust_pickle: bool = False):
             raise ModelFileError(f"model={path!r}: torch.load cannot read it ({exc})") from exc
         raise ModelFileError(f"model={path!r}: holds pickled Python objects (a whole nn.Module); loading "
                              "them runs code from the file, which spikeflash does not do unasked",
-                             hint="if you trust the file, pass --trust-pickle; or export the model to "
-                                  "NIR (mapper.export_nir) and map the .nir file") from None
+                             hint="if you trust the file, pass --trust-pickle; or save the model as a "
+                                  "program (mapper.save_program(model, shape, 'model.pt2')) or as NIR "
+                                  "(mapper.export_nir), which load without running code") from None
     except Exception as exc:  # unpickling runs arbitrary code: any exception means "not loadable"
         raise ModelFileError(f"model={path!r}: torch.load cannot read it ({type(exc).__name__}: {exc})") from exc
     if not isinstance(model, torch.nn.Module):
@@ -382,7 +391,8 @@ EXAMPLES = {
     "doctor": "spikeflash doctor",
     "compare": "spikeflash compare model.json --events input.npz --device /dev/ttyACM0\n"
                "  spikeflash compare model.json --events input.npz --device /dev/ttyACM0 --no-flash",
-    "map": "spikeflash map model.pt --input-shape 1,8,8 -o model.json --trust-pickle\n  spikeflash map model.nir --input-shape 2,64,64 --chip speck2f"
+    "map": "spikeflash map model.pt2 --input-shape 1,8,8 -o model.json   # mapper.save_program: no pickle\n"
+           "  spikeflash map model.pt --input-shape 1,8,8 -o model.json --trust-pickle\n  spikeflash map model.nir --input-shape 2,64,64 --chip speck2f"
            "\n  spikeflash map dvs_model.pt --input-shape 2,128,128 --dvs --slow-clock-us 1000"
            "\n  spikeflash map dvs_model.pt --input-shape 2,64,64 --dvs --dvs-input-size 128,128 --dvs-origin 32,32"
            " --dvs-polarity on --dvs-mirror x",
@@ -437,7 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
                       "(flashed by an earlier command); refused unless it is CONFIG (same digest)")
     mapping = _subcommand(sub, "map", _cmd_map, "map a model file to a ChipConfig JSON and print the fit "
                           "report (exit code 2 and every problem when it does not fit)")
-    mapping.add_argument("model", help="a torch.save'd nn.Module (.pt/.pth) or a NIR graph (.nir)")
+    mapping.add_argument("model", help="a program from mapper.save_program (.pt2 torch.export, .pt "
+                         "TorchScript), a NIR graph (.nir), or a torch.save'd nn.Module (.pt/.pth)")
     mapping.add_argument("--input-shape", type=_shape, metavar="C,H,W",
                          help="shape of one input frame, e.g. 1,8,8 (optional for a .nir file "
                          "whose Input node declares it)")
