@@ -264,4 +264,9 @@ def test_a_stream_needs_a_dvs_stage_and_a_filter_is_for_devkits_only(samna):
             dev.stream(dvs_filter=DVSFilter()).collect()
     with pytest.raises(ValueError, match="1..15"):
         DVSFilter(size=(0, 3))
+    with pytest.raises(ValueError, match="mode='hot_pixel'.*expected 'noise', 'hot-pixel' or 'low-pass'"):
+        DVSFilter("hot_pixel")  # a typo is named, not written to the devkit as some mode
+    for threshold in (-1, True, 2.0):
+        with pytest.raises(ValueError, match="expected slow-clock ticks, an int >= 0"):
+            DVSFilter(threshold=threshold)
     assert DVSFilter("low-pass", 25, size=(0, 0)).threshold == 25
