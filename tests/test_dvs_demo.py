@@ -1,6 +1,7 @@
 """backend.app.dvs_demo in a reduced form (144 training and 24 test recordings, 10 epochs; the
 full demo is ``spikeflash demo --dvs``): trains through the DVS stage's pooling, maps with the
-DVS stage, runs the test recordings on an emulator process over a pty, bit-exact."""
+DVS stage, streams the test recordings from the sensor of an emulator process over a pty,
+bit-exact."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ def test_reduced_dvs_demo_runs_bit_exact_on_an_emulator_process(tmp_path, capsys
                      r"t = 1700000000000000 µs$", out, re.M)
     assert re.search(r"^mapped to speck2f through the DVS stage:$", out, re.M)
     assert re.findall(r"^\s+\d+\s+(conv1|conv2|conv3|fc)\s+\d+/\d+", out, re.M) == ["conv1", "conv2", "conv3", "fc"]
-    assert re.search(r"on /dev/pts/\d+; flashing", out)  # went through a pty
+    # through a pty, from the emulator's sensor
+    assert re.search(r"on /dev/pts/\d+, its sensor replaying the 24 test recordings; flashing$", out, re.M)
 
     accuracy = {name: float(v) for name, v in re.findall(
         r"^  (device|event-exact simulation|time-stepped float SNN)\b.*?(\d+\.\d+) %$", out, re.M)}

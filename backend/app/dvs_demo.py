@@ -9,8 +9,10 @@ bit-exact run through the chip's DVS stage on a device.
    binned into ``N_BINS`` time steps; its first layer, a 4x4 sum pooling of the sensor, runs in
    the chip's DVS stage, so training sees the pooled 32x32 frames.
 3. Map it with the DVS stage (``map_model(..., dvs=True)``) and print the fit report.
-4. Start ``spikeflash emulate --pty`` as a separate process, flash it over the pty as a board,
-   and run every test recording (DVS events, layer 13) on it, a reset before each.
+4. Start ``spikeflash emulate --pty --sensor FILE --fast`` as a separate process, its sensor
+   replaying the test recordings (DVS events, layer 13) one per stream; flash it over the pty
+   as a board and stream each recording through the sensor (``Device.stream``), a reset before
+   each.
 5. Print accuracy on the device, in the event-exact simulation of the same configuration and in
    the time-stepped float SNN, whether every sample's output was bit-exact, and save plots:
    event frames of a test recording, per-layer firing rates, simulation vs device output of
@@ -23,6 +25,7 @@ deterministic algorithms, so two runs print the same numbers (same torch).
 
 from __future__ import annotations
 
+import tempfile
 from collections import OrderedDict
 from pathlib import Path
 
@@ -32,11 +35,11 @@ from torch import nn
 from tqdm import tqdm
 
 from backend.analysis.runner import default_output_layer, predict, winner
-from backend.app.digits_demo import check_agreement, deterministic_torch, first_step, run_on_device
+from backend.app.digits_demo import check_agreement, deterministic_torch, first_step
 from backend.app.dvs_shapes import Recording, class_names, make_recordings
-from backend.devices import open_device
+from backend.devices import Device, open_device
 from backend.emulator.processes import emulator_on_pty
-from backend.files.events import xytp_to_events
+from backend.files.events import save_events, xytp_to_events
 from backend.files.plots import plot_confusion_matrix, plot_divergence, plot_event_frames, plot_firing_rates
 from mapper import map_model
 from mapper.report import FitReport
@@ -85,11 +88,15 @@ def run_dvs_demo(output_dir: str | Path = "demo_output/dvs", n_train: int = FULL
     network = mapping.config.to_network()
     results = [simulate(network, events) for events in tqdm(samples, desc="event-exact simulation")]
     simulated = [result.events for result in results]
-    with emulator_on_pty() as url, open_device(url) as device:
-        print(f"emulator started as a separate process on {url}; flashing")
-        device.flash(mapping.config)
-        received = run_on_device(device, samples)
-        agreement = check_agreement(mapping.config, device, samples, simulated, received)
+    with tempfile.TemporaryDirectory() as folder:
+        playlist = save_events(Path(folder) / "test_recordings.npz",
+                               {f"recording{i:04d}": events for i, events in enumerate(samples)})
+        with emulator_on_pty(options=("--sensor", str(playlist), "--fast")) as url, open_device(url) as device:
+            print(f"emulator started as a separate process on {url}, its sensor replaying the "
+                  f"{len(samples)} test recordings; flashing")
+            device.flash(mapping.config)
+            received = stream_from_sensor(device, len(samples))
+            agreement = check_agreement(mapping.config, device, samples, simulated, received)
 
     device_pred = np.array([predict(ev, len(names)) for ev in received])
     sim_pred = np.array([predict(ev, len(names)) for ev in simulated])
@@ -115,6 +122,17 @@ def run_dvs_demo(output_dir: str | Path = "demo_output/dvs", n_train: int = FULL
     for path in plots:
         print(f"  {path}")
     return 0 if agreement.bit_exact else 3
+
+
+def stream_from_sensor(device: Device, n: int) -> list[np.ndarray]:
+    """The output events of ``n`` streams from ``device``'s sensor, which plays the next
+    recording of its playlist in each (as fast as the chip takes them), a reset before each."""
+    received = []
+    for _ in tqdm(range(n), desc="streaming the test recordings through the sensor"):
+        device.reset()
+        with device.stream() as stream:
+            received.append(stream.collect())
+    return received
 
 
 def pooled_frames(recordings: list[Recording]) -> torch.Tensor:
