@@ -1,4 +1,4 @@
-"""backend.app.dvs_demo in a reduced form (144 training and 24 test recordings, 10 epochs; the
+"""backend.app.dvs_demo in a reduced form (96 training and 24 test recordings, 12 epochs; the
 full demo is ``spikeflash demo --dvs``): trains through the DVS stage's pooling, maps with the
 DVS stage, streams the test recordings from the sensor of an emulator process over a pty,
 bit-exact."""
@@ -16,10 +16,10 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @pytest.mark.slow
 def test_reduced_dvs_demo_runs_bit_exact_on_an_emulator_process(tmp_path, capsys):
-    assert run_dvs_demo(tmp_path / "out", n_train=144, n_test=24, epochs=10) == 0
+    assert run_dvs_demo(tmp_path / "out", n_train=96, n_test=24, epochs=12) == 0
     out = capsys.readouterr().out
 
-    assert re.search(r"^DVS shapes: 144 training and 24 test recordings of 100 ms on a 128x128 sensor, "
+    assert re.search(r"^DVS shapes: 96 training and 24 test recordings of 100 ms on a 128x128 sensor, "
                      r"12 classes, \d+ events per recording on average; the first starts at "
                      r"t = 1700000000000000 µs$", out, re.M)
     assert re.search(r"^mapped to speck2f through the DVS stage:$", out, re.M)
