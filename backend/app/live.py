@@ -42,15 +42,17 @@ def class_line(counts: np.ndarray, n_events: int, elapsed_s: float) -> str:
     return f"{elapsed_s:6.1f} s  {n_events:>8} events  class {classes}  {top}"
 
 
-def stream_live(device, config, layer: int, *, seconds: Optional[float] = None,
-                max_queued: Optional[int] = None, out: TextIO = sys.stdout) -> tuple[np.ndarray, Optional[Counters], bool]:
+def stream_live(device, config, layer: int, *, seconds: Optional[float] = None, max_queued: Optional[int] = None,
+                out: Optional[TextIO] = None) -> tuple[np.ndarray, Optional[Counters], bool]:
     """Stream from the sensor of ``device`` (flashed with ``config``, reset) and print the
     counts of each class (channel of ``layer``) every REFRESH_S, until the sensor ends,
-    ``seconds`` pass or Ctrl-C; ``max_queued``: the stream's queue bound (None: the default).
+    ``seconds`` pass or Ctrl-C; ``max_queued``: the stream's queue bound (None: the default);
+    ``out``: where to print (None: ``sys.stdout`` as it is at the call).
     Returns every output event seen (EVENT_DTYPE), the stream's
     counters (None if Ctrl-C came before it began), and whether Ctrl-C ended it."""
     from backend.devices.base import monitored_shape
 
+    out = out or sys.stdout
     n_classes = monitored_shape(config.to_network(), layer)[0]
     counts = np.zeros(n_classes, np.int64)
     batches: list[np.ndarray] = []
@@ -66,8 +68,8 @@ def stream_live(device, config, layer: int, *, seconds: Optional[float] = None,
                 now = time.monotonic()
                 if now - shown >= REFRESH_S:
                     shown = now
-                    print(("\r" if terminal else "") + class_line(counts, sum(map(len, batches)), now - started),
-                          end="" if terminal else "\n", file=out, flush=True)
+                    line = class_line(counts, sum(map(len, batches)), now - started)
+                    print(("\r" if terminal else "") + line, end="" if terminal else "\n", file=out, flush=True)
                 if seconds is not None and now - started >= seconds:
                     break
     except KeyboardInterrupt:

@@ -84,7 +84,8 @@ class Stream:
             for batch in batches:
                 self.device.counters.received += len(batch)
                 with self._ready:
-                    if self._error is None and (not self._queued or self._queued + len(batch) <= self.max_queued):
+                    fits = not self._queued or self._queued + len(batch) <= self.max_queued
+                    if self._error is None and fits:
                         self._batches.append(batch)
                         self._queued += len(batch)
                         self._ready.notify()
