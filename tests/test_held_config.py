@@ -42,13 +42,15 @@ def test_compare_no_flash_uses_what_an_earlier_command_flashed(emulator_url, tmp
     inputs = random_input(CONFIG.to_network(), 500, seed=3)
     save_events(events, inputs)
     assert main(["flash", str(config), "--device", emulator_url]) == 0
+    held = image_digest(encode_image(CONFIG))
+    assert f"digest {held[:16]})" in capsys.readouterr().out  # what the device will report
     assert main(["compare", str(config), "--events", str(events), "--device", emulator_url, "--no-flash"]) == 0
     n = len(simulate(CONFIG.to_network(), inputs).events)
     assert n and f"bit-exact: {n} events" in capsys.readouterr().out
 
     assert main(["compare", str(other), "--events", str(events), "--device", emulator_url, "--no-flash"]) == 1
     err = capsys.readouterr().err
-    held, wanted = (image_digest(encode_image(c)) for c in (CONFIG, other_config()))
+    wanted = image_digest(encode_image(other_config()))
     assert f"holds configuration {held}, not the given one ({wanted})" in err
     assert "hint: flash it first (`spikeflash flash CONFIG --device URL`, or drop --no-flash)" in err
 

@@ -182,8 +182,8 @@ def _cmd_flash(args: argparse.Namespace) -> int:
     config = ChipConfig.load(args.config)
     with open_device(args.device) as device:
         device.flash(config)
-        verified = "flash-verify" in device.info().capabilities
-    print(f"flashed {args.config} ({len(config.cores)} cores, digest {config.digest()[:16]}) to "
+        verified, digest = "flash-verify" in device.info().capabilities, device.digest(config)
+    print(f"flashed {args.config} ({len(config.cores)} cores, digest {digest[:16]}) to "
           f"{args.device}; " + ("read-back verified" if verified else
                                 "applied (this device cannot read its configuration back)"))
     return 0

@@ -196,6 +196,11 @@ class Device(ABC):
             )
         self.config = config
 
+    def digest(self, config: ChipConfig) -> str:
+        """The digest this device reports for ``config`` once it holds it (SHA-256 hex of the
+        configuration image for boards and served emulators, of the JSON for ``emu://``)."""
+        return self._digest(config)
+
     def adopt(self, config: ChipConfig) -> None:
         """Use ``config`` without writing it: the device must already hold it, e.g. flashed by
         an earlier command on a served emulator or a board (``compare --no-flash``). Unless
