@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from backend.analysis.compare import compare
+from backend.analysis.compare import compare, compare_outputs
+from backend.errors import ConfigNotHeld
 from backend.testing.qualification import NETWORKS, qualification_config, random_input
 
 
@@ -60,18 +61,26 @@ def test_bit_exact_with_simulation(device, chip, name):
 
 
 def test_divergence_is_located(device, chip):
+    """A device computing with one changed weight: its output against the simulation of the
+    original configuration diverges first at that weight's channel, and compare() without
+    flashing refuses the device, which holds another configuration (tests/test_compare.py checks
+    the states compare() adds, on a chip whose weight memory is corrupted)."""
+    from snnlib import simulate
+
     config = qualification_config("single_core", 4, chip)
     network = copy.deepcopy(config.to_network())
     network.layers[0].weights[2, 1, 1, 1] += 7 if network.layers[0].weights[2, 1, 1, 1] < 100 else -7
-    perturbed = type(config).from_network(network, chip=chip)
-    device.flash(perturbed)
+    device.flash(type(config).from_network(network, chip=chip))
+    device.reset()
     events = random_input(network, 2000, seed=4)
-    result = compare(config, device, events, flash=False)
+    received = device.run(events, rasters=False).events
+    result = compare_outputs(simulate(config.to_network(), events).events, received, config)
     assert not result.bit_exact
     d = result.first_divergence
     assert d.layer == 0 and d.neuron[0] == 2  # only channel 2 has the changed weight
-    assert d.state_expected is not None and d.state_received is not None
     assert str(result).startswith("DIVERGED at t=")
+    with pytest.raises(ConfigNotHeld, match="holds configuration"):
+        compare(config, device, events, flash=False)
 
 
 def test_run_counts_and_raster_alignment(device, chip):
