@@ -510,6 +510,16 @@ def test_a_frame_longer_than_the_device_announced_is_refused(client):
     assert T.STATUS_DATA not in [f.type for f in frames]
 
 
+def test_a_piece_without_an_end_far_past_the_frame_size_is_dropped_and_the_link_resynchronises(client):
+    """A megabyte with no END (over 2 x (P + 12) for any P): discarded as it arrives, counted
+    as a rejected frame; the next frame after an END is answered."""
+    before = fr.unpack_status(client.request(T.STATUS).payload)
+    client.port.write(b"\xc0" + bytes(range(1, 192)) * ((1 << 20) // 191 + 1))
+    assert client.request(T.STATUS, timeout=10.0).type == T.STATUS_DATA
+    after = fr.unpack_status(client.request(T.STATUS).payload)  # counted by now
+    assert after["rejected_frames"] > before["rejected_frames"]
+
+
 def test_a_device_that_gets_no_acknowledgement_ends_the_session_and_says_so(client):
     boot_id = client.greeting.boot_id
     client.link.send(T.STATUS, b"", time.monotonic() + 1)  # and never acknowledge the reply
