@@ -206,7 +206,8 @@ def firing_rates(report: FitReport, network: IntegerNetwork, results: list[Simul
     ``results`` of test recordings, by the layer's name in ``report``; first the DVS stage's
     input events per pixel."""
     seconds = len(results) * DURATION_US * 1e-6
-    rates = {"dvs": sum(r.counters[DVS_LAYER_ID]["events_in"] for r in results) / (SENSOR[0] * SENSOR[1] * seconds)}
+    dvs_events = sum(r.counters[DVS_LAYER_ID]["events_in"] for r in results)
+    rates = {"DVS input (per pixel)": dvs_events / (SENSOR[0] * SENSOR[1] * seconds)}
     name_of = {usage.core: usage.layer for usage in report.memory}
     for core, layer in sorted(network.layers.items()):
         neurons = int(np.prod(layer.output_shape))
