@@ -18,11 +18,12 @@ import torch
 
 from backend.analysis.datasets import dataset_samples
 from backend.analysis.evaluate import evaluate, sweep
+from backend.analysis.runner import predict
 from backend.app.cli import main
 from backend.errors import DatasetError, EvaluationError
 from backend.files.events import events_to_xytp, save_events
 from mapper import map_model
-from snnlib import DVS_LAYER_ID, SpikingLayer, SumPool2d, raster_to_events
+from snnlib import DVS_LAYER_ID, SpikingLayer, SumPool2d, empty_events, raster_to_events
 
 ROOT = Path(__file__).resolve().parents[1]
 N_PER_CLASS = 4
@@ -91,6 +92,19 @@ def test_the_reference_run_predicts_every_sample_and_summarizes_them(reference):
     assert reference.output_layer == 1  # the core that sends nowhere
     lines = reference.results.read_text().splitlines()
     assert len(lines) == n + 1 and '"format":"spikeflash-evaluate/1"' in lines[0]
+
+
+def test_a_prediction_is_the_most_spikes_then_the_first_spike_then_the_lowest_class():
+    """``predict``: the class whose output neuron spiked most; a tie goes to the earliest
+    first spike, then to the lower class; a silent output is class 0."""
+    def output(*spikes):  # (t, channel) pairs
+        events = empty_events(len(spikes))
+        events["t"], events["channel"] = [t for t, _ in spikes], [c for _, c in spikes]
+        return events
+    assert predict(output((5, 2), (6, 2), (7, 1)), 4) == 2
+    assert predict(output((9, 1), (3, 3), (10, 1), (4, 3)), 4) == 3  # 2 spikes each; 3 spiked first
+    assert predict(output((1, 2), (1, 1)), 4) == 1  # tied twice: the lower class
+    assert predict(output(), 4) == 0
 
 
 def test_two_local_worker_processes_give_the_same_results_file(reference, config_path, folder, tmp_path):
