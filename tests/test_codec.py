@@ -163,6 +163,20 @@ def test_a_decoder_accepts_what_its_owner_announced_and_no_more():
     assert decoder.pending_bytes == 0 and decoder.counters.oversize == 1
 
 
+def test_an_over_long_piece_is_dropped_up_to_its_end_whatever_the_split():
+    """A piece past the longest frame is junk up to the next END, also when it ends in a valid
+    frame whose leading END was lost: the stream fed whole and split at every byte gives the
+    same frames and drops the same bytes."""
+    frame = encode_frame(FrameType.STATUS, 1, b"x")
+    stream = b"\x01" * (2 * (16 + 12) + 1) + frame[1:] + encode_frame(FrameType.OK, 2, b"y")
+    whole = FrameDecoder(max_payload=16)
+    assert whole.feed(stream) == [Frame(FrameType.OK, 2, b"y")] and whole.counters.oversize == 1
+    for cut in range(1, len(stream)):
+        split = FrameDecoder(max_payload=16)
+        assert split.feed(stream[:cut]) + split.feed(stream[cut:]) == [Frame(FrameType.OK, 2, b"y")], cut
+        assert (split.counters.oversize, split.counters.dropped_bytes) == (1, whole.counters.dropped_bytes), cut
+
+
 def test_encoder_rejects_payload_over_the_maximum():
     with pytest.raises(ValueError, match="65537 bytes"):
         encode_frame(FrameType.EVENTS, 0, bytes(MAX_PAYLOAD + 1))
