@@ -13,8 +13,8 @@ messages, docstrings and argparse help are left alone.
 Each mutant first runs at most four test files: those that name its function, then those that
 import its module, are named after it or name what it defines (a coverage map per test was
 tried: under coverage the suite ran ~5x slower on 2 cores, longer than the mutants it saved). A mutant is killed
-when one of its tests fails twice (the second time alone) or they time out; the report lists the
-survivors. A mutant that survives them runs again against every test file that scores at all
+when one of its tests fails twice (the second time alone) or they time out (a test that passes
+alone is deselected and the rest run on); the report lists the survivors. A mutant that survives them runs again against every test file that scores at all
 (second stage). Each mutant runs in a copy of the working tree, so the checkout is never touched.
 """
 
@@ -227,7 +227,8 @@ def run_mutant(mutant: Mutant, tests: list[str], tree: Path) -> str:
     """``killed``, ``survived``, ``timeout`` or ``no tests``: the result of one mutant.
 
     A failing test is run once more on its own before the mutant counts as killed, so that a
-    first run that only compiled numba code cold past a run timeout does not count."""
+    first run that only compiled numba code cold past a run timeout does not count; one that
+    passes alone is deselected and the other tests run on (``-x`` stopped at it)."""
     if not tests:
         return "no tests"
     target = tree / mutant.path
@@ -241,13 +242,17 @@ def run_mutant(mutant: Mutant, tests: list[str], tree: Path) -> str:
                                "no:cacheprovider", *selection], cwd=tree, env=env,
                               capture_output=True, text=True, timeout=TEST_TIMEOUT_S)
     try:
-        first = pytest(*tests)
-        failed = re.findall(r"^FAILED (\S+)", first.stdout, re.MULTILINE)
-        if first.returncode == 0:
-            return "survived"
-        if not failed:  # a collection or import error: the mutant broke the module
-            return "killed"
-        return "killed" if pytest(failed[0]).returncode != 0 else "survived"
+        deselected: list[str] = []
+        while True:
+            first = pytest(*tests, *(f"--deselect={test}" for test in deselected))
+            failed = re.findall(r"^FAILED (\S+)", first.stdout, re.MULTILINE)
+            if first.returncode == 0:
+                return "survived"
+            if not failed:  # a collection or import error: the mutant broke the module
+                return "killed"
+            if pytest(failed[0]).returncode != 0:
+                return "killed"
+            deselected.append(failed[0])  # passed alone: not this mutant's doing; run the rest
     except subprocess.TimeoutExpired:
         return "timeout"
     finally:
