@@ -168,6 +168,14 @@ def test_values_that_do_not_fit_their_field_are_named():
         encode_image(config)
 
 
+@pytest.mark.parametrize("scale", [0.0, -1.0, float("nan")])
+def test_an_image_whose_core_scale_is_not_positive_is_refused(scale):
+    config = ChipConfig.from_json(_SMALL.to_json())
+    config.cores[min(config.cores)].scale = scale
+    with pytest.raises(ConfigImageError, match=f"core {min(config.cores)}: scale = {scale}; expected a positive"):
+        decode_image(encode_image(config))
+
+
 def test_an_image_the_chip_cannot_run_is_a_config_error():
     image = bytearray(encode_image(_SMALL))
     image[20] = ord("x")  # chip "xpeck2f": no such chip

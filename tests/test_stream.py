@@ -150,6 +150,17 @@ def test_a_full_queue_with_on_full_drop_counts_every_lost_event(fast_device):
     assert c.dropped == c.received - delivered > 0 and c.sent == len(rec)
 
 
+def test_stream_options_out_of_range_are_refused_before_anything_starts(fast_device):
+    device, rec = fast_device
+    device.flash(LEAKY)
+    device.reset()
+    for options, field in (({"on_full": "block"}, "on_full"), ({"max_queued": 0}, "max_queued")):
+        with pytest.raises(ValueError, match=f"stream\\({field}="):
+            device.stream(**options)
+    with device.stream() as stream:  # the refusals started nothing: the stream runs in full
+        assert (stream.collect() == simulate(LEAKY.to_network(), rec).events).all()
+
+
 def test_a_device_without_a_sensor_raises_no_sensor():
     with ServedEmulator(EmulatorServer(), "pty") as served, open_device(served.url) as device:
         device.flash(LEAKY)
