@@ -166,6 +166,12 @@ def test_values_that_do_not_fit_their_field_are_named():
     config.slow_clock_period_us = 2**32
     with pytest.raises(ConfigImageError, match="slow_clock_period_us"):
         encode_image(config)
+    config = ChipConfig.from_json(_SMALL.to_json())
+    core = min(config.cores)
+    c, _, w = config.cores[core].input_shape
+    config.cores[core].input_shape = (c, 65536, w)  # one past the u16 field
+    with pytest.raises(ConfigImageError, match=rf"cores\.{core}\.input_shape = 65536: .* 0\.\.65535"):
+        encode_image(config)
 
 
 @pytest.mark.parametrize("scale", [0.0, -1.0, float("nan")])
