@@ -345,9 +345,7 @@ class EmulatorServer:
         stats, n_out, cut = self._stream_output(steps)
         if cut:  # a STOP or a new session abandons a run: no END_OF_RUN
             return
-        self._count_run(len(events), n_out, stats.dropped)
-        self._reply(FrameType.END_OF_RUN, fr.EndOfRun(run_id, len(events), n_out, stats.last_t, stats.dropped,
-                                                      0, stats.events_in, stats.events_out).pack())
+        self._end_run(run_id, len(events), n_out, stats)
 
     def _stream(self, payload: bytes) -> None:
         """The live mode: run the chip on its sensor, streaming output EVENTS, until the
@@ -366,9 +364,7 @@ class EmulatorServer:
         stats, n_out, cut = self._stream_output(steps)
         if cut == "session":
             return
-        self._count_run(stats.n_in, n_out, stats.dropped)
-        self._reply(FrameType.END_OF_RUN, fr.EndOfRun(stream_id, stats.n_in, n_out, stats.last_t, stats.dropped,
-                                                      0, stats.events_in, stats.events_out).pack())
+        self._end_run(stream_id, stats.n_in, n_out, stats)
 
     def _stream_output(self, steps) -> tuple[RunStats, int, Optional[str]]:
         """Send the output of a run's or a stream's ``steps`` as EVENTS, reading the link
@@ -388,11 +384,15 @@ class EmulatorServer:
                 return stats, n_out, "stop"
         return stats, n_out, None
 
-    def _count_run(self, n_in: int, n_out: int, dropped: int) -> None:
+    def _end_run(self, run_id: int, n_in: int, n_out: int, stats: RunStats) -> None:
+        """Count a run or stream that ended (``n_in`` input events, ``n_out`` output events)
+        and send its END_OF_RUN."""
         self.counters["runs"] += 1
         self.counters["events_in"] += n_in
         self.counters["events_out"] += n_out
-        self.counters["dropped"] += dropped
+        self.counters["dropped"] += stats.dropped
+        self._reply(FrameType.END_OF_RUN, fr.EndOfRun(run_id, n_in, n_out, stats.last_t, stats.dropped,
+                                                      0, stats.events_in, stats.events_out).pack())
 
     def _status(self, payload: bytes) -> None:
         self._reply(FrameType.STATUS_DATA, fr.pack_status(self.counters))
