@@ -267,12 +267,15 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="mutants run at once")
     parser.add_argument("--list", action="store_true", help="only list the drawn mutants")
     parser.add_argument("--only", nargs="+", metavar="PATH:LINE", help="run only these drawn mutants")
+    parser.add_argument("--packages", nargs="+", choices=PACKAGES, default=PACKAGES,
+                        help="draw from these packages only (the whole --mutants from them)")
     args = parser.parse_args(argv)
 
     sources = package_sources()
     by_package = {}
     for path, source in sources.items():
-        by_package.setdefault(path.split("/")[0], []).extend(find_mutants(path, source))
+        if path.split("/")[0] in args.packages:
+            by_package.setdefault(path.split("/")[0], []).extend(find_mutants(path, source))
     drawn = draw(by_package, args.mutants, args.seed)
     if args.only:
         drawn = [m for m in drawn if f"{m.path}:{m.line}" in args.only]
