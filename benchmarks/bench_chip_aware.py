@@ -2,8 +2,9 @@
 
 The conv SNN of examples/train_conv_snn.py is trained in float on the digits (``--bins`` time
 bins of 1 ms: the 16 rate-coded bins summed in groups, so a bin holds up to 16 / bins events
-per pixel), then trained on for ``--finetune`` more epochs twice from the same weights: once in
-float (the control) and once inside ``chip_aware(model)``. Each model is scored on the test
+per pixel), then trained on for ``--finetune`` more epochs three times from the same weights: in float
+(the control), inside ``chip_aware(model)`` and inside ``chip_in_the_loop(model)`` (the chip's
+event-exact forward, the time-stepped surrogate gradients). Each model is scored on the test
 digits three ways:
 
 - float: the time-stepped float SNN;
@@ -22,6 +23,7 @@ to the lowest index, in all three.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import importlib.util
 from pathlib import Path
@@ -33,9 +35,12 @@ from torch import nn
 from backend.app.digits_demo import load_digit_rasters
 from mapper import map_model
 from mapper.chip_aware import chip_aware
+from mapper.chip_in_the_loop import chip_in_the_loop
 from snnlib import SpikingLayer, events_to_raster, raster_to_events, simulate
 
 BATCH = 32
+FINE_TUNING = {"+ float fine-tuning": contextlib.nullcontext, "+ chip-aware fine-tuning": chip_aware,
+               "+ chip-in-the-loop tuning": chip_in_the_loop}
 _spec = importlib.util.spec_from_file_location("train_conv_snn", Path(__file__).parents[1] / "examples" / "train_conv_snn.py")
 example = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(example)
@@ -104,7 +109,7 @@ def main(argv=None) -> None:
     print(f"threshold {args.threshold}{' (trained)' if args.train_thresholds else ''}, threshold_low {low}, "
           f"{args.bins} bins, lr {args.lr}: "
           f"{args.epochs} float epochs, then {args.finetune} more; {len(y_test)} test digits")
-    print(f"{'seed':>4} {'model':>24} {'float':>7} {'quantized':>9} {'chip':>7} {'agree':>6} {'same':>6}  integer thresholds")
+    print(f"{'seed':>4} {'model':>25} {'float':>7} {'quantized':>9} {'chip':>7} {'agree':>6} {'same':>6}  integer thresholds")
     totals: dict[str, list[dict]] = {}
     for seed in args.seeds:
         torch.manual_seed(seed)
@@ -115,18 +120,19 @@ def main(argv=None) -> None:
                 if args.train_thresholds:
                     layer.threshold = nn.Parameter(torch.tensor(args.threshold))
         train(base, x_train, y_train, args.epochs, args.lr, seed)
-        models = {"trained": base, "+ float fine-tuning": copy.deepcopy(base), "+ chip-aware fine-tuning": copy.deepcopy(base)}
-        train(models["+ float fine-tuning"], x_train, y_train, args.finetune, args.finetune_lr or args.lr / 10, seed + 1)
-        with chip_aware(models["+ chip-aware fine-tuning"]):
-            train(models["+ chip-aware fine-tuning"], x_train, y_train, args.finetune, args.finetune_lr or args.lr / 10, seed + 1)
+        models = {"trained": base}
+        for name, mode in FINE_TUNING.items():
+            models[name] = copy.deepcopy(base)
+            with mode(models[name]):
+                train(models[name], x_train, y_train, args.finetune, args.finetune_lr or args.lr / 10, seed + 1)
         for name, model in models.items():
             result, thresholds = scores(model, x_test, y_test)
             totals.setdefault(name, []).append(result)
-            print(f"{seed:>4} {name:>24} {100 * result['float']:6.1f}% {100 * result['quantized']:8.1f}% "
+            print(f"{seed:>4} {name:>25} {100 * result['float']:6.1f}% {100 * result['quantized']:8.1f}% "
                   f"{100 * result['chip']:6.1f}% {100 * result['agree']:5.1f}% {100 * result['same']:5.1f}%  {thresholds}", flush=True)
     for name, results in totals.items():
         mean = {key: 100 * np.mean([r[key] for r in results]) for key in results[0]}
-        print(f"mean {name:>24} {mean['float']:6.1f}% {mean['quantized']:8.1f}% {mean['chip']:6.1f}% {mean['agree']:5.1f}% {mean['same']:5.1f}%")
+        print(f"mean {name:>25} {mean['float']:6.1f}% {mean['quantized']:8.1f}% {mean['chip']:6.1f}% {mean['agree']:5.1f}% {mean['same']:5.1f}%")
 
 
 if __name__ == "__main__":

@@ -38,3 +38,6 @@ __all__ += ["load_program", "save_program"]
 from mapper.chip_aware import chip_aware
 
 __all__ += ["chip_aware"]
+from mapper.chip_in_the_loop import chip_in_the_loop
+
+__all__ += ["chip_in_the_loop"]

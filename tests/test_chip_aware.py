@@ -9,6 +9,7 @@ from torch import nn
 
 from mapper import map_model
 from mapper.chip_aware import chip_aware
+from mapper.chip_in_the_loop import chip_in_the_loop
 from snnlib import InvalidParameterError, SpikingLayer, SumPool2d, events_to_raster, raster_to_events, simulate
 
 
@@ -112,3 +113,74 @@ def test_per_channel_thresholds_are_refused():
     with pytest.raises(InvalidParameterError, match="one threshold per channel"):
         with chip_aware(net):
             pass
+
+
+def timed_model():
+    """model() on (B*T, 1, 8, 8) batch-major inputs of 6 bins, with weights of both signs and
+    above the threshold, where the time-stepped layers differ from the chip."""
+    net = model()
+    for spiking in (net[1], net[5]):
+        spiking.num_timesteps = 6
+    with torch.no_grad():
+        net[0].weight.uniform_(-0.5, 1.2)
+        net[4].weight.uniform_(-0.6, 1.0)
+    return net
+
+
+def chip_rasters(net, rasters):
+    """The event-exact simulation's counts ``(B, T, C, H, W)`` of both cores for rasters
+    ``(B, T, 1, 8, 8)``, mapped independently of chip_in_the_loop."""
+    mapping = map_model(net, (1, 8, 8), "speck2f", monitor="all")
+    network = mapping.config.to_network()
+    cores = sorted(mapping.config.cores.items(), key=lambda item: item[1].layer_names[0])
+    out = [simulate(network, raster_to_events(raster, mapping.input, 1000)).events for raster in rasters]
+    return [np.stack([events_to_raster(o, core.output_shape, 1000, n_steps=rasters.shape[1], layer=cid) for o in out])
+            for cid, core in cores]
+
+
+def test_chip_in_the_loop_forwards_the_chips_counts_bin_by_bin_and_trains_through_the_layers():
+    """Each core's spiking layer outputs exactly the chip's counts per bin (the next layer gets
+    them), where the time-stepped model differs; gradients reach every weight, finite."""
+    net = timed_model()
+    rasters = torch.randint(0, 4, (3, 6, 1, 8, 8)).float()
+    expected = chip_rasters(net, rasters.numpy())
+    with torch.no_grad():
+        time_stepped = [net[:2](rasters.flatten(0, 1))]
+        time_stepped.append(net[2:](time_stepped[0]))
+    seen = []
+    with chip_in_the_loop(net) as loop:  # hooks run in order: these see chip_in_the_loop's outputs
+        hooks = [net[i].register_forward_hook(lambda _m, _i, out: seen.append(out)) for i in (1, 5)]
+        out = net(rasters.flatten(0, 1))
+        (out * torch.arange(1.0, 5.0)).sum().backward()
+    for hook in hooks:
+        hook.remove()
+    for spikes, chip, ts in zip(seen, expected, time_stepped):
+        assert chip.sum() > 20 and not np.array_equal(ts.numpy().reshape(chip.shape), chip)
+        assert np.array_equal(spikes.detach().numpy().reshape(chip.shape), chip)
+    assert np.array_equal(loop.last["5"], expected[1]) and torch.equal(out, seen[1])
+    for weight in (net[0].weight, net[4].weight):
+        assert weight.grad is not None and torch.isfinite(weight.grad).all() and weight.grad.abs().sum() > 0
+    net[1].reset_states(), net[5].reset_states()
+    assert torch.equal(net(rasters.flatten(0, 1)), time_stepped[1])  # hooks gone on leaving
+
+
+def test_chip_in_the_loop_takes_each_samples_recorded_event_order():
+    """A recording's own order within a bin reaches the chip: reversed events (same bins) give
+    the simulation of the reversed events, and a recording that does not bin to its raster is
+    refused."""
+    net = timed_model()
+    raster = torch.randint(0, 4, (1, 6, 1, 8, 8)).float()
+    mapping = map_model(net, (1, 8, 8), "speck2f", monitor="all")
+    events = raster_to_events(raster[0], mapping.input, 1000)
+    events = events[np.lexsort((-np.arange(len(events)), events["t"]))]  # reversed within each bin
+    (out_cid,) = [cid for cid, core in mapping.config.cores.items() if not core.destinations]
+    expected = events_to_raster(simulate(mapping.config.to_network(), events).events, (4, 1, 1), 1000,
+                                n_steps=6, layer=out_cid)
+    assert not np.array_equal(expected, chip_rasters(net, raster.numpy())[1][0])  # the order matters
+    with chip_in_the_loop(net) as loop:
+        loop.recordings = [events]
+        assert np.array_equal(net(raster.flatten(0, 1)).detach().numpy().reshape(expected.shape), expected)
+        assert loop.recordings is None
+        loop.recordings = [events[1:]]
+        with pytest.raises(InvalidParameterError, match="differ from its sample's input raster"):
+            net(raster.flatten(0, 1))
