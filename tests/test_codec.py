@@ -216,3 +216,95 @@ def test_control_payloads_round_trip():
         fr.Greeting.unpack(b"XXXX" + greeting.pack()[4:])
     with pytest.raises(ProtocolError, match="END_OF_RUN"):
         fr.EndOfRun.unpack(end.pack()[:-1])
+
+
+@pytest.mark.parametrize("field, top", [("frame_type", 255), ("flags", 255), ("seq", 65535)])
+def test_header_fields_are_encoded_from_zero_to_their_top_and_refused_outside(field, top):
+    """type and flags are u8, seq u16: both ends round-trip, one past either end is refused."""
+    fields = {"frame_type": FrameType.OK, "seq": 1, "flags": 0}
+    for value in (0, top):
+        encoded = encode_frame(**{**fields, field: value})
+        (frame,), _ = decode_stream(encoded)
+        assert (frame.type, frame.seq, frame.flags) == tuple({**fields, field: value}[k]
+                                                             for k in ("frame_type", "seq", "flags"))
+    for value in (-1, top + 1):
+        with pytest.raises(ValueError, match="expected type and flags in 0..255 and seq in 0..65535"):
+            encode_frame(**{**fields, field: value})
+
+
+def test_a_payload_of_exactly_the_maximum_round_trips():
+    payload = bytes(range(256)) * (MAX_PAYLOAD // 256)
+    assert len(payload) == MAX_PAYLOAD
+    decoded, counters = decode_stream(encode_frame(FrameType.EVENTS, 2, payload))
+    assert decoded == [Frame(FrameType.EVENTS, 2, payload)] and counters.frames == 1
+
+
+def _body(frame_type: int, seq: int, payload: bytes, length: int | None = None) -> bytes:
+    """A frame body whose length field is ``length`` (default: the payload's), unescaped."""
+    body = HEADER.pack(frame_type, 0, seq, len(payload) if length is None else length) + payload
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def _escaped(body: bytes) -> bytes:
+    return body.replace(b"\xdb", b"\xdb\xdd").replace(END, b"\xdb\xdc")
+
+
+def test_every_rejected_piece_is_counted_once_under_its_reason_with_its_bytes():
+    """One piece of each kind the receiver drops, between good frames: each is counted under
+    its own reason, ``rejected`` is their sum and ``dropped_bytes`` the bytes of the pieces."""
+    good = encode_frame(FrameType.OK, 1, b"ok")
+    bad_crc = bytearray(_body(FrameType.OK, 2, b"abc"))
+    bad_crc[-1] ^= 1
+    pieces = {"escape_errors": _escaped(_body(FrameType.OK, 3, b"x")) + b"\xdb\x01",
+              "short_frames": _escaped(_body(FrameType.OK, 4, b"")[:-1]),
+              "length_errors": _escaped(_body(FrameType.OK, 5, b"abc", length=4)),
+              "crc_errors": _escaped(bytes(bad_crc))}
+    for reason, piece in pieces.items():
+        decoded, counters = decode_stream(good + piece + good)
+        assert decoded == [Frame(FrameType.OK, 1, b"ok")] * 2, reason
+        assert getattr(counters, reason) == 1 and counters.rejected == 1, reason
+        assert counters.dropped_bytes == len(piece) and counters.frames == 2, reason
+    decoded, counters = decode_stream(b"".join(good + piece for piece in pieces.values()) + good)
+    assert len(decoded) == 5 and counters.rejected == 4 and counters.frames == 5
+    assert counters.dropped_bytes == sum(map(len, pieces.values()))
+
+
+def test_a_frame_with_an_empty_payload_is_the_shortest_piece_accepted():
+    empty = _body(FrameType.ACK, 9, b"")
+    assert len(empty) == HEADER.size + 4
+    assert decode_stream(END + _escaped(empty) + END)[0] == [Frame(FrameType.ACK, 9, b"")]
+    decoded, counters = decode_stream(END + _escaped(empty[1:]) + END)
+    assert decoded == [] and counters.short_frames == 1
+
+
+def test_a_piece_is_held_up_to_twice_the_longest_frame_and_dropped_one_byte_past():
+    """The bound of docs/protocol.md: ``2 * (P + 12)`` bytes without an END are held, one more
+    is discarded as it arrives (``oversize``)."""
+    limit = 2 * (16 + 12)
+    decoder = FrameDecoder(max_payload=16)
+    decoder.feed(b"\x01" * limit)
+    assert decoder.pending_bytes == limit and decoder.counters.oversize == 0
+    decoder.feed(b"\x01")
+    assert decoder.pending_bytes == 0 and decoder.counters.oversize == decoder.counters.rejected == 1
+    assert decoder.counters.dropped_bytes == limit + 1
+
+
+def test_a_first_frame_without_its_leading_end_is_decoded():
+    """The receiver cuts at every END: the bytes before the first END are a piece like any."""
+    frame = encode_frame(FrameType.STATUS, 4, b"st")
+    assert FrameDecoder().feed(frame[1:]) == [Frame(FrameType.STATUS, 4, b"st")]
+
+
+def test_after_finish_a_decoder_decodes_a_new_stream_like_a_fresh_one():
+    """finish() ends a stream, also one cut inside an over-long piece: the next stream, even
+    one whose first frame lost its leading END, decodes as with a new decoder."""
+    frame = encode_frame(FrameType.STATUS, 4, b"st")
+    for cut_stream in (b"\x01" * 100, frame[:5]):
+        decoder = FrameDecoder(max_payload=16)
+        decoder.feed(cut_stream)
+        try:
+            decoder.finish()
+        except PartialFrame:
+            pass
+        assert decoder.pending_bytes == 0
+        assert decoder.feed(frame[1:]) == [Frame(FrameType.STATUS, 4, b"st")], cut_stream
