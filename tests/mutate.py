@@ -10,18 +10,22 @@ an integer constant off by one, ``and`` <-> ``or``, a ``not`` removed, ``True`` 
 and a check dropped (the condition of an ``if`` whose body raises becomes ``False``). Error
 messages, docstrings and argparse help are left alone.
 
-Each mutant first runs at most four test files: those that name its function, then those that
-import its module, are named after it or name what it defines (a coverage map per test was
-tried: under coverage the suite ran ~5x slower on 2 cores, longer than the mutants it saved). A mutant is killed
-when one of its tests fails twice (the second time alone) or they time out (a test that passes
-alone is deselected and the rest run on); the report lists the survivors. A mutant that survives them runs again against every test file that scores at all
-(second stage). Each mutant runs in a copy of the working tree, so the checkout is never touched.
+Each mutant first runs at most four test files: those that call its function first, then those
+that name its function, import its module, are named after it or name what it defines. Which test
+file calls what is recorded once per package and test sources by running every test file under
+tests/callmap.py (a trace of calls only, cached in .mutate-cache/; line coverage was ~5x slower
+on 2 cores). A mutant is killed when one of its tests fails twice (the second time alone) or
+they time out (a test that passes alone is deselected and the rest run on). A mutant that
+survives them runs again against every test file that calls it or scores at all (second stage);
+the report lists the survivors. Each mutant runs in a copy of the working tree, so the checkout is never touched.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import hashlib
+import json
 import os
 import random
 import re
@@ -201,26 +205,66 @@ def test_sources() -> dict[str, str]:
             for folder in ("tests", "hardware_tests") for p in sorted((ROOT / folder).glob("test_*.py"))}
 
 
-def tests_for(mutant: Mutant, source: str, tests: dict[str, str],
+def tests_for(mutant: Mutant, source: str, tests: dict[str, str], calls: dict[str, list[str]],
               limit: int | None = TESTS_PER_MUTANT) -> list[str]:
-    """The test files most likely to exercise the mutant, at most ``limit``: those
-    that name its function first, then those that import its module, are named after it or its
-    package, or name what it defines."""
+    """The test files most likely to exercise the mutant, at most ``limit``: those that call
+    its function (``calls``, see ``call_map``) first, then those that name its function, import
+    its module, are named after it or its package, or name what it defines."""
     module = mutant.path[:-3].replace("/", ".").removesuffix(".__init__")
     defined = {node.name for node in ast.parse(source).body
                if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.name.startswith("_")}
     function = mutant.function.split(".")[-1] if mutant.function else ""
-
     stem, package = Path(mutant.path).stem.strip("_"), mutant.path.split("/")[0]
+    callers = callers_of(mutant, calls)
 
     def score(path: str, text: str) -> int:
         words = set(re.findall(r"\w+", text))
-        return (4 * (function in words and function not in ("__init__", "__call__"))
+        return (8 * (path in callers)
+                + 4 * (function in words and function not in ("__init__", "__call__"))
                 + 3 * (module in text) + 2 * (stem[:6] in path) + (package in path)
                 + len(defined & words))
     ranked = sorted(((score(path, text), path) for path, text in tests.items()),
                     key=lambda p: (-p[0], p[1]))
     return [path for points, path in ranked[:limit] if points > 0]
+
+
+def callers_of(mutant: Mutant, calls: dict[str, list[str]]) -> set[str]:
+    """The test files that call the mutant's function, or anything inside it (a class, or the
+    module for a mutant at module level)."""
+    scope = f"{mutant.path}:{mutant.function}"
+    inside = scope + "." if mutant.function else scope
+    return {test for key, files in calls.items() if key == scope or key.startswith(inside)
+            for test in files}
+
+
+def call_map(trees: list[Path], tests: dict[str, str]) -> dict[str, list[str]]:
+    """``{"PATH:QUALNAME": [TEST FILE, ...]}``: which test files call each package function,
+    from one run of every test file under tests/callmap.py, split over ``trees`` (one process
+    each); cached in .mutate-cache/ per package and test sources."""
+    digest = hashlib.sha256(repr(sorted({**package_sources(), **tests}.items())).encode()).hexdigest()
+    cached = ROOT / ".mutate-cache" / f"callmap-{digest[:16]}.json"
+    if cached.exists():
+        return json.loads(cached.read_text())
+    print(f"recording which test files call what (tests/callmap.py), {len(trees)} processes",
+          flush=True)
+    runs = []
+    for i, tree in enumerate(trees):
+        env = dict(os.environ, PYTHONPATH=f"{tree}{os.pathsep}{tree / 'tests'}",
+                   SPIKEFLASH_DEVICE="emulate:pty", PYTHONDONTWRITEBYTECODE="1",
+                   NUMBA_CACHE_DIR=str(tree / ".numba-cache"),
+                   SPIKEFLASH_CALLMAP=str(tree / "callmap.json"))
+        runs.append(subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                                      "-p", "callmap", *sorted(tests)[i::len(trees)]],
+                                     cwd=tree, env=env, stdout=subprocess.DEVNULL))
+    calls: dict[str, set[str]] = {}
+    for run, tree in zip(runs, trees):
+        run.wait()  # failing tests do not matter here: their calls are recorded
+        for key, files in json.loads((tree / "callmap.json").read_text()).items():
+            calls.setdefault(key, set()).update(files)
+    result = {key: sorted(files) for key, files in sorted(calls.items())}
+    cached.parent.mkdir(exist_ok=True)
+    cached.write_text(json.dumps(result))
+    return result
 
 
 def run_mutant(mutant: Mutant, tests: list[str], tree: Path) -> str:
@@ -290,24 +334,26 @@ def main(argv=None) -> int:
     results = {}
 
     def worker(queue: list[Mutant], tree: Path):
-        copy_tree(tree)
         while True:
             try:
                 mutant = queue.pop(0)
             except IndexError:
                 return
-            chosen = tests_for(mutant, sources[mutant.path], tests)
+            chosen = tests_for(mutant, sources[mutant.path], tests, calls)
             result = run_mutant(mutant, chosen, tree)
             if result == "survived":  # second stage: every related test file
-                chosen = tests_for(mutant, sources[mutant.path], tests, limit=None)
+                chosen = tests_for(mutant, sources[mutant.path], tests, calls, limit=None)
                 result = run_mutant(mutant, chosen, tree)
             results[mutant] = result
             print(f"[{len(results)}/{len(drawn)}] {results[mutant]:8} {mutant}  "
                   f"({' '.join(chosen)})", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
+        trees = [Path(tmp) / f"tree{i}" for i in range(args.jobs)]
+        for tree in trees:
+            copy_tree(tree)
+        calls = call_map(trees, tests)
         queue = list(drawn)
-        threads = [threading.Thread(target=worker, args=(queue, Path(tmp) / f"tree{i}"))
-                   for i in range(args.jobs)]
+        threads = [threading.Thread(target=worker, args=(queue, tree)) for tree in trees]
         for thread in threads:
             thread.start()
         for thread in threads:

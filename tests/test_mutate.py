@@ -1,12 +1,15 @@
 """The mutant finder of tests/mutate.py: which edits it plans, and that each edit changes exactly
-the one token it names."""
+the one token it names; and the call map that relates test files to the functions they call."""
 
 import ast
+import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from mutate import find_mutants  # noqa: E402
+from mutate import Mutant, callers_of, find_mutants  # noqa: E402
 
 SOURCE = '''"""Module docstring with 1 < 2."""
 
@@ -45,3 +48,32 @@ def test_the_three_packages_offer_mutants_of_every_kind():
     kinds = {m.replacement for path, source in package_sources().items()
              for m in find_mutants(path, source)}
     assert {"<=", "!=", "+", "-", "or", "and", "", "False", "True", "is not"} <= kinds
+
+
+PROBES = {
+    "test_encodes.py": "from backend.protocol.codec import FrameDecoder, encode_frame\n\n"
+                       "def test_round_trip():\n"
+                       "    assert FrameDecoder().feed(encode_frame(1, 2, b'x'))[0].payload == b'x'\n",
+    "test_idle.py": "def test_nothing_from_the_packages():\n    assert sum([1, 2]) == 3\n",
+}
+
+
+def test_the_call_map_names_the_test_files_that_call_each_function(tmp_path):
+    for name, text in PROBES.items():
+        (tmp_path / name).write_text(text)
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=f"{root}{os.pathsep}{root / 'tests'}",
+               SPIKEFLASH_CALLMAP=str(tmp_path / "calls.json"))
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "callmap",
+                    *PROBES], cwd=tmp_path, env=env, check=True, capture_output=True)
+    calls = json.loads((tmp_path / "calls.json").read_text())
+
+    assert calls["backend/protocol/codec.py:encode_frame"] == ["test_encodes.py"]
+    assert calls["backend/protocol/codec.py:FrameDecoder.feed"] == ["test_encodes.py"]
+    assert not any("test_idle.py" in files for files in calls.values())
+
+    def mutant(function):
+        return Mutant("backend/protocol/codec.py", 1, 0, 1, "x", "y", function)
+    assert callers_of(mutant("FrameDecoder"), calls) == {"test_encodes.py"}  # its methods
+    assert callers_of(mutant(""), calls) == {"test_encodes.py"}  # the module
+    assert callers_of(mutant("FrameDecoder.feedback"), calls) == set()  # not FrameDecoder.feed
