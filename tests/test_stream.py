@@ -219,8 +219,12 @@ def test_a_sensor_refuses_recordings_it_cannot_replay():
         ReplaySensor([])
     backwards = recording(LEAKY, 3, seed=11)
     backwards["t"] = [5, 3, 4]
-    with pytest.raises(InvalidEventsError, match="timestamps decrease"):
+    with pytest.raises(InvalidEventsError, match=r"recordings\[1\]\): events\[1\].t = 3 is earlier"):
+        ReplaySensor([recording(LEAKY, 3, seed=11), backwards])
+    backwards["t"] = [-1, 3, 4]
+    with pytest.raises(InvalidEventsError, match="never negative") as refused:
         ReplaySensor(backwards)
+    assert (refused.value.field, refused.value.value, refused.value.index) == ("t", -1, 0)
     with pytest.raises(InvalidEventsError, match="EVENT_DTYPE"):
         ReplaySensor(np.zeros(3))
 

@@ -15,7 +15,7 @@ from typing import Union
 
 import numpy as np
 
-from snnlib.events import EVENT_DTYPE, InvalidEventsError
+from snnlib.events import InvalidEventsError, check_events
 
 
 class ReplaySensor:
@@ -28,14 +28,12 @@ class ReplaySensor:
         if not recordings:
             raise InvalidEventsError("ReplaySensor(recordings=[]): expected at least one recording")
         for i, events in enumerate(recordings):
-            if not isinstance(events, np.ndarray) or events.dtype != EVENT_DTYPE:
-                raise InvalidEventsError(
-                    f"ReplaySensor(recordings[{i}]): expected an EVENT_DTYPE array, got "
-                    f"{getattr(events, 'dtype', type(events).__name__)}; read files with "
-                    "ReplaySensor.load(path)")
-            if len(events) and (np.diff(events["t"]) < 0).any():
-                raise InvalidEventsError(f"ReplaySensor(recordings[{i}]): timestamps decrease",
-                                         field="t")
+            try:
+                check_events(events)
+            except InvalidEventsError as error:
+                raise InvalidEventsError(f"ReplaySensor(recordings[{i}]): {error}; files are read "
+                                         "with ReplaySensor.load(path)",
+                                         error.field, error.value, error.index) from None
         self.recordings, self.fast, self._next = recordings, bool(fast), 0
 
     @classmethod
