@@ -8,7 +8,7 @@ import copy
 import numpy as np
 import pytest
 
-from backend.analysis.compare import compare
+from backend.analysis.compare import SHOWN_EVENTS, compare, compare_outputs
 from backend.devices import open_device
 from backend.testing.qualification import NETWORKS, qualification_config, random_input
 from engine_reference import ReferenceChip
@@ -97,3 +97,60 @@ def test_compare_rejects_bad_arguments(device):
         compare(config, device, np.zeros(3))
     with pytest.raises(TypeError, match="config_or_model"):
         compare("config.json", device, np.zeros(0, EVENT_DTYPE))
+
+
+def _events(*rows) -> np.ndarray:
+    """EVENT_DTYPE events from ``(t, layer, channel, y, x)`` rows."""
+    events = np.zeros(len(rows), EVENT_DTYPE)
+    for field, values in zip(("t", "layer", "channel", "y", "x"), zip(*rows)):
+        events[field] = values
+    return events
+
+
+def test_a_layer_summary_counts_mismatches_and_spans_the_first_to_the_last():
+    same = [(50, 1, 0, 0, 0)]
+    expected = _events(*same, (100, 1, 0, 1, 1), (200, 1, 1, 0, 0), (300, 1, 2, 0, 0), (300, 1, 2, 0, 0))
+    received = _events(*same, (200, 1, 1, 0, 1), (300, 1, 2, 0, 0))  # 100 missing, 200 moved, 300 once
+    result = compare_outputs(expected, received, qualification_config("pooled_chain"))  # cores 1, 4
+    first, second = result.layers
+    assert (first.layer, first.expected, first.received, first.mismatches) == (1, 5, 3, 4)
+    assert (first.first_mismatch_us, first.last_mismatch_us) == (100, 300)
+    assert (second.layer, second.expected, second.received, second.mismatches) == (4, 0, 0, 0)
+    assert (second.first_mismatch_us, second.last_mismatch_us) == (None, None)
+    assert not result.bit_exact and not result.same_order
+    assert "mismatches      4  first 100 µs, last 300 µs" in str(result)
+    assert str(result).splitlines()[-1].endswith("mismatches      0")
+
+
+def test_the_first_divergence_is_the_earliest_over_all_layers():
+    expected = _events((10, 0, 0, 0, 0), (70, 0, 3, 2, 1), (90, 2, 0, 0, 0), (90, 2, 1, 0, 0),
+                       (60, 5, 0, 0, 0))  # layer 5: expected only
+    received = _events((10, 0, 0, 0, 0), (40, 2, 1, 5, 4), (70, 0, 3, 2, 1), (70, 0, 3, 2, 1),
+                       (50, 6, 0, 0, 0))  # layer 6: received only
+    d = compare_outputs(expected, received).first_divergence
+    assert (d.layer, d.neuron, d.t_us, d.expected, d.received) == (2, (1, 5, 4), 40, 0, 1)
+    assert len(d.expected_events) == 0 and len(d.received_events) == 1
+    summaries = {s.layer: (s.expected, s.received, s.mismatches) for s in compare_outputs(expected, received).layers}
+    assert summaries == {0: (2, 3, 1), 2: (2, 1, 3), 5: (1, 0, 1), 6: (0, 1, 1)}
+    report = str(compare_outputs(expected, received))
+    assert report.startswith("DIVERGED at t=40 µs, layer 2 (core 2), neuron (channel=1, y=5, x=4): "
+                             "expected 0 event(s), received 1\n  expected at t: none\n"
+                             "  received at t: 1 event(s): (ch=1, y=5, x=4)\n")
+
+
+def test_the_report_shows_at_most_shown_events_per_side():
+    crowd = [(30, 0, c, 0, 0) for c in range(SHOWN_EVENTS + 2)]
+    report = str(compare_outputs(_events(*crowd), _events(*crowd[:SHOWN_EVENTS])))
+    assert f"expected at t: {SHOWN_EVENTS + 2} event(s): " in report
+    assert report.count("(ch=") == 2 * SHOWN_EVENTS and ", ... 2 more\n" in report
+    assert f"(ch={SHOWN_EVENTS - 1}, y=0, x=0)\n" in report  # the received side: all shown, no "more"
+
+
+def test_the_same_events_in_another_order_are_bit_exact_but_reported_as_reordered():
+    rows = [(20, 0, 0, 0, 0), (20, 0, 1, 0, 0), (30, 3, 0, 1, 0)]
+    result = compare_outputs(_events(*rows), _events(rows[1], rows[0], rows[2]))
+    assert result.bit_exact and not result.same_order and result.first_divergence is None
+    assert str(result).splitlines()[0] == ("bit-exact: 3 events on 2 layers agree "
+                                           "(same events per timestamp, in a different order)")
+    in_order = compare_outputs(_events(*rows), _events(*rows))
+    assert in_order.same_order and str(in_order).splitlines()[0] == "bit-exact: 3 events on 2 layers agree"
