@@ -24,6 +24,7 @@ from backend.errors import (
     FlashNotApplied,
     LinkTimeout,
     NotFlashed,
+    ProtocolError,
     RunTimeout,
     SessionEnded,
     VersionMismatch,
@@ -37,6 +38,8 @@ from backend.protocol.session import HostSession
 from backend.testing.qualification import qualification_config, random_input
 from backend.devices.serial_port import open_port
 from snnlib.events import EVENT_DTYPE, check_events
+
+import wire_peer
 
 
 class CountingChip:
@@ -380,5 +383,192 @@ def test_a_device_that_gives_up_ends_the_session_and_the_host_greets_again(serve
         boot_id = session.greeting.boot_id
         assert session.handshake().boot_id == boot_id
         assert session.status()["boot_id"] == boot_id and served.server.applied == CONFIG  # kept
+    finally:
+        session.close()
+
+
+def test_a_failed_port_is_raised_at_the_first_read_after_it_and_at_every_later_one():
+    """A port the device closed is DeviceDisconnected when the host next reads, also with
+    nothing read before it, and on every read after: never taken for a silent line."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    url = "socket://127.0.0.1:%d" % listener.getsockname()[1]
+    session = HostSession(open_port(url), url)
+    conn, _ = listener.accept()
+    conn.close()
+    listener.close()
+    session._reader.join(timeout=5)  # the reader saw the end of the connection
+    try:
+        with pytest.raises(DeviceDisconnected, match="unplugged"):
+            session.link.pump(0)
+        with pytest.raises(DeviceDisconnected, match="unplugged"):
+            session.link.recv(time.monotonic() + 2)
+        assert session.needs_handshake
+    finally:
+        session.close()
+
+
+def test_bytes_read_before_a_port_failed_are_delivered_before_the_failure():
+    listener = socket.create_server(("127.0.0.1", 0))
+    url = "socket://127.0.0.1:%d" % listener.getsockname()[1]
+    session = HostSession(open_port(url), url)
+    conn, _ = listener.accept()
+    conn.sendall(encode_frame(FrameType.OK, 0, b"last words"))
+    conn.close()
+    listener.close()
+    session._reader.join(timeout=5)
+    try:
+        assert session.link.recv(time.monotonic() + 2).payload == b"last words"
+        with pytest.raises(DeviceDisconnected):
+            session.link.recv(time.monotonic() + 2)
+    finally:
+        session.close()
+
+
+class ReadBackPeer(wire_peer.PeerDevice):
+    """The stand-alone peer, also answering ``CONFIG_READ`` from ``image`` and ``READ_STATES``
+    from ``states`` (core -> int16 ``(f, h, w)``), ``per_reply`` elements a reply;
+    ``lie(frame_type, payload)`` may rewrite any payload it sends."""
+
+    def __init__(self, image=b"", states=None, per_reply=5, lie=lambda frame_type, payload: payload):
+        self.image, self.states, self.per_reply, self.lie = image, states or {}, per_reply, lie
+        super().__init__()
+
+    def _answer(self, frame_type, seq, payload):
+        delivered = len(self.received)
+        out = super()._answer(frame_type, seq, payload)
+        if len(self.received) == delivered:  # a repeat or a gap: the peer only (N)ACKed it
+            return out
+        if frame_type == FrameType.CONFIG_READ:
+            offset, length = fr.CONFIG_READ.unpack(payload)
+            out += self._send(FrameType.CONFIG_DATA,
+                              fr.CONFIG_OFFSET.pack(offset) + self.image[offset:offset + length])
+        elif frame_type == FrameType.READ_STATES:
+            core, offset = fr.READ_STATES.unpack(payload)
+            flat = self.states[core].ravel()
+            part = flat[offset:offset + self.per_reply].astype("<i2").tobytes()
+            out += self._send(FrameType.STATE_DATA,
+                              fr.STATE_DATA.pack(core, *self.states[core].shape, offset, flat.size) + part)
+        return out
+
+    def _send(self, frame_type, payload):
+        return super()._send(frame_type, self.lie(frame_type, payload))
+
+
+def greeted(peer: wire_peer.PeerDevice) -> HostSession:
+    session = HostSession(open_port(peer.url), peer.url)
+    session.handshake()
+    return session
+
+
+def requests(peer: wire_peer.PeerDevice, frame_type: FrameType) -> list[bytes]:
+    return [payload for t, _, payload in peer.received if t == frame_type]
+
+
+def test_states_are_read_in_chunks_from_offset_0_to_the_total():
+    states = {0: np.arange(2 * 3 * 2, dtype=np.int16).reshape(2, 3, 2) - 6,
+              3: np.full((1, 1, 5), 7, np.int16)}
+    peer = ReadBackPeer(states=states, per_reply=5)
+    session = greeted(peer)
+    try:
+        got = session.read_states([0, 3])
+        assert set(got) == {0, 3}
+        for core, state in states.items():
+            np.testing.assert_array_equal(got[core], state)
+            assert got[core].dtype == np.int16
+        offsets = [fr.READ_STATES.unpack(p) for p in requests(peer, FrameType.READ_STATES)]
+        assert offsets == [(0, 0), (0, 5), (0, 10), (3, 0)]
+    finally:
+        session.close()
+
+
+def _state_lie(field: int, change):
+    """Rewrite one header field of every STATE_DATA (0 core, 4 offset, 5 total; 6: drop the data)."""
+    def lie(frame_type, payload):
+        if frame_type != FrameType.STATE_DATA:
+            return payload
+        head = list(fr.STATE_DATA.unpack_from(payload))
+        if field == 6:
+            return fr.STATE_DATA.pack(*head)
+        head[field] = change(head[field])
+        return fr.STATE_DATA.pack(*head) + payload[fr.STATE_DATA.size:]
+    return lie
+
+
+@pytest.mark.parametrize("field, change", [(0, lambda core: core + 1), (4, lambda offset: offset + 1),
+                                           (5, lambda total: total + 1), (5, lambda total: total - 1),
+                                           (6, None)], ids=["core", "offset", "total+1", "total-1", "no data"])
+def test_state_data_that_does_not_answer_the_request_is_a_protocol_error(field, change):
+    peer = ReadBackPeer(states={0: np.ones((2, 2, 2), np.int16)}, lie=_state_lie(field, change))
+    session = greeted(peer)
+    try:
+        with pytest.raises(ProtocolError, match="does not answer core 0 at 0"):
+            session.read_states([0])
+    finally:
+        session.close()
+
+
+@pytest.mark.parametrize("size", [0, 1, 1019, 1020, 1021, 2 * 1020, 2500])
+def test_the_held_image_is_read_from_offset_0_until_a_reply_is_shorter_than_asked(size):
+    """The peer announces 1,024-byte payloads: 1,020 image bytes a CONFIG_DATA."""
+    image = bytes(np.random.default_rng(size).integers(0, 256, size, np.uint8))
+    peer = ReadBackPeer(image=image)
+    session = greeted(peer)
+    try:
+        assert session.held_image() == image
+        asked = [fr.CONFIG_READ.unpack(p) for p in requests(peer, FrameType.CONFIG_READ)]
+        assert asked == [(offset, 1020) for offset in range(0, size + 1, 1020)]
+    finally:
+        session.close()
+
+
+@pytest.mark.parametrize("lie", [
+    lambda payload: fr.CONFIG_OFFSET.pack(fr.CONFIG_OFFSET.unpack_from(payload)[0] + 1) + payload[4:],
+    lambda payload: payload + b"\x00"], ids=["another offset", "more than asked"])
+def test_config_data_that_does_not_answer_the_read_is_a_protocol_error(lie):
+    peer = ReadBackPeer(image=bytes(2500), lie=lambda t, p: lie(p) if t == FrameType.CONFIG_DATA else p)
+    session = greeted(peer)
+    try:
+        with pytest.raises(ProtocolError, match="read-back asked 1020 bytes at 0"):
+            session.held_image()
+    finally:
+        session.close()
+
+
+@pytest.mark.parametrize("field", [0, 1, 2], ids=["run id", "events in", "events out"])
+def test_an_end_of_run_marker_that_does_not_match_the_run_is_a_protocol_error(field):
+    def lie(frame_type, payload):
+        if frame_type != FrameType.END_OF_RUN:
+            return payload
+        head = list(fr.EndOfRun.HEAD.unpack_from(payload))
+        head[field] += 1
+        return fr.EndOfRun.HEAD.pack(*head) + payload[fr.EndOfRun.HEAD.size:]
+    peer = ReadBackPeer(lie=lie)
+    session = greeted(peer)
+    try:
+        with pytest.raises(ProtocolError, match="end-of-run marker says"):
+            session.run(make_events(10))
+    finally:
+        session.close()
+
+
+def test_each_run_of_a_session_carries_its_own_run_id_at_begin_and_end():
+    peer = ReadBackPeer()
+    session = greeted(peer)
+    try:
+        ends = [session.run(make_events(5, seed))[1].run_id for seed in range(3)]
+        begins = [fr.RUN_BEGIN.unpack(p)[0] for p in requests(peer, FrameType.RUN_BEGIN)]
+        assert begins == ends and len(set(ends)) == 3
+        assert [fr.RUN_END.unpack_from(p)[0] for p in requests(peer, FrameType.RUN_END)] == ends
+    finally:
+        session.close()
+
+
+def test_a_request_before_the_handshake_is_refused():
+    peer = ReadBackPeer()
+    session = HostSession(open_port(peer.url), peer.url)
+    try:
+        with pytest.raises(DeviceReset, match="needs a new handshake"):
+            session.status()
+        assert requests(peer, FrameType.STATUS) == []
     finally:
         session.close()
