@@ -3,13 +3,16 @@ pty, runs the test digits on it and proves the device matched the simulation."""
 
 from __future__ import annotations
 
+import copy
 import re
 
 import numpy as np
 import pytest
 
-from backend.app.digits_demo import N_BINS, predict, rate_code, run_demo
-from snnlib import empty_events
+from backend.app.digits_demo import N_BINS, check_agreement, first_step, predict, rate_code, run_demo
+from backend.devices import open_device
+from backend.testing.qualification import qualification_config, random_input
+from snnlib import EventSimulator, empty_events, simulate
 
 
 @pytest.mark.slow
@@ -82,3 +85,39 @@ def test_training_gives_the_same_weights_whatever_the_thread_count():
         torch.manual_seed(0)
         weights.append(train_ann(rates, labels, epochs=1).state_dict())
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_first_step_is_each_class_first_spiking_bin_or_never():
+    counts = np.array([[0, 0, 1, 0], [0, 2, 0, 0], [1, 0, 3, 0]])  # (T=3, classes=4)
+    never = np.iinfo(np.int64).max
+    np.testing.assert_array_equal(first_step(counts), [2, 1, 0, never])
+
+
+def _agreement(device, config, samples):
+    """check_agreement of ``device``'s outputs (run now) against the simulation of ``config``."""
+    simulated = [simulate(config.to_network(), s).events for s in samples]
+    received = []
+    for events in samples:
+        device.reset()
+        received.append(device.run(events, rasters=False).events)
+    return check_agreement(config, device, samples, simulated, received)
+
+
+def test_check_agreement_accepts_reordered_events_and_names_the_first_sample_that_diverges():
+    config = qualification_config("single_core", 5)
+    network = config.to_network()
+    samples = [empty_events(0), random_input(network, 300, seed=5), random_input(network, 300, seed=6)]
+    with open_device("emu://") as device:
+        device.flash(config)
+        simulated = [simulate(network, s).events for s in samples]
+        reordered = [e[::-1].copy() for e in simulated]  # same events, another order: re-run agrees
+        agreement = check_agreement(config, device, samples, simulated, reordered)
+        assert agreement.bit_exact and agreement.n_events == sum(map(len, simulated)) > 0
+        assert str(agreement).startswith(f"BIT-EXACT: all {agreement.n_events} output events on 1 ")
+
+        wrong = copy.deepcopy(network)
+        wrong.layers[0].weights[1] += 3  # a faulty chip computes with other weights
+        device._open_chip()._engine = EventSimulator(wrong)
+        agreement = _agreement(device, config, samples)
+        assert not agreement.bit_exact and agreement.first_bad_sample == 1  # sample 0: no output
+        assert str(agreement).startswith("DIVERGED on sample 1 of 3:\nDIVERGED at t=")
