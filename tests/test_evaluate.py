@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from backend.analysis.datasets import dataset_samples
-from backend.analysis.evaluate import evaluate, sweep
+from backend.analysis.evaluate import Sweep, evaluate, sweep
 from backend.analysis.runner import predict
 from backend.app.cli import main
 from backend.errors import DatasetError, EvaluationError
@@ -92,6 +92,18 @@ def test_the_reference_run_predicts_every_sample_and_summarizes_them(reference):
     assert reference.output_layer == 1  # the core that sends nowhere
     lines = reference.results.read_text().splitlines()
     assert len(lines) == n + 1 and '"format":"spikeflash-evaluate/1"' in lines[0]
+
+
+def test_the_counts_are_the_output_layer_spikes_per_channel_of_the_simulation(mapping, reference, folder):
+    from snnlib import simulate
+
+    network = mapping.config.to_network()
+    for sample, result in zip(dataset_samples(folder), reference.samples):
+        output = simulate(network, sample.events).events
+        output = output[output["layer"] == reference.output_layer]
+        assert result.counts == np.bincount(output["channel"], minlength=3).tolist()
+        assert result.prediction == predict(output, 3)
+    assert sum(sum(s.counts) for s in reference.samples) > 0
 
 
 def test_a_prediction_is_the_most_spikes_then_the_first_spike_then_the_lowest_class():
@@ -170,6 +182,7 @@ def test_a_farm_of_two_emulators_on_ptys_is_bit_exact_and_survives_losing_one(re
         assert [(s.prediction, s.counts, s.synops) for s in farm.samples] == \
             [(s.prediction, s.counts, s.synops) for s in reference.samples]
         assert farm.summary.n_bit_exact == len(reference.samples) and farm.lost == []
+        assert str(farm).splitlines()[1] == f"device vs simulation: {len(reference.samples)} bit-exact, 0 diverged"
         pid = next(pid for pid, url in running_emulators() if url == second)
 
         def unplug(result):
@@ -236,6 +249,22 @@ def test_a_sample_that_fails_is_recorded_with_its_error_not_dropped(mapping, ref
     assert "x" in result.samples[1].error and "EVENT_DTYPE" in result.samples[3].error
     assert result.summary.n_failed == 2 and result.summary.confusion.sum() == 2
     assert {**vars(result.samples[2]), "name": ""} == {**fields(reference)[2], "name": ""}
+
+
+def test_the_report_shows_accuracy_and_synops_or_a_dash_when_no_sample_ran(mapping, reference):
+    broken = evaluate(mapping.config, [("not events", 0), ("not events", 1)], workers=0)
+    assert broken.summary.accuracy is None and broken.summary.synops_per_inference is None
+    assert str(broken).startswith("2 samples (2 failed): accuracy -, synaptic operations per inference -; ")
+    assert str(broken).count("\nfailed ") == 2 and "device vs simulation" not in str(broken)
+    summary = reference.summary
+    assert str(reference).startswith(
+        f"{summary.n_samples} samples (0 failed): accuracy {100 * summary.accuracy:.2f} %, synaptic "
+        f"operations per inference {summary.synops_per_inference:.0f}; ")
+    assert "\n" not in str(reference)  # no device, no failure, no divergence
+    table = Sweep([broken, reference], ["broken", "reference"]).table().splitlines()
+    assert table[1].split() == ["broken", "-", "-", "2"]
+    assert table[2].split()[:3] == ["reference", f"{100 * summary.accuracy:.2f}", "%"]
+    assert table[2].endswith("  <- best")
 
 
 def test_a_sweep_reports_each_config_and_the_best(mapping, folder, tmp_path):
