@@ -6,10 +6,14 @@ bit-exact."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
-from backend.app.dvs_demo import run_dvs_demo
+from backend.app.dvs_demo import DURATION_US, DVS_POOLING, FULL, N_BINS, SENSOR, run_dvs_demo
+from backend.app.dvs_shapes import class_names
+
+GUIDE = Path(__file__).resolve().parents[1] / "docs" / "guide.md"
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -50,3 +54,14 @@ def test_run_dvs_demo_rejects_bad_sizes():
         run_dvs_demo(n_test=0)
     with pytest.raises(ValueError, match=r"run_dvs_demo\(epochs=1.5\)"):
         run_dvs_demo(epochs=1.5)
+
+
+def test_the_full_demo_is_the_one_the_guide_describes():
+    guide = " ".join(GUIDE.read_text().split())
+    n_test, n_classes = (int(n) for n in re.search(r"accuracy on (\d+) test recordings \((\d+) classes\)",
+                                                   guide).groups())
+    assert (FULL["n_test"], len(class_names())) == (n_test, n_classes) == (240, 12)
+    assert f"of {n_test} samples agree" in guide and f"with the {n_test} test recordings" in guide
+    assert f"for {DURATION_US // 1000} ms in front of a simulated {SENSOR[0]}x{SENSOR[1]} event camera" in guide
+    assert f"{N_BINS} time bins) whose first layer, a {DVS_POOLING}x{DVS_POOLING} sum pooling" in guide
+    assert FULL["n_train"] == 4 * FULL["n_test"]  # 80 training and 20 test recordings per class

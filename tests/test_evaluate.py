@@ -104,6 +104,8 @@ def test_the_counts_are_the_output_layer_spikes_per_channel_of_the_simulation(ma
         assert result.counts == np.bincount(output["channel"], minlength=3).tolist()
         assert result.prediction == predict(output, 3)
     assert sum(sum(s.counts) for s in reference.samples) > 0
+    silent = evaluate(mapping.config, [(empty_events(0), 2)], workers=0).samples[0]
+    assert (silent.counts, silent.prediction) == ([0, 0, 0], 0)  # a silent output predicts class 0
 
 
 def test_a_prediction_is_the_most_spikes_then_the_first_spike_then_the_lowest_class():

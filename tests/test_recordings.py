@@ -58,6 +58,39 @@ def test_aedat4_writer_refuses_what_the_format_cannot_hold(tmp_path):
         save_events(tmp_path / "x.aedat4", dvs_events(5), metadata={"dt_us": 1})
 
 
+def _at(field: str, value: int) -> np.ndarray:
+    """Ten DVS events on a 6x9 sensor, event 4's ``field`` set to ``value``."""
+    ev = dvs_events(10, size=(6, 9))
+    ev[field][4] = value
+    return ev
+
+
+@pytest.mark.parametrize("field, good, bad", [("channel", 1, 2), ("y", 5, 6), ("x", 8, 9),
+                                              ("layer", DVS_LAYER_ID, 0)])
+def test_aedat4_writer_takes_each_field_up_to_its_bound_and_refuses_beyond(tmp_path, field, good, bad):
+    path = write_aedat4(tmp_path / "ok.aedat4", _at(field, good), sensor_size=(6, 9))
+    assert read_aedat4(path)[0][field][4] == good
+    with pytest.raises(AedatError, match=rf"events\[4\].{field} = {bad}; "):
+        write_aedat4(tmp_path / "bad.aedat4", _at(field, bad), sensor_size=(6, 9))
+
+
+@pytest.mark.parametrize("sensor_size", [(0, 9), (6, 0), (32768, 9), (6, 32768), (6,), (6, 9, 1), (6.0, 9)])
+def test_aedat4_writer_refuses_a_sensor_size_the_format_cannot_hold(tmp_path, sensor_size):
+    with pytest.raises(AedatError, match=r"sensor_size=.*positive ints below 32768"):
+        write_aedat4(tmp_path / "x.aedat4", dvs_events(3, size=(6, 9)), sensor_size=sensor_size)
+    assert not (tmp_path / "x.aedat4").exists()
+
+
+def test_aedat4_writer_takes_the_smallest_and_largest_sensor_and_refuses_what_is_not_an_event_array(tmp_path):
+    one_pixel = dvs_events(3, size=(1, 1))
+    assert read_aedat4(write_aedat4(tmp_path / "one.aedat4", one_pixel, sensor_size=(1, 1)))[1] == (1, 1)
+    assert read_aedat4(write_aedat4(tmp_path / "big.aedat4", dvs_events(3, size=(6, 9)),
+                                    sensor_size=(32767, 32767)))[1] == (32767, 32767)
+    for wrong in (np.zeros(3), dvs_events(3).tolist()):
+        with pytest.raises(AedatError, match="expected an snnlib.EVENT_DTYPE array"):
+            write_aedat4(tmp_path / "x.aedat4", wrong)
+
+
 def test_a_broken_aedat4_file_is_named_with_the_decoders_reason(tmp_path):
     (tmp_path / "junk.aedat4").write_bytes(b"not a recording")
     with pytest.raises(EventFileError, match=r"junk.aedat4.*not a readable AEDAT4 file.*magic"):
