@@ -58,6 +58,17 @@ def test_missing_port_and_refused_socket_are_device_not_found():
         open_device("socket://127.0.0.1:1")
 
 
+@pytest.mark.parametrize("kind", ["pty", "tcp"])
+def test_a_closed_emulator_serves_no_more_and_closes_twice_quietly(kind):
+    served = ServedEmulator(EmulatorServer(), kind)
+    with open_device(served.url):
+        pass
+    served.close()
+    served.close()
+    with pytest.raises(DeviceNotFound):  # the pty is gone / nothing listens on the port
+        open_device(served.url)
+
+
 def test_a_silent_port_fails_the_handshake_and_is_released():
     master, slave = os.openpty()
     try:
