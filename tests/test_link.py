@@ -148,3 +148,86 @@ def test_recv_on_a_silent_port_returns_none_at_its_deadline_not_past_it():
     assert link.recv(deadline=0.12) is None
     assert now[0] == pytest.approx(0.12) and max(waits) <= POLL_SLICE_S
     assert link.recv(deadline=0.12) is None and now[0] == pytest.approx(0.12)  # a passed deadline: no wait
+
+
+class Wire:
+    """One Link on the test's clock whose incoming bytes the test queues and whose outgoing
+    frames it reads back decoded."""
+
+    def __init__(self, rto: float = 1.0, link_rate: float = 1e9, max_retries: int = 3):
+        self.now, self.incoming, self.out = 0.0, bytearray(), bytearray()
+        self.link = Link(self.out.extend, self._take, Pair._no_control, rto=rto, link_rate=link_rate,
+                         max_retries=max_retries, clock=lambda: self.now)
+        self.link.restart(window=WINDOW, max_payload=1024)
+
+    def _take(self, timeout: float) -> bytes:
+        data = bytes(self.incoming)
+        self.incoming.clear()
+        return data
+
+    def at(self, now: float, *wire: bytes) -> list:
+        """Let ``now`` come, deliver ``wire``, pump once; the frames the link sent meanwhile."""
+        self.now = now
+        for piece in wire:
+            self.incoming.extend(piece)
+        sent = len(self.out)
+        self.link.pump(0)
+        return decode_stream(bytes(self.out[sent:]))[0]
+
+
+def test_the_retransmission_timeout_adds_the_bytes_in_flight_at_link_rate_and_doubles_per_retry():
+    """timeout = (rto + bytes in flight / link_rate) * 2**retries, from the last send or
+    progress; a retransmission is due when that much time has passed, not before."""
+    wire_len = len(encode_frame(FrameType.EVENTS, 0, b"abc"))
+    w = Wire(rto=1.0, link_rate=wire_len / 1.0)  # the frame in flight adds 1 s
+    w.link.send(FrameType.EVENTS, b"abc", deadline=100.0)
+    assert w.at(1.99) == []
+    assert [f.seq for f in w.at(2.0)] == [0]  # 1 s rto + 1 s of bytes
+    assert w.at(5.99) == []
+    assert [f.seq for f in w.at(6.0)] == [0]  # doubled: 4 s after the first retransmission
+    assert w.link.counters["retransmits"] == 2
+
+
+def test_progress_restarts_the_timer_at_the_undoubled_timeout():
+    w = Wire(rto=1.0)
+    w.link.send(FrameType.EVENTS, b"a", deadline=100.0)
+    w.link.send(FrameType.EVENTS, b"b", deadline=100.0)
+    assert [f.seq for f in w.at(1.01)] == [0, 1]  # both resent, the timeout doubles
+    assert w.at(1.5, encode_frame(FrameType.ACK, 0, U16.pack(1))) == []  # frame 0 acknowledged
+    assert w.at(2.49) == []
+    assert [f.seq for f in w.at(2.51)] == [1]  # 1 rto after the progress, not 2
+
+
+def test_an_ack_of_the_oldest_frame_in_flight_releases_nothing():
+    w = Wire(rto=1.0)
+    w.link.send(FrameType.EVENTS, b"a", deadline=100.0)
+    assert w.at(0.5, encode_frame(FrameType.ACK, 0, U16.pack(0))) == []  # next expected 0: not received
+    assert [f.seq for f in w.at(1.01)] == [0]
+    assert w.at(1.2, encode_frame(FrameType.ACK, 0, U16.pack(1))) == []
+    assert w.at(100.0) == []  # acknowledged: never resent
+
+
+def test_a_repeated_frame_is_delivered_once_and_acknowledged_again():
+    w = Wire()
+    frame = encode_frame(FrameType.EVENTS, 0, b"x")
+    replies = w.at(0.1, frame)
+    assert [(f.type, f.payload) for f in replies] == [(FrameType.ACK, U16.pack(1))]
+    replies = w.at(0.2, frame)  # the peer missed our ACK
+    assert [(f.type, f.payload) for f in replies] == [(FrameType.ACK, U16.pack(1))]
+    assert [f.payload for f in w.link.inbox] == [b"x"]
+    assert w.link.counters["duplicates"] == 1 and w.link.counters["acks_tx"] == 2
+    assert w.link.counters["frames_rx"] == 2 and w.link.counters["bytes_rx"] == 2 * len(frame)
+    assert w.link.counters["frames_tx"] == 2 and w.link.counters["bytes_tx"] == len(w.out)
+    assert w.at(0.3, encode_frame(FrameType.ACK, 0, U16.pack(0))) == []  # an ACK is not acknowledged
+
+
+def test_a_gap_is_nacked_at_most_once_per_quarter_rto_for_the_same_expected_seq():
+    w = Wire(rto=1.0)
+    nacks = lambda frames: [U16.unpack(f.payload)[0] for f in frames if f.type == FrameType.NACK]
+    assert nacks(w.at(1.0, encode_frame(FrameType.EVENTS, 1, b"1"))) == [0]
+    assert nacks(w.at(1.22, encode_frame(FrameType.EVENTS, 2, b"2"))) == []  # within rto / 4
+    assert nacks(w.at(1.25, encode_frame(FrameType.EVENTS, 2, b"2"))) == [0]  # a quarter rto later
+    # progress: frame 0 arrives; a new gap names the new next expected at once
+    assert nacks(w.at(1.3, encode_frame(FrameType.EVENTS, 0, b"0"))) == []
+    assert nacks(w.at(1.31, encode_frame(FrameType.EVENTS, 3, b"3"))) == [1]
+    assert w.link.counters["nacks_tx"] == 3 and w.link.counters["out_of_order"] == 4
