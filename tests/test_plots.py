@@ -191,3 +191,46 @@ def test_importing_backend_plots_does_not_import_matplotlib():
     code = "import sys, backend.files.plots, backend.files.events; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def _frame_events(field: str, value: int) -> np.ndarray:
+    """Six DVS events (layer 13) on a 3x5 sensor, event 2's ``field`` set to ``value``."""
+    ev = events(6, 13, 4)
+    ev["channel"] %= 2
+    ev["y"] %= 3
+    ev["x"] %= 5
+    ev[field][2] = value
+    return ev
+
+
+def test_event_frames_take_each_field_up_to_its_bound_and_refuse_beyond(tmp_path):
+    at_bounds = _frame_events("y", 2)
+    at_bounds["x"][3], at_bounds["channel"][4] = 4, 1
+    assert png_size(plot_event_frames(tmp_path / "ok.png", at_bounds, (3, 5), n_frames=1)) == \
+        (round(3.4 * DPI), round(3.2 * DPI))
+    for field, bad in (("y", 3), ("x", 5), ("channel", 2)):
+        with pytest.raises(PlotInputError, match=rf"{field} up to {bad}"):
+            plot_event_frames(tmp_path / "bad.png", _frame_events(field, bad), (3, 5))
+    for size in ((0, 5), (3, 0), (3.0, 5), [3, 5], (3, 5, 1)):
+        with pytest.raises(PlotInputError, match=r"sensor_size=.*two positive ints"):
+            plot_event_frames(tmp_path / "bad.png", at_bounds, size)
+    for n_frames in (0, -1, True, 2.0):
+        with pytest.raises(PlotInputError, match=rf"n_frames={n_frames!r}: expected an int >= 1"):
+            plot_event_frames(tmp_path / "bad.png", at_bounds, (3, 5), n_frames=n_frames)
+    one_pixel = _frame_events("y", 0)
+    one_pixel["y"], one_pixel["x"] = 0, 0
+    plot_event_frames(tmp_path / "one.png", one_pixel, (1, 1))  # the smallest sensor
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.png", "one.png"]
+
+
+@pytest.mark.parametrize("key, bad", [("kernel_used", -1), ("neuron_available", True),
+                                      ("core", 1.5), ("bias_used", "3")])
+def test_memory_rows_take_counts_from_zero_and_refuse_anything_else(tmp_path, key, bad):
+    row = dict(core=0, layer="conv", kernel_used=0, kernel_available=0, neuron_used=0,
+               neuron_available=1, bias_used=0, bias_available=0)
+    plot_memory_use(tmp_path / "zeros.png", [row])
+    with pytest.raises(PlotInputError, match=rf"rows\[1\].{key} = {bad!r}; expected an integer >= 0"):
+        plot_memory_use(tmp_path / "bad.png", [row, dict(row, **{key: bad})])
+    with pytest.raises(PlotInputError, match=rf"rows\[0\]: has no '{key}'"):
+        plot_memory_use(tmp_path / "bad.png", [dict(row, **{key: None})])
+    assert [p.name for p in tmp_path.iterdir()] == ["zeros.png"]
