@@ -313,3 +313,20 @@ def _cli(*args: str) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     return subprocess.Popen([sys.executable, "-m", "backend.app.cli", *args], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_a_dvs_filter_takes_a_threshold_from_0_and_sides_from_1_to_15():
+    from backend.devices.stream import DVSFilter
+
+    for mode in ("noise", "hot-pixel"):
+        for size in ((1, 1), (15, 15), (1, 15)):
+            assert DVSFilter(mode, 0, size).size == size
+        for size in ((0, 3), (3, 0), (16, 3), (3, 16), (3,), (3, 3, 3)):
+            with pytest.raises(ValueError, match=r"size=.*expected \(y, x\) neighbourhood sides in 1\.\.15"):
+                DVSFilter(mode, 2, size)
+    assert DVSFilter("low-pass", 0, (16, 0)).threshold == 0  # size is not used by low-pass
+    for threshold in (-1, True, 2.0):
+        with pytest.raises(ValueError, match=f"threshold={threshold!r}"):
+            DVSFilter("low-pass", threshold)
+    with pytest.raises(ValueError, match="mode='lowpass'"):
+        DVSFilter("lowpass")
