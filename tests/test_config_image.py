@@ -5,6 +5,7 @@ are accepted."""
 from __future__ import annotations
 
 import dataclasses
+import struct
 
 import numpy as np
 import pytest
@@ -200,3 +201,32 @@ def test_the_emulator_on_a_pty_stores_the_image_verbatim_and_runs_bit_exact():
             events = random_events(rng, shape, layer=result.input_cores[0])
             expected = simulate(result.config.to_network(), events).events
             assert device.run(events).events.tobytes() == expected.tobytes()
+
+
+def _patched(image: bytes, offset: int, fmt: str, value: int) -> bytes:
+    out = bytearray(image)
+    struct.pack_into(fmt, out, offset, value)
+    return bytes(out)
+
+
+def test_each_malformed_field_of_an_image_is_named_by_its_own_check():
+    """Each header, section and core field outside what format 1 allows is refused with the
+    message of its own check (not a later one that happens to fail)."""
+    image = encode_image(_small())
+    section = HEADER.size  # the first section: a core
+    core = section + SECTION.size
+    (length,) = struct.unpack_from("<I", image, section + 4)
+    cases = {
+        "reserved = 1": _patched(image, 14, "<H", 1),
+        r"chip = b'sp\\x00eck.*expected 0 and a NUL-padded name": _patched(image, 20, "16s", b"sp\0eck"),
+        r"chip = b'\\x00.*expected 0 and a NUL-padded name": _patched(image, 20, "16s", b""),
+        "section kind 4: format 1 has kinds": _patched(image, section, "<B", 4),
+        "flags 0x20, reserved byte 0; expected flags below 0x20": _patched(image, core + 13, "<B", 32),
+        "f 0, .* must be >= 1": _patched(image, core, "<H", 0),
+        "kernel 255, .* the kernel must fit the padded input": _patched(image, core + 8, "<B", 255),
+        f"runs past its length {length - 4}": _patched(image, section + 4, "<I", length - 4),
+        "4 bytes after the last section": _patched(image + bytes(4), 8, "<I", len(image) + 4),
+    }
+    for message, bad in cases.items():
+        with pytest.raises(ConfigImageError, match=message):
+            decode_image(bad)
