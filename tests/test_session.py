@@ -426,7 +426,8 @@ def test_bytes_read_before_a_port_failed_are_delivered_before_the_failure():
 
 class ReadBackPeer(wire_peer.PeerDevice):
     """The stand-alone peer, also answering ``CONFIG_READ`` from ``image`` and ``READ_STATES``
-    from ``states`` (core -> int16 ``(f, h, w)``), ``per_reply`` elements a reply;
+    from ``states`` (core -> int16 ``(f, h, w)``), ``per_reply`` elements a reply, and
+    ``CONFIG_END`` with ``CONFIG_APPLIED`` for ``image``;
     ``lie(frame_type, payload)`` may rewrite any payload it sends."""
 
     def __init__(self, image=b"", states=None, per_reply=5, lie=lambda frame_type, payload: payload):
@@ -438,7 +439,10 @@ class ReadBackPeer(wire_peer.PeerDevice):
         out = super()._answer(frame_type, seq, payload)
         if len(self.received) == delivered:  # a repeat or a gap: the peer only (N)ACKed it
             return out
-        if frame_type == FrameType.CONFIG_READ:
+        if frame_type == FrameType.CONFIG_END:  # holds ``image`` whatever was sent
+            out += self._send(FrameType.CONFIG_APPLIED, fr.CONFIG_APPLIED.pack(
+                fr.ConfigStatus.APPLIED, len(self.image), hashlib.sha256(self.image).digest()))
+        elif frame_type == FrameType.CONFIG_READ:
             offset, length = fr.CONFIG_READ.unpack(payload)
             out += self._send(FrameType.CONFIG_DATA,
                               fr.CONFIG_OFFSET.pack(offset) + self.image[offset:offset + length])
@@ -570,5 +574,23 @@ def test_a_request_before_the_handshake_is_refused():
         with pytest.raises(DeviceReset, match="needs a new handshake"):
             session.status()
         assert requests(peer, FrameType.STATUS) == []
+    finally:
+        session.close()
+
+
+def test_a_flash_read_back_shorter_than_asked_is_a_protocol_error():
+    """The read-back after a flash asks for exactly the applied size: a short CONFIG_DATA is
+    refused as such (not taken for the end of the image)."""
+    image = bytes(range(256)) * 10
+    assert greeted_flash(ReadBackPeer(image=image), image) == hashlib.sha256(image).hexdigest()
+    short = ReadBackPeer(image=image, lie=lambda t, p: p[:-1] if t == FrameType.CONFIG_DATA else p)
+    with pytest.raises(ProtocolError, match="read-back asked 1020 bytes at 0, got 1019 at 0"):
+        greeted_flash(short, image)
+
+
+def greeted_flash(peer: ReadBackPeer, image: bytes) -> str:
+    session = greeted(peer)
+    try:
+        return session.flash(image)
     finally:
         session.close()
