@@ -297,3 +297,17 @@ def test_the_cli_evaluates_resumes_and_refuses_what_cannot_run(config_path, fold
                  str(results), "--resume", "--workers", "0"]) == 0
     with pytest.raises(EvaluationError, match="output_layer=5"):
         evaluate(config_path, folder, output_layer=5, workers=0)
+
+
+@pytest.mark.parametrize("max_attempts", [1, 2, 3])
+def test_a_sample_lost_with_its_worker_returns_until_max_attempts_then_is_recorded_failed(max_attempts):
+    from backend.analysis.datasets import Sample
+    from backend.analysis.workers import _Work
+
+    work = _Work(iter([Sample(0, empty_events(0), 1, "only")]), max_attempts)
+    for _ in range(1, max_attempts):
+        batch = work.take(4)
+        assert [s.index for s in batch] == [0] and work.give_back(batch, "worker died") == []
+    (failed,) = work.give_back(work.take(4), "worker died")
+    assert failed["index"] == 0 and failed["error"] == f"lost {max_attempts} times, last: worker died"
+    assert work.take(4) is None and not work.left()

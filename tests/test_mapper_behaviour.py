@@ -182,3 +182,15 @@ def test_batchnorm_folds_into_the_core_as_torch_computes_it_even_for_tiny_varian
     step = 0.5 / core.scale + 1e-6
     assert np.abs(core.weights / core.scale - weights.numpy()).max() <= step
     assert np.abs(np.asarray(core.bias) / core.scale - bias.numpy()).max() <= step
+
+
+def test_an_all_zero_bias_maps_as_no_bias_and_needs_no_slow_clock():
+    def model(bias: bool) -> nn.Sequential:
+        torch.manual_seed(0)
+        conv = nn.Conv2d(2, 4, 3, bias=bias)
+        if bias:
+            nn.init.zeros_(conv.bias)
+        return nn.Sequential(conv, SpikingLayer())
+
+    with_zero_bias = map_model(model(True), (2, 8, 8), "speck2f").config
+    assert with_zero_bias.to_json() == map_model(model(False), (2, 8, 8), "speck2f").config.to_json()

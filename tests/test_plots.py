@@ -143,6 +143,8 @@ def test_bad_inputs_name_the_argument(tmp_path):
         plot_confusion_matrix(tmp_path / "c.png", [0, 1], [0, 1, 1])
     with pytest.raises(PlotInputError, match=r"predicted_labels\[1\] = 5: outside the 3 classes"):
         plot_confusion_matrix(tmp_path / "c.png", [0, 1], [0, 5], class_names=["a", "b", "c"])
+    with pytest.raises(PlotInputError, match=r"true_labels\[2\] = 3: outside the 3 classes"):
+        plot_confusion_matrix(tmp_path / "c.png", [0, 2, 3], [0, 1, 2], class_names=["a", "b", "c"])
     with pytest.raises(PlotInputError, match=r"true_labels\[1\] = -2"):
         plot_confusion_matrix(tmp_path / "c.png", [0, -2], [0, 1])
     with pytest.raises(PlotInputError, match="integer class labels"):
