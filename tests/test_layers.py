@@ -319,3 +319,12 @@ def test_state_dict_holds_parameters_not_the_running_state():
     layer(torch.ones(4, 3))
     assert set(layer.state_dict()) == {"threshold"}
     SpikingLayer(threshold=torch.nn.Parameter(torch.tensor(2.0))).load_state_dict(layer.state_dict())
+
+
+def test_cropping_may_leave_one_row_and_column_but_not_none():
+    crop = Cropping2dLayer(((2, 1), (0, 3)))
+    assert crop.get_output_shape((2, 4, 4)) == (2, 1, 1)
+    assert crop(torch.ones(3, 2, 4, 4)).shape == (3, 2, 1, 1)
+    for shape in [(2, 3, 4), (2, 4, 3)]:
+        with pytest.raises(InputShapeError, match="leaves nothing"):
+            crop.get_output_shape(shape)
