@@ -57,3 +57,15 @@ def test_every_problem_is_reported_at_once():
     assert paths == ["layers[0].threshold_low", "layers[0].reset", "layers[0].destinations[0].layer",
                      "layers[1].weights[0, 0, 0, 0]", "dvs.cut", "slow_clock_period_us"]
     assert str(err.value).splitlines()[0] == "6 problems:" and net.problems("cores")[0].path.startswith("cores[0]")
+
+
+def test_a_layer_routes_to_at_most_two_destinations():
+    def network(n_destinations):
+        after = dict(weights=np.ones((3, 4, 3, 3), dtype=np.int8), input_shape=(4, 8, 8))
+        layers = {lid: _layer(**after) for lid in range(1, n_destinations + 1)}
+        return IntegerNetwork({0: _layer(destinations=[Destination(lid) for lid in layers]), **layers})
+
+    assert network(2).validate()
+    with pytest.raises(InvalidNetworkError, match="3 destinations; the chip routes to at most 2") as err:
+        network(3).validate()
+    assert err.value.path == "layers[0].destinations"
