@@ -237,6 +237,13 @@ def callers_of(mutant: Mutant, calls: dict[str, list[str]]) -> set[str]:
             for test in files}
 
 
+def tests_env(tree: Path, **extra: str) -> dict[str, str]:
+    """The environment the tests run in, in the copy ``tree`` (``extra`` added or replacing):
+    the emulator on a pty as the device, numba's cache inside the copy, no bytecode written."""
+    return {**os.environ, "PYTHONPATH": str(tree), "SPIKEFLASH_DEVICE": "emulate:pty",
+            "PYTHONDONTWRITEBYTECODE": "1", "NUMBA_CACHE_DIR": str(tree / ".numba-cache"), **extra}
+
+
 def call_map(trees: list[Path], tests: dict[str, str]) -> dict[str, list[str]]:
     """``{"PATH:QUALNAME": [TEST FILE, ...]}``: which test files call each package function,
     from one run of every test file under tests/callmap.py, split over ``trees`` (one process
@@ -249,10 +256,8 @@ def call_map(trees: list[Path], tests: dict[str, str]) -> dict[str, list[str]]:
           flush=True)
     runs = []
     for i, tree in enumerate(trees):
-        env = dict(os.environ, PYTHONPATH=f"{tree}{os.pathsep}{tree / 'tests'}",
-                   SPIKEFLASH_DEVICE="emulate:pty", PYTHONDONTWRITEBYTECODE="1",
-                   NUMBA_CACHE_DIR=str(tree / ".numba-cache"),
-                   SPIKEFLASH_CALLMAP=str(tree / "callmap.json"))
+        env = tests_env(tree, PYTHONPATH=f"{tree}{os.pathsep}{tree / 'tests'}",
+                         SPIKEFLASH_CALLMAP=str(tree / "callmap.json"))
         runs.append(subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                                       "-p", "callmap", *sorted(tests)[i::len(trees)]],
                                      cwd=tree, env=env, stdout=subprocess.DEVNULL))
@@ -278,8 +283,7 @@ def run_mutant(mutant: Mutant, tests: list[str], tree: Path) -> str:
     target = tree / mutant.path
     original, stat = target.read_text(), target.stat()
     target.write_text(mutant.apply(original))
-    env = dict(os.environ, PYTHONPATH=str(tree), SPIKEFLASH_DEVICE="emulate:pty",
-               PYTHONDONTWRITEBYTECODE="1", NUMBA_CACHE_DIR=str(tree / ".numba-cache"))
+    env = tests_env(tree)
 
     def pytest(*selection) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-rf", "-p",
