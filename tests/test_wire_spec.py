@@ -198,3 +198,8 @@ def test_a_fresh_tcp_connection_gets_the_unasked_nonce_0_greeting_first():
         greeting = fr.Greeting.unpack(frames[0][2])
         assert (greeting.nonce, greeting.boot_id) == (0, served.server.boot_id)
         assert frames[0][1] == 0  # a control frame: seq 0
+
+
+def test_the_error_codes_are_the_documents_table():
+    table = dict(re.findall(r"^\| (\d+) \| ([A-Z_]+) \|", DOC.read_text(), re.MULTILINE))
+    assert {int(code): name for code, name in table.items()} == {int(c): c.name for c in fr.ErrorCode}
