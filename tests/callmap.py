@@ -1,6 +1,6 @@
 """A pytest plugin for tests/mutate.py: which functions of snnlib, mapper and backend each test
 file calls, recorded in the test process (and its threads) with a trace of calls only, no
-lines (about as fast as a plain run; line coverage was ~5x slower on 2 cores).
+lines (~2x a plain run; line coverage was ~5x slower on 2 cores).
 
     python -m pytest -p callmap ... # with tests/ on sys.path and SPIKEFLASH_CALLMAP=FILE
 
@@ -18,9 +18,8 @@ import threading
 from pathlib import Path
 
 import pytest
+from mutate import PACKAGES, ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("snnlib", "mapper", "backend")
 _PREFIXES = tuple(f"{ROOT / package}{os.sep}" for package in PACKAGES)
 
 _test_file: list[str] = [""]  # the test file running now ("" while collecting)
