@@ -75,6 +75,16 @@ def _edited(edit) -> str:
     (lambda d: d["dvs"].update(cut=[200, 200]), "dvs.cut", "region of interest"),
     (lambda d: d["dvs"].update(origin=[16, 0]), "dvs.origin", "outside the input"),
     (lambda d: d["cores"]["5"].update(bias=[1, 2]), "cores[5].bias", "expected (3,)"),
+    (lambda d: d["cores"]["3"]["weights"][0][0][0].__setitem__(0, 1.5), "cores[3].weights",
+     "expected a rectangular 4-d list of integers"),
+    (lambda d: d["cores"]["3"].update(weights=d["cores"]["3"]["weights"][0]), "cores[3].weights",
+     "expected a rectangular 4-d list of integers"),
+    (lambda d: d["cores"]["3"]["weights"][0][0].pop(), "cores[3].weights", "expected a rectangular 4-d list"),
+    (lambda d: d["cores"]["5"].update(bias=[True, False, True]), "cores[5].bias",
+     "expected a rectangular 1-d list of integers"),
+    (lambda d: d["cores"]["5"].update(bias=[[5, -7, 0]]), "cores[5].bias", "expected a rectangular 1-d list"),
+    (lambda d: d["cores"]["5"].update(initial_state=[[[0.5] * 4] * 4] * 3), "cores[5].initial_state",
+     "expected a rectangular 3-d list of integers"),
 ])
 def test_hand_edited_errors_name_the_field(edit, path, fragment):
     with pytest.raises(ConfigError) as err:

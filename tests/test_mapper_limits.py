@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from torch import nn
 
-from mapper import (ChipConfig, ChipSpec, ConfigError, CoreSpec, MappingError, get_chip, kernel_words,
-                    map_model, neuron_words)
+from mapper import (ChipConfig, ChipSpec, ConfigError, CoreSpec, DVSConfig, MappingError, get_chip,
+                    kernel_words, map_model, neuron_words)
 from snnlib import CoreLayer, Destination, DVSInput, IntegerNetwork, InvalidNetworkError, SpikingLayer, SumPool2d
 
 LIMITS = get_chip("speck2f").limits
@@ -130,6 +130,28 @@ def test_a_layer_fits_a_core_with_exactly_its_memory_and_not_one_word_less(memor
     assert "fits no core's memory" in problem, problem
 
 
+
+@pytest.mark.parametrize("memory", ["kernel_words", "neuron_words", "bias_words"])
+def test_a_config_core_fits_exactly_its_memory_and_not_one_word_less(memory):
+    # the same layer as above, written as a configuration: checked by ChipConfig's validator
+    layer = CoreLayer(np.ones((5, 3, 3, 3), np.int8), (3, 6, 7), 1, -1, bias=np.arange(5), leak_enable=True)
+    need = dict(kernel_words=384, neuron_words=160, bias_words=5)
+    network = IntegerNetwork({0: layer}, slow_clock_period_us=1000)
+    assert list(ChipConfig.from_network(network, ChipSpec("exact", {0: CoreSpec(**need)})).cores) == [0]
+    short = ChipSpec("short", {0: CoreSpec(**{**need, memory: need[memory] - 1})})
+    have = "/".join(str(need[m] - (m == memory)) for m in ("kernel_words", "neuron_words", "bias_words"))
+    with pytest.raises(ConfigError, match=rf"cores\[0\]: needs 384/160/5 kernel/neuron/bias words but core 0 has {have};"):
+        ChipConfig.from_network(network, short)
+
+
+def test_a_config_core_without_bias_needs_no_bias_memory():
+    layer = CoreLayer(np.ones((5, 3, 3, 3), np.int8), (3, 6, 7), 1, -1)
+    no_bias_memory = ChipSpec("no_bias", {0: CoreSpec(384, 160, 0)})
+    assert ChipConfig.from_network(IntegerNetwork({0: layer}), no_bias_memory).cores[0].bias is None
+    layer.bias, layer.leak_enable = np.zeros(5, np.int64), True
+    with pytest.raises(ConfigError, match=r"needs 384/160/5 kernel/neuron/bias words but core 0 has 384/160/0"):
+        ChipConfig.from_network(IntegerNetwork({0: layer}, slow_clock_period_us=1000), no_bias_memory)
+
 # ----------------------------------------------------------------------------- feature_shift
 
 
@@ -195,3 +217,22 @@ def test_dvs_input_of_the_sensor_size_maps_and_one_pixel_more_is_rejected():
     for n in (127, 128):
         assert map_model(_conv(2, 2, 1, stride=2), (2, n, n), dvs=True).config.dvs.input_shape == (2, n, n)
     assert any("DVS input must be <= 128x128" in p for p in _problems(_conv(2, 2, 1, stride=2), (2, 129, 128), dvs=True))
+
+
+@pytest.mark.parametrize("pooling", [1, 2, 4])
+@pytest.mark.parametrize("axis", [0, 1])
+def test_a_dvs_window_may_end_on_the_sensor_edge_and_not_one_pixel_past_along_each_axis(axis, pooling):
+    # a 64x64 model input pooled by p is a (64/p)-pixel window in post-pooling sensor pixels:
+    # on the 128x128 sensor its origin may go up to 128/p - 64/p along either axis
+    model = nn.Sequential(SumPool2d(pooling), *_conv(2, 2, 1)) if pooling > 1 else _conv(2, 2, 1)
+    last = (128 - 64) // pooling
+
+    def template(o):
+        origin = [0, 0]
+        origin[axis] = o
+        return DVSConfig((2, 128, 128), origin=tuple(origin))
+    for o in (last - 1, last):
+        dvs = map_model(model, (2, 64, 64), dvs=template(o)).config.dvs
+        assert (dvs.pooling, dvs.origin[axis], dvs.cut[axis]) == ((pooling, pooling), o, o + 64 // pooling - 1)
+    problems = _problems(model, (2, 64, 64), dvs=template(last + 1))
+    assert any("the model's input window must lie on the 128x128 sensor" in p for p in problems), problems
