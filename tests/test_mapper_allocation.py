@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from torch import nn
 
-from mapper import MappingError, kernel_words, map_model, neuron_words
+from mapper import CoreSpec, MappingError, MemoryNeed, get_chip, kernel_words, map_model, neuron_words
+from mapper.memory import max_out_channels
 from mapper.legalize import CorePlan
 from mapper.quantize import quantize_core, tensor_scale
 from snnlib import SpikingLayer
@@ -90,3 +91,24 @@ def test_tensor_scale_and_rounding():
                     (1, 1, 1), (1, 1), (0, 0), threshold=1.0, threshold_low=None)
     q = quantize_core(half)
     assert q.weights.ravel().tolist() == [127, 2, 4] and q.threshold_low == -32768  # half to even
+
+
+@pytest.mark.parametrize("has_bias", [False, True])
+def test_the_largest_out_channels_that_fit_a_core_is_the_last_count_whose_memory_fits(has_bias):
+    # the bound the "reduce out_channels" fix names, against the memory formulas count by count
+    cores = list(get_chip("speck2f").cores.values()) + [CoreSpec(3000, 5000, 6), CoreSpec(100, 64, 0)]
+    for c, k, (h, w) in [(1, 1, (1, 1)), (2, 3, (4, 5)), (3, 2, (7, 3)), (5, 5, (16, 16)), (16, 4, (33, 9))]:
+        for core in cores:
+            most = max_out_channels((99, c, k, k), (99, h, w), has_bias, core)
+            for f, fits in [(most - 1, True), (most, True), (most + 1, False)][2 - min(most, 2):]:
+                assert MemoryNeed.of((f, c, k, k), (f, h, w), has_bias).fits(core) == fits, (f, c, k, h, w, core)
+
+
+def test_a_linear_layer_on_a_1x1_input_needs_no_flatten_and_on_a_larger_map_it_does():
+    model = nn.Sequential(nn.Linear(128, 500, bias=False), SpikingLayer())
+    result = map_model(model, (128, 1, 1))
+    assert list(result.config.cores) == [5] and result.config.cores[5].weights.shape == (500, 128, 1, 1)
+    with pytest.raises(MappingError) as err:
+        map_model(nn.Sequential(nn.Linear(32, 10, bias=False), SpikingLayer()), (8, 2, 2))
+    (v,) = err.value.report.violations
+    assert (v.rule, v.value, v.fix) == ("Linear needs a flattened input", "input map 8x2x2", "add nn.Flatten() before 0")
