@@ -97,7 +97,8 @@ def test_tensor_scale_and_rounding():
 def test_the_largest_out_channels_that_fit_a_core_is_the_last_count_whose_memory_fits(has_bias):
     # the bound the "reduce out_channels" fix names, against the memory formulas count by count
     cores = list(get_chip("speck2f").cores.values()) + [CoreSpec(3000, 5000, 6), CoreSpec(100, 64, 0)]
-    for c, k, (h, w) in [(1, 1, (1, 1)), (2, 3, (4, 5)), (3, 2, (7, 3)), (5, 5, (16, 16)), (16, 4, (33, 9))]:
+    shapes = [(1, 1, (1, 1)), (2, 3, (4, 5)), (3, 2, (7, 3)), (5, 5, (16, 16)), (16, 4, (33, 9)), (16, 4, (1, 1))]
+    for c, k, (h, w) in shapes:  # (16, 4, 1x1) fits no core of 100 kernel words whatever its neurons
         for core in cores:
             most = max_out_channels((99, c, k, k), (99, h, w), has_bias, core)
             for f, fits in [(most - 1, True), (most, True), (most + 1, False)][2 - min(most, 2):]:
