@@ -34,7 +34,7 @@ needs_triton = pytest.mark.skipif(not _iaf_triton.available(), reason="triton is
 def run(impl, device, x, v0, params):
     """Spikes, final membrane, input gradient (for the loss sum(spikes * weights)) and the last
     step's membrane before its spikes left of ``impl`` on ``device``, returned on the CPU."""
-    x = x.to(device).requires_grad_(True)
+    x = x.detach().to(device).clone().requires_grad_(True)  # a leaf of its own: x.grad is not shared between runs
     state = v0.to(device).clone()
     membrane = torch.empty_like(state)
     weights = torch.linspace(-1.0, 2.0, x.numel(), dtype=x.dtype).reshape(x.shape).to(device)
@@ -209,7 +209,7 @@ def test_spiking_layer_on_a_device_equals_the_cpu(device):
     outputs = []
     for where in ("cpu", device):
         layer = SpikingLayer(threshold=2.0, batch_size=2).to(where)
-        inputs = x.to(where).requires_grad_(True)
+        inputs = x.clone().to(where).requires_grad_(True)  # a leaf per run, on its device
         out = layer(inputs)
         (out * torch.arange(out.numel(), device=where).reshape(out.shape)).sum().backward()
         outputs.append((out.cpu(), inputs.grad.cpu(), layer.state.cpu()))
