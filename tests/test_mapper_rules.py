@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from mapper import MappingError, map_model
-from snnlib import Cropping2dLayer, SpikingLayer, SumPool2d
+from mapper import Limits, MappingError, map_model
+from mapper.checks import check_core
+from snnlib import CoreLayer, Cropping2dLayer, Destination, SpikingLayer, SumPool2d
 from snnlib.network import DVS_LAYER_ID
 
 
@@ -130,3 +132,49 @@ def test_input_branches_share_one_dvs_pooling():
     assert map_model(_TwoInputBranches(2), (2, 16, 16), dvs=True).input == DVS_LAYER_ID  # one pooling
     _has(_problems(_TwoInputBranches(4), (2, 16, 16), dvs=True),
          "one DVS pooling and crop for all input branches", "pool and crop the input once")
+
+
+def _core(k=1, shape=(1, 8, 8), stride=(1, 1), padding=(0, 0), poolings=()):
+    return CoreLayer(np.zeros((1, shape[0], *k) if isinstance(k, tuple) else (1, shape[0], k, k), np.int8), shape,
+                     1, -1, stride, padding, destinations=[Destination(0, p) for p in poolings])
+
+
+SMALL = Limits(strides=(1, 2, 4, 8), max_output_size=(8, 8))
+
+
+@pytest.mark.parametrize("core, limits, violations", [
+    (_core(3, (1, 3, 3)), Limits(), []),  # a kernel as large as its input: one output pixel
+    (_core(stride=(1, 2)), Limits(strides=(2, 4)), [("stride must be one of (2, 4)", "1 (y)", "use stride 2")]),
+    *[(_core(stride=(1, s)), Limits(), [("stride must be one of (1, 2, 4, 8)", f"{s} (x)",
+                                         f"use stride {near} or add 2x2 pooling before this layer")])
+      for s, near in [(3, 2), (5, 4), (6, 4), (7, 8), (9, 8), (16, 8)]],
+    (_core(stride=(2, 1)), Limits(strides=(1, 4)), [("stride must be one of (1, 4)", "2 (y)",
+                                                     "use stride 1 or add 2x2 pooling before this layer")]),
+    (_core(padding=(0, -1)), Limits(), [("padding must be 0..7", "-1 (x)",
+                                         "use padding <= 7 (a smaller kernel needs less)")]),
+    (_core(5, (1, 4, 8)), Limits(), [("kernel must fit the input map", "kernel 5x5 on 4x8",
+                                      "use a smaller kernel or more padding")]),
+    (_core(5, (1, 8, 4)), Limits(), [("kernel must fit the input map", "kernel 5x5 on 8x4",
+                                      "use a smaller kernel or more padding")]),
+    (_core(shape=(1, 8, 8)), SMALL, []),
+    (_core(shape=(1, 30, 20)), SMALL, [("output map must be <= 8x8 before pooling", "30x20",
+                                        "use stride 4 or add 4x4 pooling before this layer")]),
+    (_core(shape=(1, 8, 30)), SMALL, [("output map must be <= 8x8 before pooling", "8x30",
+                                       "use stride 4 or add 4x4 pooling before this layer")]),
+    (_core(shape=(1, 9, 8)), SMALL, [("output map must be <= 8x8 before pooling", "9x8",
+                                      "use stride 2 or add 2x2 pooling before this layer")]),
+    (_core(shape=(1, 100, 17)), SMALL, [("output map must be <= 8x8 before pooling", "100x17",
+                                         "use stride 8 or add 13x13 pooling before this layer")]),
+    (_core(3, shape=(1, 17, 17), padding=(1, 1)), SMALL, [("output map must be <= 8x8 before pooling", "17x17",
+                                                           "use stride 4 or add 3x3 pooling before this layer")]),
+    (_core(3, (1, 17, 9), stride=(2, 1), padding=(1, 0)), SMALL, [  # each axis with its own stride and padding
+        ("output map must be <= 8x8 before pooling", "9x7", "use stride 4 or add 2x2 pooling before this layer")]),
+    *[(_core(poolings=(1, p)), Limits(), [("pooling must be one of (1, 2, 4)", p,
+                                           f"use pooling {fix} (chain two poolings of the allowed sizes, or add a stride)")])
+      for p, fix in [(0, 1), (3, 2), (5, 4), (8, 4)]],
+    (_core(poolings=(1, 2)), Limits(), []),
+    (_core(poolings=(1, 2, 4)), Limits(), [("at most 2 destinations", 3,
+                                            "send this layer's output to fewer layers (chain them instead)")]),
+])
+def test_each_violation_names_the_value_and_the_nearest_allowed_fix(core, limits, violations):
+    assert [(v.rule, v.value, v.fix) for v in check_core("c", core, limits)] == violations
