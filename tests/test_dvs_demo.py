@@ -8,10 +8,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from backend.app.dvs_demo import DURATION_US, DVS_POOLING, FULL, N_BINS, SENSOR, run_dvs_demo
+from backend.app.dvs_demo import DURATION_US, DVS_POOLING, FULL, N_BINS, SENSOR, firing_rates, run_dvs_demo
 from backend.app.dvs_shapes import class_names
+from backend.testing.qualification import pooled_chain
+from mapper.report import CoreUsage, FitReport
+from snnlib import DVS_LAYER_ID, EVENT_DTYPE, SimulationResult
 
 GUIDE = Path(__file__).resolve().parents[1] / "docs" / "guide.md"
 
@@ -65,3 +69,17 @@ def test_the_full_demo_is_the_one_the_guide_describes():
     assert f"for {DURATION_US // 1000} ms in front of a simulated {SENSOR[0]}x{SENSOR[1]} event camera" in guide
     assert f"{N_BINS} time bins) whose first layer, a {DVS_POOLING}x{DVS_POOLING} sum pooling" in guide
     assert FULL["n_train"] == 4 * FULL["n_test"]  # 80 training and 20 test recordings per class
+
+
+def test_firing_rates_are_events_per_neuron_per_second_over_all_recordings_by_layer_name():
+    network = pooled_chain()  # core 1: 4x8x8 = 256 neurons, core 4: 3x2x2 = 12
+    assert (DURATION_US, SENSOR) == (100_000, (128, 128))  # 2 recordings: 0.2 s
+    report = FitReport("speck2f", memory=[CoreUsage(1, "conv1", None, None)])  # core 4 unnamed
+    counts = [(6000, 200, 1), (10384, 312, 5)]  # DVS events in, core 1 and core 4 spikes out
+    results = [SimulationResult(np.zeros(0, EVENT_DTYPE), {}, {
+        DVS_LAYER_ID: {"events_in": dvs}, 1: {"spikes_out": one}, 4: {"spikes_out": four}})
+        for dvs, one, four in counts]
+    rates = firing_rates(report, network, results)
+    assert list(rates) == ["DVS input (per pixel)", "conv1", "core 4"]
+    # 16384 / (128 * 128 * 0.2 s), 512 / (256 * 0.2 s), 6 / (12 * 0.2 s)
+    assert list(rates.values()) == pytest.approx([5.0, 10.0, 2.5], rel=1e-12)

@@ -220,6 +220,27 @@ def test_device_reset_mid_run_is_detected_and_the_next_run_resyncs(served, on_ru
         session.close()
 
 
+def test_a_device_that_restarts_mid_run_sends_nothing_more_of_the_run_before_its_greeting(served, on_run):
+    # the reboot comes as the run's first step starts, before its output is written: the
+    # restarted device must not send that output (of a session it no longer has), only greet
+    session = connect(served.url)
+    try:
+        session.flash(CONFIG)
+        on_run(served.server.reboot)
+        link, events = session.link, make_events(50)
+        deadline = time.monotonic() + 5.0
+        link.send(FrameType.RUN_BEGIN, fr.RUN_BEGIN.pack(1, len(events)), deadline)
+        for batch in fr.pack_events(events, link.max_payload):
+            link.send(FrameType.EVENTS, batch, deadline)
+        link.send(FrameType.RUN_END, fr.RUN_END.pack(1), deadline)
+        with pytest.raises(DeviceReset, match="restarted"):
+            while time.monotonic() < deadline:
+                link.pump(0.05)  # frames before the new boot's greeting stay in the inbox
+        assert [FrameType(f.type).name for f in link.inbox] == []
+    finally:
+        session.close()
+
+
 def test_unplug_mid_run_raises_device_disconnected(served, on_run):
     with FaultyLink(device_address(served)) as link:
         session = connect(link.url)
