@@ -5,6 +5,7 @@ are accepted."""
 from __future__ import annotations
 
 import dataclasses
+import re
 import struct
 
 import numpy as np
@@ -18,7 +19,7 @@ from backend.errors import ConfigImageError
 from backend.testing.qualification import qualification_config
 from backend.protocol.config_image import HEADER, SECTION, decode_image, encode_image, image_digest
 from mapper import ChipConfig, ConfigError, map_model
-from snnlib import DVS_LAYER_ID, Destination, IntegerNetwork, simulate
+from snnlib import DVS_LAYER_ID, Destination, IntegerNetwork, Readout, simulate
 from test_engine import event_streams, networks
 from test_mapper_behaviour import random_events, random_model
 
@@ -173,6 +174,71 @@ def test_values_that_do_not_fit_their_field_are_named():
     config.cores[core].input_shape = (c, 65536, w)  # one past the u16 field
     with pytest.raises(ConfigImageError, match=rf"cores\.{core}\.input_shape = 65536: .* 0\.\.65535"):
         encode_image(config)
+
+
+def _set(obj, name: str, index: int | None = None):
+    """A setter of ``obj.name`` (or of its item ``index``, a tuple's) to a value."""
+    def setter(config, value):
+        target = obj(config)
+        if index is None:
+            setattr(target, name, value)
+        else:
+            items = list(getattr(target, name))
+            items[index] = value
+            setattr(target, name, type(getattr(target, name))(items))
+    return setter
+
+
+_CORE, _DVS = (lambda c: c.cores[3]), (lambda c: c.dvs)
+_CORE_DEST, _DVS_DEST = (lambda c: c.cores[3].destinations[0]), (lambda c: c.dvs.destinations[0])
+#: every integer the image holds in a field of its own: (its name in messages, its field's
+#: highest value, a setter on the dvs_input config with a readout and a core destination);
+#: the lowest is 0 for each, and -1 is refused where a config can hold it (not a count)
+IMAGE_FIELDS = [
+    ("slow_clock_period_us", 2**32 - 1, _set(lambda c: c, "slow_clock_period_us")),
+    ("core id", 0xFFFF, lambda c, v: c.cores.__setitem__(v, c.cores.pop(3))),
+    *[("cores.3.input_shape", 0xFFFF, _set(_CORE, "input_shape", i)) for i in range(3)],
+    *[("cores.3.stride", 0xFF, _set(_CORE, "stride", i)) for i in range(2)],
+    *[("cores.3.padding", 0xFF, _set(_CORE, "padding", i)) for i in range(2)],
+    ("cores.3.destinations.0.layer", 0xFFFF, _set(_CORE_DEST, "layer")),
+    ("cores.3.destinations.0.feature_shift", 0xFFFF, _set(_CORE_DEST, "feature_shift")),
+    ("cores.3.destinations.0.pooling", 0xFF, _set(_CORE_DEST, "pooling")),
+    ("dvs.input_shape", 0xFF, _set(_DVS, "input_shape", 0)),
+    *[("dvs", 0xFFFF, _set(_DVS, name, i)) for name in ("input_shape", "origin", "cut") for i in range(2)
+      if (name, i) != ("input_shape", 0)],
+    *[("dvs.pooling", 0xFF, _set(_DVS, "pooling", i)) for i in range(2)],
+    ("dvs.destinations.0.layer", 0xFFFF, _set(_DVS_DEST, "layer")),
+    ("dvs.destinations.0.feature_shift", 0xFFFF, _set(_DVS_DEST, "feature_shift")),
+    ("dvs.destinations.0.pooling", 0xFF, _set(_DVS_DEST, "pooling")),
+    ("readout.threshold", 0xFFFF, _set(lambda c: c.readout, "threshold")),
+    ("readout.average", 0xFF, _set(lambda c: c.readout, "average")),
+    ("readout.channel_stride", 0xFF, _set(lambda c: c.readout, "channel_stride")),
+]
+IMAGE_COUNTS = [
+    ("cores.3.kernel", 0xFF, lambda c, v: setattr(c.cores[3], "weights", np.zeros((1, 1, v, 1), np.int8))),
+    ("cores.3.input_shape", 0xFFFF, lambda c, v: setattr(c.cores[3], "weights", np.zeros((v, 1, 1, 1), np.int8))),
+    ("cores.3.destinations", 0xFF, lambda c, v: setattr(c.cores[3], "destinations", [Destination(3)] * v)),
+    ("cores.3.layer_names", 0xFFFF, lambda c, v: setattr(c.cores[3], "layer_names", [""] * v)),
+    ("cores.3.layer_names.0", 0xFFFF, lambda c, v: setattr(c.cores[3], "layer_names", ["x" * v])),
+    ("dvs.destinations", 0xFF, lambda c, v: setattr(c.dvs, "destinations", [Destination(3)] * v)),
+]
+
+
+@pytest.mark.parametrize("name, highest, change, negative",
+                         [(*f, True) for f in IMAGE_FIELDS] + [(*f, False) for f in IMAGE_COUNTS])
+def test_every_image_field_holds_0_to_its_highest_value_and_refuses_one_more_naming_itself(name, highest, change,
+                                                                                           negative):
+    def image_with(value):
+        config = qualification_config("dvs_input")
+        config.readout = Readout()
+        config.cores[3].destinations = [Destination(3)]
+        change(config, value)
+        return encode_image(config)
+
+    assert image_with(0) != image_with(highest)  # both fit (the encoder checks nothing else)
+    for value in [highest + 1, -1] if negative else [highest + 1]:
+        with pytest.raises(ConfigImageError, match=re.escape(f"{name} = {value}: the image field holds 0..{highest}")):
+            image_with(value)
 
 
 @pytest.mark.parametrize("scale", [0.0, -1.0, float("nan")])

@@ -253,6 +253,16 @@ def test_a_sample_that_fails_is_recorded_with_its_error_not_dropped(mapping, ref
     assert {**vars(result.samples[2]), "name": ""} == {**fields(reference)[2], "name": ""}
 
 
+def test_a_progress_bar_is_drawn_on_stderr_only_when_asked(mapping, folder, capsys):
+    pairs = [(s.events, s.label) for s in dataset_samples(folder)][:2]
+    quiet = evaluate(mapping.config, pairs, workers=0)
+    assert capsys.readouterr() == ("", "")  # a library call prints nothing by default
+    shown = evaluate(mapping.config, pairs, workers=0, progress=True)
+    err = capsys.readouterr().err
+    assert "evaluating" in err and "2/2" in err
+    assert fields(shown) == fields(quiet)
+
+
 def test_the_report_shows_accuracy_and_synops_or_a_dash_when_no_sample_ran(mapping, reference):
     broken = evaluate(mapping.config, [("not events", 0), ("not events", 1)], workers=0)
     assert broken.summary.accuracy is None and broken.summary.synops_per_inference is None
