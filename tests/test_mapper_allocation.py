@@ -113,3 +113,37 @@ def test_a_linear_layer_on_a_1x1_input_needs_no_flatten_and_on_a_larger_map_it_d
         map_model(nn.Sequential(nn.Linear(32, 10, bias=False), SpikingLayer()), (8, 2, 2))
     (v,) = err.value.report.violations
     assert (v.rule, v.value, v.fix) == ("Linear needs a flattened input", "input map 8x2x2", "add nn.Flatten() before 0")
+
+
+def _plan(weights, threshold, threshold_low, bias=None) -> CorePlan:
+    w = np.array(weights, float).reshape(-1, 1, 1, 1)
+    return CorePlan("c", ["c", "s"], w, None if bias is None else np.array(bias, float), (1, 1, 1), (1, 1), (0, 0),
+                    threshold=threshold, threshold_low=threshold_low)
+
+
+@pytest.mark.parametrize("plan, scale, weights, high, low, bias", [
+    # weights [0.5, -0.25] alone allow 254; the tightest of weights (8 bit), thresholds and bias (16 bit) wins
+    (_plan([0.5, -0.25], 1000.0, -1.0), 32.767, [16, -8], 32767, -33, None),  # threshold_high
+    (_plan([0.5, -0.25], 1.0, -2000.0), 16.384, [8, -4], 16, -32768, None),  # threshold_low
+    (_plan([0.5, -0.25], 2.0, -1.0, bias=[-256.0, 1.0]), 128.0, [64, -32], 256, -128, [-32768, 128]),  # bias
+    (_plan([0.5, -0.25], 2.0, None, bias=[100.0, 1.0]), 254.0, [127, -64], 508, -32768, [25400, 254]),  # weights
+])
+def test_the_scale_is_the_tightest_of_weights_thresholds_and_bias(plan, scale, weights, high, low, bias):
+    q = quantize_core(plan)
+    assert q.row.scale == pytest.approx(scale, rel=1e-12)
+    assert (q.weights.ravel().tolist(), q.threshold_high, q.threshold_low) == (weights, high, low)
+    assert (None if q.bias is None else q.bias.tolist()) == bias and q.notes == []
+
+
+def test_a_threshold_that_rounds_below_1_is_raised_to_1_on_the_spiking_layer():
+    q = quantize_core(_plan([1.0], 0.001, -1.0))  # scale 127: 0.127 -> 0
+    assert (q.row.scale, q.threshold_high, q.threshold_low) == (127.0, 1, -127)
+    assert [(n.layer, n.action) for n in q.notes] == [("s", "threshold rounds to 0; raised to 1")]
+    q = quantize_core(_plan([1.0], 1 / 127, -1.0))  # exactly 1: kept, no note
+    assert (q.threshold_high, q.notes) == (1, [])
+
+
+def test_the_worst_rounding_error_counts_the_lower_threshold():
+    q = quantize_core(_plan([1.0], 1.0, -0.3))  # scale 127: weights and threshold exact, -38.1 -> -38
+    assert (q.weights.ravel().tolist(), q.threshold_high, q.threshold_low) == ([127], 127, -38)
+    assert q.row.max_error == pytest.approx(0.1 / 127)

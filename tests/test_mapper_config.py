@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
 
-from mapper import (ChipConfig, ChipSpecError, ConfigError, CoreConfig, DVSConfig, get_chip,
+from mapper import (ChipConfig, ChipSpecError, ConfigError, CoreConfig, CoreSpec, DVSConfig, Limits, get_chip,
                     list_chips, load_chip_spec)
 from snnlib import DVS_LAYER_ID, Destination, IntegerNetwork
 
@@ -118,3 +119,67 @@ def test_chip_specs_are_data(tmp_path):
                                                               "bias_words": 0}}}))
     with pytest.raises(ChipSpecError, match="cores.0.kernel_words = -1"):
         get_chip(str(path))
+
+
+def test_the_built_in_chips_have_the_memory_and_limits_of_the_chip_facts():
+    # docs/chip-model.md "Cores and memory" (Ki words per core 0..8) and "Per-layer limits"
+    kernel, neuron = [16, 16, 16, 32, 32, 64, 64, 16, 16], [64, 64, 64, 32, 32, 16, 16, 16, 16]
+    for name in ("speck2e", "speck2f"):
+        spec = get_chip(name)
+        assert spec.name == name and spec.dvs_size == (128, 128) and spec.readout_stride == 4
+        assert spec.cores == {i: CoreSpec(k * 1024, n * 1024, 1024) for i, (k, n) in enumerate(zip(kernel, neuron))}
+        assert sum(c.kernel_words for c in spec.cores.values()) == 272 * 1024
+        assert sum(c.neuron_words for c in spec.cores.values()) == 320 * 1024
+        assert spec.limits == Limits(max_kernel_size=16, strides=(1, 2, 4, 8), max_padding=7, poolings=(1, 2, 4),
+                                     max_channels=1024, max_input_size=(128, 128), max_output_size=(64, 64),
+                                     max_destinations=2)
+
+
+def test_a_chip_spec_file_reads_back_as_written_and_omitted_fields_take_the_speck_defaults(tmp_path):
+    path = tmp_path / "speck.json"
+    path.write_text(get_chip("speck2f").to_json())
+    assert load_chip_spec(path) == get_chip("speck2f") and get_chip(path) == get_chip("speck2f")
+    path.write_text(json.dumps({"name": "bare", "cores": {"3": {"kernel_words": 1, "neuron_words": 2,
+                                                                "bias_words": 0}}}))
+    bare = load_chip_spec(path)
+    assert (bare.cores, bare.limits, bare.dvs_size, bare.readout_stride) == ({3: CoreSpec(1, 2, 0)}, Limits(), (128, 128), None)
+    for stride in (1, 4, None):
+        path.write_text(json.dumps({"name": "r", "readout_stride": stride, "cores": {"0": {
+            "kernel_words": 0, "neuron_words": 0, "bias_words": 0}}}))
+        assert load_chip_spec(path).readout_stride == stride
+
+
+_CORE = {"kernel_words": 1, "neuron_words": 1, "bias_words": 1}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{", "cannot read a JSON chip spec"),
+    ("[]", "expected an object with a string 'name'"),
+    (json.dumps({"cores": {"0": _CORE}}), "expected an object with a string 'name'"),
+    (json.dumps({"name": 7, "cores": {"0": _CORE}}), "expected an object with a string 'name'"),
+    (json.dumps({"name": "x"}), "'cores' must be a non-empty object core id -> memories"),
+    (json.dumps({"name": "x", "cores": {}}), "'cores' must be a non-empty object"),
+    (json.dumps({"name": "x", "cores": [_CORE]}), "'cores' must be a non-empty object"),
+    (json.dumps({"name": "x", "cores": {"a": _CORE}}), "cores.a: core ids must be integers other than 13"),
+    (json.dumps({"name": "x", "cores": {"-1": _CORE}}), "cores.-1: core ids must be integers other than 13"),
+    (json.dumps({"name": "x", "cores": {"0": _CORE, "13": _CORE}}), "cores.13: core ids must be integers other than 13 (the DVS id)"),
+    (json.dumps({"name": "x", "cores": {"0": {"kernel_words": 1, "neuron_words": 1}}}),
+     "cores.0: expected kernel_words, neuron_words, bias_words"),
+    (json.dumps({"name": "x", "cores": {"0": {**_CORE, "bias_words": True}}}), "cores.0.bias_words = True: expected a non-negative"),
+    (json.dumps({"name": "x", "cores": {"0": {**_CORE, "neuron_words": 1.5}}}), "cores.0.neuron_words = 1.5: expected"),
+    (json.dumps({"name": "x", "cores": {"0": {**_CORE, "bias_words": -1}}}), "cores.0.bias_words = -1: expected"),
+    (json.dumps({"name": "x", "cores": {"0": _CORE}, "limits": {"max_kernel": 5}}), "limits: unknown field"),
+    (json.dumps({"name": "x", "cores": {"0": _CORE}, "readout_stride": 2}), "readout_stride = 2: expected 1, 4 or null"),
+])
+def test_a_malformed_chip_spec_file_is_refused_naming_what_is_wrong(tmp_path, text, message):
+    path = tmp_path / "board.json"
+    path.write_text(text)
+    with pytest.raises(ChipSpecError, match=re.escape(message)):
+        get_chip(str(path))
+
+
+def test_only_a_built_in_name_a_spec_or_a_spec_file_is_a_chip(tmp_path):
+    assert get_chip(get_chip("speck2e")) is get_chip("speck2e")
+    for bad in (7, None, str(tmp_path), "speck2F"):
+        with pytest.raises(ChipSpecError, match=re.escape(f"chip={bad!r}: not a built-in chip nor a chip spec file")):
+            get_chip(bad)
