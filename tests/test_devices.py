@@ -70,6 +70,7 @@ def test_list_devices_has_emulator_serial_ports_and_samna_devkits(monkeypatch):
     monkeypatch.setitem(sys.modules, "samna", make_samna([("Speck2fDevKit", 2), ("Speck2eTestBoard", 4)]))
     found = {d.url: d for d in list_devices()}
     assert found["emu://"].kind == "emulator"
+    assert all(d.usable for d in found.values())  # only an entry saying why samna is missing is not
     assert found["/dev/ttyACM7"].vid_pid == "1234:ABCD"
     assert found["/dev/ttyACM7"].description == "Speck board"
     assert found["samna://speck2fdevkit:0"].description == "Speck2fDevKit (speck2f)"
