@@ -292,6 +292,30 @@ def test_flash_nothing_written_mismatch_and_invalid_are_different_errors(served)
         session.close()
 
 
+class FailingChip(CountingChip):
+    """A chip whose flash write fails (a firmware fault, not a bad image)."""
+
+    def apply_image(self, image):
+        super().apply_image(image)
+        raise RuntimeError("flash write failed at page 3")
+
+
+def test_a_device_fault_while_applying_is_internal_not_an_invalid_configuration():
+    # docs/protocol.md, Errors: CONFIG_INVALID is for images (a ValueError applying one);
+    # the device failing otherwise is INTERNAL, answering the request
+    with ServedEmulator(EmulatorServer(FailingChip), "tcp") as failing:
+        session = connect(failing.url)
+        try:
+            with pytest.raises(FlashError, match="CONFIG_INVALID.*JSONDecodeError"):
+                session.flash(b"{not json")
+            with pytest.raises(ProtocolError, match="device error INTERNAL during flash: RuntimeError: "
+                                                    "flash write failed at page 3") as info:
+                session.flash(CONFIG)
+            assert not isinstance(info.value, FlashError)
+        finally:
+            session.close()
+
+
 def test_boot_noise_before_the_greeting_is_skipped_and_counted(served):
     address = device_address(served)
     with FaultyLink(address, to_host=Faults(corrupt=0.3, piece=16), seed=5) as link:
