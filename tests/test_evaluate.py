@@ -18,7 +18,8 @@ import torch
 
 from backend.analysis.datasets import dataset_samples
 from backend.analysis.evaluate import Sweep, evaluate, sweep
-from backend.analysis.runner import predict
+from backend.analysis.runner import RunnerSpec, predict
+from backend.analysis.workers import make_slots
 from backend.app.cli import main
 from backend.errors import DatasetError, EvaluationError
 from backend.files.events import events_to_xytp, save_events
@@ -261,6 +262,25 @@ def test_a_progress_bar_is_drawn_on_stderr_only_when_asked(mapping, folder, caps
     err = capsys.readouterr().err
     assert "evaluating" in err and "2/2" in err
     assert fields(shown) == fields(quiet)
+
+
+def test_the_slots_are_one_per_device_else_the_workers_asked_else_one_per_core(monkeypatch):
+    spec = RunnerSpec("{}", 1)
+
+    def described(slots):
+        return [(type(slot).__name__, slot.name, slot.spec.device) for slot in slots]
+
+    assert described(make_slots(spec, workers=3)) == [("ProcessSlot", f"worker {i}", None) for i in range(3)]
+    assert described(make_slots(spec, workers=0)) == [("ThreadSlot", "in-process worker", None)]
+    monkeypatch.setattr(os, "cpu_count", lambda: 5)
+    assert described(make_slots(spec)) == [("ProcessSlot", f"worker {i}", None) for i in range(5)]
+    monkeypatch.setattr(os, "cpu_count", lambda: None)  # a platform that cannot tell: one worker
+    assert described(make_slots(spec)) == [("ProcessSlot", "worker 0", None)]
+    urls = ["emu://", "/dev/ttyACM0"]
+    assert described(make_slots(spec, urls, workers=3)) == [("ProcessSlot", f"device {u}", u) for u in urls]
+    assert described(make_slots(spec, urls, workers=0)) == [("ThreadSlot", f"device {u}", u) for u in urls]
+    with pytest.raises(EvaluationError, match="Ray resources .* without Ray"):
+        make_slots(spec, [("emu://", {"GPU": 1})])
 
 
 def test_the_report_shows_accuracy_and_synops_or_a_dash_when_no_sample_ran(mapping, reference):
