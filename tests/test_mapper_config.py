@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from mapper import (ChipConfig, ChipSpecError, ConfigError, CoreConfig, CoreSpec, DVSConfig, Limits, get_chip,
+from mapper import (ChipConfig, ChipSpec, ChipSpecError, ConfigError, CoreConfig, CoreSpec, DVSConfig, Limits, get_chip,
                     list_chips, load_chip_spec)
 from snnlib import DVS_LAYER_ID, Destination, IntegerNetwork
 
@@ -86,6 +86,31 @@ def _edited(edit) -> str:
     (lambda d: d["cores"]["5"].update(bias=[[5, -7, 0]]), "cores[5].bias", "expected a rectangular 1-d list"),
     (lambda d: d["cores"]["5"].update(initial_state=[[[0.5] * 4] * 4] * 3), "cores[5].initial_state",
      "expected a rectangular 3-d list of integers"),
+    # JSON types, each field of each kind
+    (lambda d: d.update(cores=[d["cores"]["3"]]), "cores", "expected an object core id"),
+    (lambda d: d["cores"].update({"03": d["cores"].pop("3")}), "cores", "without leading zeros"),
+    (lambda d: d["cores"].update({"3": []}), "cores[3]", "expected an object, got list"),
+    (lambda d: d.update(dvs=[1]), "dvs", "expected an object, got list"),
+    (lambda d: d.update(chip=2), "chip", "2; expected a string"),
+    (lambda d: d["cores"]["3"].update(reset=0), "cores[3].reset", "0; expected a string"),
+    (lambda d: d["cores"]["3"].update(monitor=1), "cores[3].monitor", "1; expected true or false"),
+    (lambda d: d["dvs"].update(mirror_x="no"), "dvs.mirror_x", "'no'; expected true or false"),
+    (lambda d: d["cores"]["3"].update(stride=[1]), "cores[3].stride", "[1]; expected a list of 2 integers"),
+    (lambda d: d["cores"]["3"].update(stride=12), "cores[3].stride", "12; expected a list of 2 integers"),
+    (lambda d: d["cores"]["3"].update(input_shape=[2, 16]), "cores[3].input_shape", "expected a list of 3 integers"),
+    (lambda d: d["cores"]["3"].update(padding=[1, 1.0]), "cores[3].padding[1]", "1.0; expected an integer"),
+    (lambda d: d["cores"]["3"].update(threshold_high=300.5), "cores[3].threshold_high", "300.5; expected an integer"),
+    (lambda d: d["cores"]["3"].update(threshold_low=False), "cores[3].threshold_low", "False; expected an integer"),
+    (lambda d: d.update(version=True), "version", "True; expected an integer"),
+    (lambda d: d.update(slow_clock_period_us="1000"), "slow_clock_period_us", "'1000'; expected an integer"),
+    (lambda d: d["cores"]["3"].update(destinations={"layer": 5}), "cores[3].destinations",
+     "expected a list of destinations"),
+    (lambda d: d["cores"]["3"]["destinations"][0].update(pooling=None), "cores[3].destinations[0].pooling",
+     "None; expected an integer"),
+    (lambda d: d["cores"]["3"].update(layer_names="conv1"), "cores[3].layer_names", "expected a list of strings"),
+    (lambda d: d["cores"]["3"].update(layer_names=["conv1", 2]), "cores[3].layer_names", "expected a list of strings"),
+    *[(lambda d, v=v: d["cores"]["3"].update(scale=v), "cores[3].scale", f"{v!r}; expected a positive number")
+      for v in (0, -1.5, True, "2", None)],
 ])
 def test_hand_edited_errors_name_the_field(edit, path, fragment):
     with pytest.raises(ConfigError) as err:
@@ -183,3 +208,51 @@ def test_only_a_built_in_name_a_spec_or_a_spec_file_is_a_chip(tmp_path):
     for bad in (7, None, str(tmp_path), "speck2F"):
         with pytest.raises(ChipSpecError, match=re.escape(f"chip={bad!r}: not a built-in chip nor a chip spec file")):
             get_chip(bad)
+
+
+def test_configs_are_equal_exactly_when_their_json_is_and_never_equal_to_anything_else():
+    config = _config()
+    assert config == ChipConfig.from_json(config.to_json()) and config != config.to_json()
+    other = _config()
+    other.cores[3].threshold_high += 1
+    assert config != other
+
+
+def test_the_json_keeps_every_array_a_core_has():
+    again = ChipConfig.from_json(_config().to_json())
+    assert again.cores[5].bias.tolist() == [5, -7, 0] and again.cores[3].bias is None
+    assert again.cores[5].initial_state.tolist() == np.ones((3, 4, 4)).tolist() and again.cores[3].initial_state is None
+
+
+def test_from_network_takes_only_an_integer_network():
+    with pytest.raises(TypeError, match="from_network\\(network\\): expected an snnlib.IntegerNetwork, got ChipConfig"):
+        ChipConfig.from_network(_config())
+
+
+def test_a_core_that_breaks_a_network_rule_is_not_also_checked_against_the_chip():
+    # cores[3]: a weight out of range (network) and threshold_low 0 (chip): only the first;
+    # cores[5]: threshold_low 0 only, still reported; a core with one layer name is fine
+    config = _config()
+    config.cores[3].weights = config.cores[3].weights.astype(np.int64)
+    config.cores[3].weights[0, 0, 0, 0] = 300
+    config.cores[3].threshold_low = config.cores[5].threshold_low = 0
+    config.cores[5].layer_names = ["fc"]
+    assert [p.path for p in config.problems()] == ["cores[3].weights[0, 0, 0, 0]", "cores[5].threshold_low"]
+    config.cores[3].weights[0, 0, 0, 0] = 1
+    assert [p.path for p in config.problems()] == ["cores[3].threshold_low", "cores[5].threshold_low"]
+
+
+def test_a_dvs_stage_is_checked_against_the_chips_sensor_pooling_and_destinations():
+    config = _config()  # its DVS stage: 32x32 input, pooling 2, one destination
+    board = ChipSpec("board", get_chip("speck2f").cores, Limits(poolings=(1, 2), max_destinations=1), dvs_size=(32, 33))
+    assert config.problems(board) == []
+    config.dvs.input_shape = (2, 32, 34)
+    assert [(p.path, p.message) for p in config.problems(board)] == [
+        ("dvs.input_shape", "32x34 is larger than the 32x33 sensor of board")]
+    config.dvs.input_shape = (2, 33, 32)
+    assert [p.path for p in config.problems(board)] == ["dvs.input_shape"]
+    config.dvs.input_shape, config.dvs.destinations = (2, 32, 32), [Destination(3), Destination(5)]
+    assert [(p.path, p.message) for p in config.problems(board)] == [("dvs.destinations", "2 destinations; at most 1")]
+    assert config.problems("speck2f") == []
+    board = ChipSpec("nodvs", get_chip("speck2f").cores, dvs_size=None)
+    assert [(p.path, p.message) for p in config.problems(board)] == [("dvs", "nodvs has no DVS stage; remove it")]
