@@ -147,3 +147,31 @@ def test_the_worst_rounding_error_counts_the_lower_threshold():
     q = quantize_core(_plan([1.0], 1.0, -0.3))  # scale 127: weights and threshold exact, -38.1 -> -38
     assert (q.weights.ravel().tolist(), q.threshold_high, q.threshold_low) == ([127], 127, -38)
     assert q.row.max_error == pytest.approx(0.1 / 127)
+
+
+def test_nine_layers_of_which_three_fit_only_two_cores_are_reported_as_competing():
+    # as many layers as cores: the competition is still named (not taken for "too many layers")
+    sizes = [128, 500, 128, 500, 10, 10, 10, 10, 10, 10]
+    model = nn.Sequential(nn.Flatten(), *[m for a, b in zip(sizes, sizes[1:]) for m in (nn.Linear(a, b, bias=False),
+                                                                                        SpikingLayer())])
+    with pytest.raises(MappingError) as err:
+        map_model(model, (128, 1, 1))
+    (v,) = err.value.report.violations
+    assert v.layer == "1, 3, 5" and v.rule == "3 layers compete for 2 cores" and "[5, 6]" in str(v.value)
+    # the smallest cut of the three: 500 -> 256 (49 %) on a 32 Ki core, not 128 -> 64 (50 %)
+    assert v.fix == "reduce out_channels of 1 from 500 to <= 256 (then it fits core 3)"
+
+
+def test_a_layer_that_fits_nowhere_is_told_the_fewest_channels_that_fit_or_what_else_to_shrink():
+    def fix(c, f, size=16):
+        with pytest.raises(MappingError) as err:
+            map_model(nn.Sequential(nn.Conv2d(c, f, 16, bias=False), SpikingLayer()), (c, size, size))
+        (v,) = err.value.report.violations
+        assert v.rule == "fits no core's memory"
+        return v.fix
+    # 256 channels x 16x16: one output channel fills a 64 Ki kernel memory (cores 5 and 6)
+    assert fix(256, 4) == "reduce out_channels of 0 from 4 to <= 1 (then it fits core 5)"
+    assert fix(1024, 4) == "reduce its input channels or kernel size"  # no channel count fits
+    # 64x64 outputs: 4 channels fill the smallest neuron memory (16 Ki) exactly, 5 do not fit it
+    assert fix(1024, 4, 79) == "reduce its input channels or kernel size"
+    assert fix(1024, 5, 79) == "or halve its output map (stride 2, or 2x2 pooling before it)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 
 import numpy as np
 import pytest
@@ -178,3 +179,32 @@ SMALL = Limits(strides=(1, 2, 4, 8), max_output_size=(8, 8))
 ])
 def test_each_violation_names_the_value_and_the_nearest_allowed_fix(core, limits, violations):
     assert [(v.rule, v.value, v.fix) for v in check_core("c", core, limits)] == violations
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(input_shape=(2, 8, 0)), ValueError, "input_shape=(2, 8, 0): expected (channels, height, width), 3 positive ints"),
+    (dict(input_shape=(2, 8, 8.5)), ValueError, "input_shape=(2, 8, 8.5): expected"),
+    (dict(input_shape=(2, 8, 8, 1)), ValueError, "input_shape=(2, 8, 8, 1): expected"),
+    (dict(input_shape="288"), ValueError, "input_shape='288': expected"),
+    (dict(input_shape=None), ValueError, "input_shape=None: expected"),
+    (dict(monitor=["0", 1]), TypeError, "monitor=['0', 1]: expected None, 'all' or a list of model layer names"),
+    (dict(layer2core=[("0", 1)]), TypeError, "layer2core=[('0', 1)]: expected a dict model layer name -> core id"),
+    (dict(dvs="yes"), TypeError, "dvs='yes': expected True/False or a mapper.DVSConfig template"),
+    (dict(dvs=1), TypeError, "dvs=1: expected True/False"),
+    (dict(readout=1), TypeError, "readout=1: expected True/False or an snnlib.Readout"),
+    *[(dict(slow_clock_period_us=v), ValueError, f"slow_clock_period_us={v!r}: expected None or a positive int")
+      for v in (0, -1, True, 1.0, "1000")],
+])
+def test_each_bad_argument_is_named_with_what_is_expected(kwargs, error, message):
+    model = seq(nn.Conv2d(2, 4, 3, bias=False), SpikingLayer())
+    kwargs = {"input_shape": (2, 8, 8), **kwargs}
+    with pytest.raises(error, match=re.escape(message)):
+        map_model(model, **kwargs)
+
+
+def test_the_smallest_arguments_of_each_kind_are_accepted():
+    model = seq(nn.Conv2d(2, 4, 3, bias=False), SpikingLayer())
+    mapping = map_model(model, [2, 3, 3], slow_clock_period_us=1, monitor=[], layer2core={}, dvs=False, readout=False)
+    assert (mapping.config.slow_clock_period_us, mapping.config.cores[0].monitor, mapping.config.dvs) == (1, False, None)
+    assert mapping.config.cores[0].output_shape == (4, 1, 1)
+    assert map_model(model, (2, 3, 3), dvs=True).config.dvs.input_shape == (2, 3, 3)
