@@ -41,6 +41,29 @@ def test_neuromorphic_relu_quantizes_counts_activity_and_passes_gradient():
     assert NeuromorphicReLU(quantize=False)(x).tolist()[0][1] == 0.5
 
 
+def test_neuromorphic_relu_takes_fanout_0_refuses_negative_and_averages_a_batch_of_one():
+    assert NeuromorphicReLU(fanout=0).fanout == 0
+    with pytest.raises(InvalidParameterError, match=r"fanout=-1: expected a number >= 0"):
+        NeuromorphicReLU(fanout=-1)
+    relu = NeuromorphicReLU(fanout=3)
+    relu(torch.tensor([[2.5, 1.0, -4.0]]))
+    assert relu.activity.item() == 9.0  # (2 + 1) per sample, one sample, times 3
+
+
+def test_neuromorphic_relu_floors_unless_told_to_round_and_only_when_quantizing():
+    torch.manual_seed(1)
+    x = torch.full((2000,), 0.9)
+    assert NeuromorphicReLU().train()(x).sum() == 0 and NeuromorphicReLU().eval()(x).sum() == 0
+    assert torch.equal(NeuromorphicReLU(quantize=False, stochastic_rounding=True).train()(x), x)
+    assert torch.equal(NeuromorphicReLU(quantize=False, stochastic_rounding=True).eval()(x), x)
+
+
+def test_sum_pool_is_lppool_with_p_1_and_a_1x1_window_with_ceil_mode_is_the_identity():
+    assert isinstance(SumPool2d(2), torch.nn.LPPool2d) and SumPool2d(2).norm_type == 1
+    x = torch.randint(-9, 9, (2, 3, 5, 4)).float()
+    assert torch.equal(SumPool2d(1, ceil_mode=True)(x), x) and torch.equal(SumPool2d((1, 1), stride=1)(x), x)
+
+
 def test_neuromorphic_relu_rounds_stochastically_only_in_training():
     torch.manual_seed(0)
     relu = NeuromorphicReLU(stochastic_rounding=True)
@@ -95,6 +118,25 @@ def test_normalize_weights_rejects_bad_arguments():
         normalize_weights(_ann(), torch.rand(2, 1, 8, 8), 0)
     with pytest.raises(InvalidParameterError, match="no Conv2d/Linear followed by a ReLU"):
         normalize_weights(torch.nn.Sequential(torch.nn.Linear(2, 2)), torch.rand(1, 2))
+
+
+def test_normalize_weights_takes_percentile_100_as_the_maximum_and_refuses_more():
+    sample = torch.rand(4, 1, 8, 8)
+    normalized = normalize_weights(_ann(), sample, 100)
+    with torch.no_grad():
+        assert normalized[:2](sample).max().item() == pytest.approx(1.0, rel=1e-6)
+    with pytest.raises(InvalidParameterError, match=r"percentile=100.5: expected a number in \(0, 100\]"):
+        normalize_weights(_ann(), sample, 100.5)
+
+
+def test_normalize_weights_reads_the_scale_at_the_relu_past_modules_between():
+    torch.manual_seed(2)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 50), torch.nn.Identity(), torch.nn.ReLU(), torch.nn.Linear(50, 2))
+    with torch.no_grad():
+        model[0].bias.fill_(-0.5)  # most outputs negative: the ReLU's median is 0, a silent ReLU
+    before = [model[0].weight.clone(), model[0].bias.clone(), model[3].weight.clone()]
+    normalize_weights(model, torch.rand(20, 3) * 0.1, 50)
+    assert all(torch.equal(a, b) for a, b in zip(before, [model[0].weight, model[0].bias, model[3].weight]))
 
 
 def test_synop_counter_counts_spikes_and_exact_conv_synops():
