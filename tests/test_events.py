@@ -96,3 +96,64 @@ def test_check_events_bounds_per_layer():
         check_events(as_events([(0, 5, 0, 0, 0)]), shapes)
     with pytest.raises(InvalidEventsError, match="1-D numpy array of snnlib.EVENT_DTYPE"):
         check_events([(0, 0, 0, 0, 0)])
+
+
+@pytest.mark.parametrize("field, k", [("channel", 2), ("y", 3), ("x", 4)])
+def test_each_coordinate_is_checked_at_both_ends_of_its_range(field, k):
+    shapes, shape = {0: (2, 3, 4), 13: (5, 6, 7)}, (2, 3, 4)
+    size = shape[("channel", "y", "x").index(field)]
+    for value, ok in ((-1, False), (0, True), (size - 1, True), (size, False)):
+        events = as_events([(0, 0, 1, 2, 3), (5, 0, 1, 2, 3)])
+        events[field][1] = value
+        if ok:
+            assert check_events(events, shapes) is events
+            assert events_to_raster(events, shape, 10).sum() == 2
+            continue
+        with pytest.raises(InvalidEventsError) as err:
+            check_events(events, shapes)
+        assert (err.value.field, err.value.value, err.value.index) == (field, value, 1)
+        with pytest.raises(InvalidEventsError) as err:
+            events_to_raster(events, shape, 10)
+        assert (err.value.field, err.value.value, err.value.index) == (field, value, 1)
+    assert k == size
+
+
+@pytest.mark.parametrize("layer", [-1, 1, 12, 14, 300])
+def test_an_event_of_a_layer_without_a_shape_is_named_whatever_its_id(layer):
+    events = as_events([(0, 13, 0, 0, 0), (1, layer, 0, 0, 0)])
+    with pytest.raises(InvalidEventsError) as err:
+        check_events(events, {0: (1, 1, 1), 13: (1, 1, 1)})
+    assert (err.value.field, err.value.value, err.value.index) == ("layer", layer, 1)
+
+
+def test_the_last_bin_ends_at_t0_plus_n_steps_times_dt():
+    events = as_events([(100, 0, 0, 0, 0), (129, 0, 0, 0, 0)])
+    assert events_to_raster(events, (1, 1, 1), 10, t0_us=100).flatten().tolist() == [1, 0, 1]
+    assert events_to_raster(events, (1, 1, 1), 10, t0_us=100, n_steps=3).flatten().tolist() == [1, 0, 1]
+    assert events_to_raster(events[:0], (1, 1, 1), 10, n_steps=0).shape == (0, 1, 1, 1)
+    with pytest.raises(InvalidEventsError, match=r"events\[1\].t = 130: after the last bin: 3 bins of 10 us from t0_us = 100 end at 130"):
+        events_to_raster(as_events([(100, 0, 0, 0, 0), (130, 0, 0, 0, 0)]), (1, 1, 1), 10, t0_us=100, n_steps=3)
+    with pytest.raises(InvalidEventsError, match=r"events\[0\].t = 99: before t0_us = 100"):
+        events_to_raster(as_events([(99, 0, 0, 0, 0)]), (1, 1, 1), 10, t0_us=100)
+
+
+@pytest.mark.parametrize("kw, fragment", [
+    (dict(dt_us=True), "dt_us=True"), (dict(t0_us=True), "t0_us=True"), (dict(n_steps=-1), "n_steps=-1"),
+    (dict(n_steps=True), "n_steps=True"), (dict(shape=(1, 0, 1)), "shape=(1, 0, 1)"), (dict(shape=(1, 1)), "shape=(1, 1)"),
+])
+def test_events_to_raster_refuses_bools_and_bad_sizes(kw, fragment):
+    args = dict(shape=(1, 1, 1), dt_us=1) | kw
+    with pytest.raises(InvalidEventsError) as err:
+        events_to_raster(as_events([(0, 0, 0, 0, 0)]), **args)
+    assert fragment in str(err.value)
+
+
+def test_raster_to_events_takes_int16_layers_and_sizes_to_their_ends():
+    assert raster_to_events(np.ones((1, 1, 1, 1), np.int64), layer=32767, dt_us=1).tolist() == [(0, 32767, 0, 0, 0)]
+    assert raster_to_events(np.ones((1, 1, 1, 1), bool), layer=-32768, dt_us=1).tolist() == [(0, -32768, 0, 0, 0)]
+    wide = np.zeros((1, 1, 1, 32768), np.int8)
+    wide[0, 0, 0, -1] = 2
+    assert raster_to_events(wide, layer=0, dt_us=1, t0_us=0).tolist() == [(0, 0, 0, 0, 32767)] * 2
+    for raster, layer in ((np.zeros((1, 1, 32769, 1)), 0), (np.zeros((1, 1, 1, 1)), 32768), (np.zeros((1, 1, 1, 1)), -32769)):
+        with pytest.raises(InvalidEventsError, match="must fit int16"):
+            raster_to_events(raster, layer=layer, dt_us=1)
