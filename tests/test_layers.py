@@ -328,3 +328,40 @@ def test_cropping_may_leave_one_row_and_column_but_not_none():
     for shape in [(2, 3, 4), (2, 4, 3)]:
         with pytest.raises(InputShapeError, match="leaves nothing"):
             crop.get_output_shape(shape)
+
+
+def test_a_default_spiking_layer_has_the_default_neuron_and_keyword_options():
+    layer = SpikingLayer()
+    assert layer.neuron_parameters() == snnlib.IAFParameters(1.0, -1.0, None, False, False, False, "step", 1.0)
+    assert (layer.negative_spikes, layer.saturate_int16, layer.layer_name, layer.num_timesteps) == (False, False, "spiking", None)
+    out = layer(torch.tensor([[40000.5, -7.0, 0.5], [0.0, -7.0, 0.25]]))
+    assert out.tolist() == [[40000.0, 0.0, 0.0], [0.0, 0.0, 0.0]]  # no saturation, no negative spikes
+    assert layer.state.tolist() == [0.5, -1.0, 0.75] and layer.activations.tolist() == [0.0, 0.0, 0.0]
+
+
+def test_batch_size_and_num_timesteps_of_1_are_taken_and_bools_are_refused():
+    x = torch.tensor([[0.6, 1.5], [0.6, 0.0]])
+    expected = SpikingLayer()(x)
+    assert torch.equal(SpikingLayer(batch_size=1)(x), expected) and torch.equal(SpikingLayer(num_timesteps=1)(x), x.floor())
+    assert SpikingLayer(batch_size=1)(x).shape == (2, 2) and SpikingLayer(num_timesteps=2)(x).tolist() == expected.tolist()
+    for kw in (dict(batch_size=True), dict(num_timesteps=True), dict(batch_size=0), dict(batch_size=2.0)):
+        with pytest.raises(InvalidParameterError, match="expected None or a positive int"):
+            SpikingLayer(**kw)
+
+
+def test_one_time_step_runs_and_reset_states_takes_an_int_shape():
+    layer = SpikingLayer(threshold=2.0)
+    assert layer(torch.tensor([[4.5, 1.0]])).tolist() == [[2.0, 0.0]]
+    assert layer.state.tolist() == [4.5, 1.0] and layer.activations.tolist() == [2.0, 0.0]
+    layer.reset_states(5)
+    assert layer.state.shape == (5,) and not layer.state.any() and layer.activations.shape == (5,)
+
+
+def test_spiking_max_pooling_takes_1x1_windows_and_refuses_a_window_too_wide_or_too_high():
+    x = (torch.rand(4, 2, 3, 5, generator=torch.Generator().manual_seed(0)) < 0.5).float()
+    assert torch.equal(SpikingMaxPooling2dLayer(1, strides=1)(x), x)
+    assert SpikingMaxPooling2dLayer((3, 5)).get_output_shape((2, 3, 5)) == (2, 1, 1)
+    assert SpikingMaxPooling2dLayer(2).state_dict() == {} and SpikingLayer().state_dict() == {}
+    for shape in [(2, 3, 4), (2, 2, 5)]:
+        with pytest.raises(InputShapeError, match="smaller than pool_size"):
+            SpikingMaxPooling2dLayer((3, 5)).get_output_shape(shape)
