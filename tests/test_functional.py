@@ -412,3 +412,57 @@ def test_bad_inputs_name_argument_and_expected_form():
         threshold_subtract(torch.zeros(3), threshold=0)
     with pytest.raises(InvalidParameterError, match="shape='bump'"):
         surrogate_gradient(torch.zeros(3), shape="bump")
+
+
+def test_the_default_neuron_is_threshold_1_low_minus_1_subtracting_its_threshold_with_the_step_surrogate():
+    assert IAFParameters() == IAFParameters(1.0, -1.0, None, False, False, False, "step", 1.0)
+    assert IAFParameters().subtract == 1.0 and IAFParameters(2.0, membrane_subtract=3).subtract == 3.0
+
+
+def test_each_argument_of_integrate_and_fire_is_checked_by_its_own_rule():
+    x, state = torch.ones(1, 2, 3), torch.zeros(1, 3)
+    with pytest.raises(InvalidParameterError, match=r"params=\{'threshold': 1.0\}: expected an IAFParameters"):
+        integrate_and_fire(x, state, {"threshold": 1.0})
+    with pytest.raises(TensorTypeError, match="x: dtype list"):
+        integrate_and_fire([[[1.0]]], state)
+    with pytest.raises(InputShapeError, match=r"state: got shape \(1, 3\); expected a contiguous \(1, 3\) tensor"):
+        integrate_and_fire(x, torch.zeros(1, 6)[:, ::2])  # the right shape, not contiguous
+    with pytest.raises(InputShapeError, match=r"out: got shape \(1, 2, 3\); expected a contiguous"):
+        integrate_and_fire(x, state, out=torch.zeros(1, 3, 2).transpose(1, 2))
+    with pytest.raises(TensorTypeError, match="out: dtype torch.float64"):
+        integrate_and_fire(x, state, out=torch.zeros(1, 2, 3, dtype=torch.float64))
+    with pytest.raises(InputShapeError, match="out: requires grad; expected a plain buffer"):
+        integrate_and_fire(x, state, out=torch.zeros(1, 2, 3, requires_grad=True))
+    with torch.no_grad():  # x may require grad when nothing is recorded
+        out = torch.empty(1, 2, 3)
+        assert integrate_and_fire(x.clone().requires_grad_(), state.clone(), out=out) is out and out.sum() == 6
+
+
+@pytest.mark.parametrize("threshold, error, match", [
+    (1.0, TensorTypeError, "threshold: float ; expected a floating-point tensor"),
+    (torch.ones(3, dtype=torch.int64), TensorTypeError, "threshold: Tensor torch.int64; expected a floating-point tensor"),
+    (torch.ones(3, device="meta"), TensorTypeError, "threshold: on device meta; expected device cpu"),
+    (torch.ones(2), InputShapeError, r"threshold: got shape \(2,\); expected \(\) or \(3,\)"),
+    (torch.ones(1, 3), InputShapeError, r"threshold: got shape \(1, 3\)"),
+    (torch.tensor([1.0, 1.0, 2.0]), InvalidParameterError, "threshold: holds values other than params.threshold=1.0"),
+    (torch.tensor(2.0), InvalidParameterError, "holds values other than"),
+])
+def test_a_threshold_tensor_is_a_float_tensor_of_the_params_threshold_per_neuron_or_one(threshold, error, match):
+    with pytest.raises(error, match=match):
+        integrate_and_fire(torch.ones(1, 2, 3), torch.zeros(1, 3), threshold=threshold)
+
+
+@pytest.mark.parametrize("threshold", [torch.tensor(1.0), torch.ones(3)])
+def test_a_threshold_tensor_of_either_shape_gets_its_gradient_in_its_shape(threshold):
+    threshold = threshold.clone().requires_grad_()
+    x = torch.tensor([[[0.5, 1.5, 2.5], [0.75, 0.0, 1.0]]])
+    integrate_and_fire(x, torch.zeros(1, 3), threshold=threshold).sum().backward()
+    assert threshold.grad.shape == threshold.shape and threshold.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_dtypes_fill_the_membrane_and_out_buffers(dtype):
+    x = torch.tensor([[[0.75, 2.5], [0.75, 0.0]]], dtype=dtype)
+    membrane, out = torch.full((1, 2), 9.0, dtype=dtype), torch.empty(1, 2, 2, dtype=dtype)
+    spikes = integrate_and_fire(x, torch.zeros(1, 2, dtype=dtype), membrane=membrane, out=out)
+    assert spikes is out and out.tolist() == [[[0.0, 2.0], [1.0, 0.0]]] and membrane.tolist() == [[1.5, 0.5]]
