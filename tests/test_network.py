@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from snnlib import CoreLayer, Destination, DVSInput, IntegerNetwork, InvalidNetworkError
+from snnlib import READOUT_LAYER_ID, CoreLayer, Destination, DVSInput, IntegerNetwork, InvalidNetworkError, Readout
 
 
 def _layer(**kw):
@@ -69,3 +69,104 @@ def test_a_layer_routes_to_at_most_two_destinations():
     with pytest.raises(InvalidNetworkError, match="3 destinations; the chip routes to at most 2") as err:
         network(3).validate()
     assert err.value.path == "layers[0].destinations"
+
+
+def _fed(room=6, **dest):
+    """Layer 0 (4 channels out) sends to layer 1, which has ``room`` input channels."""
+    after = _layer(weights=np.ones((3, room, 1, 1), dtype=np.int8), input_shape=(room, 8, 8), padding=(0, 0))
+    return IntegerNetwork({0: _layer(destinations=[Destination(1, **dest)]), 1: after})
+
+
+def _dvs(**kw):
+    dvs = dict(input_shape=(2, 8, 6), pooling=(2, 1), destinations=[Destination(0)]) | kw
+    return IntegerNetwork({0: _layer()}, DVSInput(**dvs))
+
+
+EDGES = [  # (network, the path of its first problem or None): each field at its bounds and one past
+    (lambda: IntegerNetwork({0: _layer(weights=np.full((4, 2, 3, 3), 127))}), None),
+    (lambda: IntegerNetwork({0: _layer(weights=np.full((4, 2, 3, 3), 128))}), "layers[0].weights[0, 0, 0, 0]"),
+    (lambda: IntegerNetwork({0: _layer(weights=np.full((4, 2, 3, 3), -128))}), None),
+    (lambda: IntegerNetwork({0: _layer(weights=np.full((4, 2, 3, 3), -129))}), "layers[0].weights[0, 0, 0, 0]"),
+    (lambda: IntegerNetwork({0: _layer(threshold_high=32767, threshold_low=-32768)}), None),
+    (lambda: IntegerNetwork({0: _layer(threshold_high=32768)}), "layers[0].threshold_high"),
+    (lambda: IntegerNetwork({0: _layer(threshold_low=-32769)}), "layers[0].threshold_low"),
+    (lambda: IntegerNetwork({0: _layer(threshold_high=1, threshold_low=0)}), None),
+    (lambda: IntegerNetwork({0: _layer(threshold_high=0, threshold_low=-1)}), "layers[0].threshold_high"),
+    (lambda: IntegerNetwork({0: _layer(threshold_low=9)}), None),
+    (lambda: IntegerNetwork({0: _layer(stride=(1, 1), padding=(0, 0))}), None),
+    (lambda: IntegerNetwork({0: _layer(stride=(0, 1))}), "layers[0].stride"),
+    (lambda: IntegerNetwork({0: _layer(stride=(1, 0))}), "layers[0].stride"),
+    (lambda: IntegerNetwork({0: _layer(padding=(-1, 0))}), "layers[0].padding"),
+    (lambda: IntegerNetwork({0: _layer(padding=(0, -1))}), "layers[0].padding"),
+    (lambda: IntegerNetwork({0: _layer(weights=np.ones((4, 2, 10, 10), np.int8))}), None),  # 8 + 2 - 10 + 1 = 1
+    (lambda: IntegerNetwork({0: _layer(weights=np.ones((4, 2, 11, 11), np.int8))}), "layers[0].weights"),
+    (lambda: IntegerNetwork({0: _layer(weights=np.ones((4, 2, 9, 9), np.int8), input_shape=(2, 9, 8),
+                                       padding=(0, 0))}), "layers[0].weights"),  # 1 row, no column
+    (lambda: IntegerNetwork({0: _layer(weights=np.ones((4, 2, 3, 3), np.int8), input_shape=(2, 8, 8))}), None),
+    (lambda: IntegerNetwork({0: _layer(weights=np.ones((4, 2, 3, 2), np.int8))}), "layers[0].weights"),
+    (lambda: IntegerNetwork({0: _layer(bias=np.full(4, 32767))}), None),
+    (lambda: IntegerNetwork({0: _layer(bias=np.full(4, -32769))}), "layers[0].bias[0]"),
+    (lambda: IntegerNetwork({0: _layer(bias=np.zeros(3))}), "layers[0].bias"),
+    (lambda: IntegerNetwork({0: _layer(initial_state=np.full((4, 8, 8), -32768))}), None),
+    (lambda: IntegerNetwork({0: _layer(initial_state=np.full((4, 8, 8), 32768))}), "layers[0].initial_state[0, 0, 0]"),
+    (lambda: IntegerNetwork({0: _layer(initial_state=np.zeros((4, 8, 7)))}), "layers[0].initial_state"),
+    (lambda: _fed(feature_shift=2), None),
+    (lambda: _fed(feature_shift=3), "layers[0].destinations[0].feature_shift"),
+    (lambda: _fed(feature_shift=-1), "layers[0].destinations[0].feature_shift"),
+    (lambda: _fed(room=4, pooling=4), None),
+    (lambda: _fed(room=3), "layers[0].destinations[0].feature_shift"),
+    (lambda: IntegerNetwork({32767: _layer()}), None),
+    (lambda: IntegerNetwork({32768: _layer()}), "layers[32768]"),
+    (lambda: IntegerNetwork({-1: _layer()}), "layers[-1]"),
+    (lambda: IntegerNetwork({True: _layer()}), "layers[True]"),
+    (lambda: IntegerNetwork({0: _layer()}, slow_clock_period_us=1), None),
+    (lambda: IntegerNetwork({0: _layer()}, slow_clock_period_us=True), "slow_clock_period_us"),
+    (lambda: IntegerNetwork({0: _layer()}, slow_clock_period_us=1.5), "slow_clock_period_us"),
+    (lambda: _dvs(), None),
+    (lambda: _dvs(input_shape=(1, 8, 6)), "dvs.input_shape"),
+    (lambda: _dvs(input_shape=(2, 8)), "dvs.input_shape"),
+    (lambda: _dvs(pooling=(4, 4)), None),
+    (lambda: _dvs(pooling=(1, 3)), "dvs.pooling"),
+    (lambda: _dvs(origin=(3, 5), cut=(3, 5)), None),  # pooled 4x6: the last pixel alone
+    (lambda: _dvs(origin=(4, 0)), "dvs.origin"),
+    (lambda: _dvs(origin=(0, 6)), "dvs.origin"),
+    (lambda: _dvs(origin=(-1, 0)), "dvs.origin"),
+    (lambda: _dvs(origin=(1, 1), cut=(1, 0)), "dvs.cut"),
+    (lambda: _dvs(cut=(4, 5)), "dvs.cut"),
+    (lambda: _dvs(cut=(3, 6)), "dvs.cut"),
+    (lambda: IntegerNetwork({13: _layer()}, DVSInput((2, 8, 8))), "layers[13]"),
+    (lambda: _dvs(merge_polarities=True, destinations=[Destination(0, feature_shift=1)]), None),
+    (lambda: _dvs(destinations=[Destination(0, feature_shift=1)]), "dvs.destinations[0].feature_shift"),
+    (lambda: _readout(Readout(65535, 32, 4), 57), None),
+    (lambda: _readout(Readout(65536, 16, 4)), "readout.threshold"),
+    (lambda: _readout(Readout(-1, 16, 4)), "readout.threshold"),
+    (lambda: _readout(Readout(0, 16, 1), 15), None),
+    (lambda: _readout(Readout(0, 16, 1), 16), "layers[0]"),
+    (lambda: _readout(Readout(0, 16, 2)), "readout.channel_stride"),
+    (lambda: _readout(Readout(0, 8, 4)), "readout.average"),
+    (lambda: _readout(Readout(0, 1, 4), sources=2), "readout"),
+    (lambda: _readout(Readout(0, 1, 4), period=None), "readout"),
+    (lambda: _readout(None), "layers[0].destinations"),
+]
+
+
+def _readout(readout, channels=4, sources=1, period=1000):
+    def core():
+        weights = np.ones((channels, 2, 8, 8), np.int8)
+        return _layer(weights=weights, padding=(0, 0), destinations=[Destination(READOUT_LAYER_ID)])
+    return IntegerNetwork({lid: core() for lid in range(sources)}, slow_clock_period_us=period, readout=readout)
+
+
+@pytest.mark.parametrize("case", range(len(EDGES)))
+def test_each_field_is_taken_at_its_bounds_and_refused_one_past(case):
+    network, path = EDGES[case]
+    net = network()
+    assert [p.path for p in net.problems()][:1] == ([] if path is None else [path])
+
+
+def test_the_dvs_stage_sends_its_region_of_interest_mirrored_and_merged_as_asked():
+    dvs = DVSInput((2, 8, 6), pooling=(2, 1), origin=(1, 2), cut=(2, 4))
+    assert dvs.pooled_shape == (4, 6) and dvs.output_shape == (2, 2, 3)
+    assert DVSInput((2, 8, 6), origin=(1, 2), cut=(2, 4), mirror_diagonal=True, merge_polarities=True).output_shape == (1, 3, 2)
+    assert DVSInput((2, 8, 6), pooling=(1, 2)).output_shape == (2, 8, 3)
+    assert _layer(padding=(0, 2), stride=(1, 2)).output_shape == (4, 6, 5)
