@@ -22,6 +22,7 @@ from samna_standin import SpeckConfiguration, make_samna
 from snnlib import (READOUT_LAYER_ID, CoreLayer, Destination, IntegerNetwork, Readout, SpikingLayer,
                     EventSimulator, empty_events, raster_to_events, simulate)
 from snnlib.network import DVSInput, InvalidNetworkError
+from snnlib.readout import ReadoutState
 
 PERIOD = 1000
 
@@ -84,6 +85,42 @@ def test_idle_readout_ticks_at_rest_are_skipped_exactly():
     events["t"] += camera_t0
     got = simulate(relay_network(readout), events, until_us=until + camera_t0).events
     assert got.tolist() == [(t + camera_t0, *rest) for t, *rest in expected]
+
+
+def test_the_readout_defaults_and_which_channel_reads_as_which_class():
+    assert READOUT_LAYER_ID == 12 and Readout() == Readout(threshold=0, average=16, channel_stride=4)
+    classes = Readout(channel_stride=4).class_of(np.arange(64)).tolist()
+    assert classes == [k // 4 + 1 if k % 4 == 0 and k <= 56 else 0 for k in range(64)]  # 4(k-1) -> k, k <= 15
+    assert Readout(channel_stride=1).class_of(np.arange(17)).tolist() == [*range(1, 16), 0, 0]
+
+
+def readout_events(t, channel):
+    events = empty_events(len(t))
+    events["t"], events["channel"] = t, channel
+    return events
+
+
+def test_the_readout_ticks_at_each_period_on_the_window_before_it_and_strictly_above_its_threshold():
+    state = ReadoutState(Readout(threshold=1, average=1, channel_stride=1), PERIOD)
+    # window [0, 1000): class 1 twice (t = 0 and 999); t = 1000 opens the next window
+    spikes = readout_events([0, 999, 1000, 1500, 1500, 1999], [0, 0, 0, 2, 1, 1])
+    assert state.advance(spikes[:3], 999).tolist() == []  # no tick before 1000
+    assert state.advance(spikes[3:], 1000).tolist() == [(1000, 12, 1, 0, 0)]  # 2 > 1, reported at t = 1000
+    # window [1000, 2000): class 1 once, class 2 (channel 1) twice, class 3 once
+    assert state.advance(readout_events([], []), 2999).tolist() == [(2000, 12, 2, 0, 0)]
+    assert state.advance(readout_events([3000], [5]), 4000).tolist() == []  # 1 is not above 1
+    state.reset()
+    ties = readout_events([10, 20, 30, 40], [4, 3, 3, 4])  # classes 5 and 4 twice each: the lowest wins
+    assert state.advance(ties, 1000).tolist() == [(1000, 12, 4, 0, 0)]
+
+
+def test_the_readout_average_is_the_floor_of_the_sum_over_the_last_windows():
+    state = ReadoutState(Readout(threshold=0, average=16, channel_stride=4), PERIOD)
+    out = state.advance(readout_events([100] * 31, [8] * 31), 17 * PERIOD)  # class 3: 31 spikes in window 1
+    # floor(31 / 16) = 1 > 0 for the 16 ticks that hold the window, then 0
+    assert out.tolist() == [(tick * PERIOD, 12, 3, 0, 0) for tick in range(1, 17)]
+    state = ReadoutState(Readout(threshold=0, average=16, channel_stride=4), PERIOD)
+    assert state.advance(readout_events([100] * 15, [8] * 15), 3 * PERIOD).tolist() == []  # floor(15 / 16) = 0
 
 
 def test_a_network_refuses_a_readout_it_cannot_feed():
