@@ -62,6 +62,7 @@ def test_sum_pool_is_lppool_with_p_1_and_a_1x1_window_with_ceil_mode_is_the_iden
     assert isinstance(SumPool2d(2), torch.nn.LPPool2d) and SumPool2d(2).norm_type == 1
     x = torch.randint(-9, 9, (2, 3, 5, 4)).float()
     assert torch.equal(SumPool2d(1, ceil_mode=True)(x), x) and torch.equal(SumPool2d((1, 1), stride=1)(x), x)
+    assert SumPool2d(2)(torch.ones(1, 1, 5, 5)).tolist() == [[[[4.0, 4.0], [4.0, 4.0]]]]  # the edge left out
 
 
 def test_neuromorphic_relu_rounds_stochastically_only_in_training():
