@@ -24,7 +24,7 @@ def normalize_weights(model: torch.nn.Module, sample_data: torch.Tensor, percent
     the network's output keeps its scale relative to the last one. Layers are paired in module
     registration order, so the model must be a feed-forward chain of them (e.g. Sequential).
     Returns ``model``."""
-    if not 0 < percentile <= 101:
+    if not 0 < percentile <= 100:
         raise InvalidParameterError(f"percentile={percentile!r}: expected a number in (0, 100]")
     scales: dict[torch.nn.Module, float] = {}  # weighted layer -> percentile of its ReLU's output
     hooks, weighted = [], None
