@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from snnlib import (
+    Destination,
     SpikingLayer,
     SumPool2d,
     UnsupportedModelError,
@@ -121,3 +122,97 @@ def test_a_trained_scalar_threshold_maps_and_per_channel_thresholds_are_refused(
     model[1].threshold = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
     with pytest.raises(UnsupportedModelError, match=r"module 1 \(SpikingLayer\): 2 thresholds \(one per channel\)"):
         network_from_sequential(model, (1, 2, 2))
+
+
+def conv(c_in=1, c_out=1, k=1, value=1.0, **kw) -> torch.nn.Conv2d:
+    layer = torch.nn.Conv2d(c_in, c_out, k, bias=False, **kw)
+    layer.weight.data.fill_(value)
+    return layer
+
+
+UNSUPPORTED = [  # (modules, input shape, fragment of the message)
+    (lambda: [conv(), SpikingLayer(1, negative_spikes=True)], (1, 4, 4), "module 1 (SpikingLayer): negative_spikes=True"),
+    (lambda: [conv(2, 2, groups=2), SpikingLayer(1)], (2, 4, 4), "groups 2"),
+    (lambda: [conv(padding=1, padding_mode="reflect"), SpikingLayer(1)], (1, 4, 4), "padding_mode 'reflect'"),
+    (lambda: [conv(padding="same"), SpikingLayer(1)], (1, 4, 4), "padding 'same'"),
+    (lambda: [conv(k=(1, 3)), SpikingLayer(1)], (1, 4, 4), "module 0 (Conv2d): kernel (1, 3)"),
+    (lambda: [torch.nn.Flatten(), conv(), SpikingLayer(1)], (1, 1, 1), "module 1 (Conv2d): after Flatten"),
+    (lambda: [conv(2), SpikingLayer(1)], (1, 4, 4), "module 0: expects 2 input channels, gets (1, 4, 4)"),
+    (lambda: [torch.nn.Flatten(), torch.nn.Linear(15, 2, bias=False), SpikingLayer(1)], (1, 4, 4),
+     "module 1 (Linear): in_features 15, gets 1x4x4 = 16"),
+    (lambda: [torch.nn.Linear(16, 2, bias=False), SpikingLayer(1)], (1, 4, 4), "input (1, 4, 4) is not flat"),
+    (lambda: [torch.nn.Flatten(), torch.nn.Linear(8, 2, bias=False), SpikingLayer(1)], (1, 2, 4),
+     "input map 2x4 becomes a 2x4 kernel"),
+    (lambda: [SpikingLayer(1)], (1, 4, 4), "module 0 (SpikingLayer): no Conv2d / Linear before it"),
+    (lambda: [SumPool2d(2), conv(), SpikingLayer(1)], (1, 4, 4), "module 0 (SumPool2d): pooling must follow"),
+    (lambda: [conv(), SumPool2d(2), SpikingLayer(1)], (1, 4, 4), "module 1 (SumPool2d): pooling must follow"),
+    (lambda: [conv(), SpikingLayer(1), SumPool2d(2, stride=1), conv(), SpikingLayer(1)], (1, 4, 4), "stride (1, 1)"),
+    (lambda: [conv(), SpikingLayer(1), SumPool2d((2, 1)), conv(), SpikingLayer(1)], (1, 4, 4), "kernel (2, 1)"),
+    (lambda: [conv(), SpikingLayer(1), torch.nn.AvgPool2d(2, padding=1), conv(), SpikingLayer(1)], (1, 4, 4),
+     "padding (1, 1)"),
+    (lambda: [conv(), SpikingLayer(1), SumPool2d(2, ceil_mode=True), conv(), SpikingLayer(1)], (1, 4, 4), "no ceil_mode"),
+    (lambda: [conv(), SpikingLayer(1), SumPool2d(3), conv(), SpikingLayer(1)], (1, 6, 6), "total pooling 3"),
+    (lambda: [conv(), SpikingLayer(1), torch.nn.AvgPool2d(2)], (1, 4, 4), "ends with pooling"),
+    (lambda: [conv(), SpikingLayer(1), conv()], (1, 4, 4), "module 2: the last weight layer needs a SpikingLayer"),
+    (lambda: [torch.nn.Identity()], (1, 4, 4), "no SpikingLayer"),
+    (lambda: [conv(value=128.0), SpikingLayer(1)], (1, 4, 4), "weight[0, 0, 0, 0] = 128.0"),
+    (lambda: [conv(value=-129.0), SpikingLayer(1)], (1, 4, 4), "weight[0, 0, 0, 0] = -129.0"),
+    (lambda: [conv(), SpikingLayer(32768)], (1, 4, 4), "threshold = 32768.0"),
+    (lambda: [conv(), SpikingLayer(0.5)], (1, 4, 4), "threshold = 0.5"),
+    (lambda: [conv(), SpikingLayer(3, threshold_low=-32769)], (1, 4, 4), "threshold_low = -32769.0"),
+]
+
+
+@pytest.mark.parametrize("case", range(len(UNSUPPORTED)))
+def test_each_module_the_chip_cannot_run_is_named_with_its_reason(case):
+    modules, shape, fragment = UNSUPPORTED[case]
+    with pytest.raises(UnsupportedModelError) as err:
+        network_from_sequential(torch.nn.Sequential(*modules()), shape)
+    assert fragment in str(err.value)
+
+
+def test_parameters_at_the_ends_of_the_chips_ranges_map():
+    model = torch.nn.Sequential(conv(value=127.0), SpikingLayer(32767, threshold_low=None), SumPool2d(4),
+                                conv(value=-128.0), SpikingLayer(1, threshold_low=-32768, membrane_reset=True))
+    net = network_from_sequential(model, (1, 4, 4), monitor=[0, 1])
+    l0, l1 = net.layers[0], net.layers[1]
+    assert (l0.threshold_high, l0.threshold_low, l0.weights.max(), l0.destinations) == (32767, -32768, 127, [Destination(1, 4)])
+    assert (l1.threshold_high, l1.threshold_low, l1.weights.min(), l1.input_shape, l1.reset) == (1, -32768, -128, (1, 1, 1), "zero")
+    assert l0.monitor and l1.monitor and l0.bias is None and not l0.leak_enable
+    biased = torch.nn.Conv2d(1, 1, 1)
+    biased.weight.data.fill_(1.0)
+    biased.bias.data.fill_(0.0)  # an all-zero bias is no leak: no slow clock needed
+    assert network_from_sequential(torch.nn.Sequential(biased, SpikingLayer(1)), (1, 2, 2)).layers[0].bias is None
+    biased.bias.data.fill_(-32768.0)
+    assert network_from_sequential(torch.nn.Sequential(biased, SpikingLayer(1)), (1, 2, 2),
+                                   slow_clock_period_us=10).layers[0].bias.tolist() == [-32768]
+    biased.bias.data.fill_(32768.0)
+    with pytest.raises(UnsupportedModelError, match=r"module 0: bias\[0\] = 32768.0"):
+        network_from_sequential(torch.nn.Sequential(biased, SpikingLayer(1)), (1, 2, 2), slow_clock_period_us=10)
+
+
+@pytest.mark.parametrize("monitor, monitored", [("output", [False, False, True]), ("all", [True] * 3),
+                                                ([0, 2], [True, False, True]), ((), [False] * 3)])
+def test_monitor_picks_the_output_all_or_the_layers_listed(monitor, monitored):
+    model = torch.nn.Sequential(conv(), SpikingLayer(1), conv(), SpikingLayer(1), conv(), SpikingLayer(1))
+    net = network_from_sequential(model, (1, 2, 2), monitor=monitor)
+    assert [net.layers[i].monitor for i in range(3)] == monitored
+    assert [d.layer for i in range(3) for d in net.layers[i].destinations] == [1, 2]
+
+
+@pytest.mark.parametrize("monitor", [[3], [-1], "last", [0, 1.0]])
+def test_monitor_refuses_what_is_not_a_layer(monitor):
+    model = torch.nn.Sequential(conv(), SpikingLayer(1), conv(), SpikingLayer(1), conv(), SpikingLayer(1))
+    with pytest.raises(UnsupportedModelError, match=r"expected 'output', 'all' or a list of layer ids in \[0, 3\)"):
+        network_from_sequential(model, (1, 2, 2), monitor=monitor)
+
+
+@pytest.mark.parametrize("model, shape, fragment", [
+    (lambda: torch.nn.ModuleList([conv(), SpikingLayer(1)]), (1, 2, 2), "model: got ModuleList"),
+    (lambda: torch.nn.Sequential(conv(), SpikingLayer(1)), (1, 2), "input_shape=(1, 2)"),
+    (lambda: torch.nn.Sequential(conv(), SpikingLayer(1)), (1, 0, 2), "input_shape=(1, 0, 2)"),
+])
+def test_the_model_and_input_shape_are_checked_first(model, shape, fragment):
+    with pytest.raises(UnsupportedModelError) as err:
+        network_from_sequential(model(), shape)
+    assert fragment in str(err.value)
