@@ -456,3 +456,49 @@ def test_compile_ahead_leaves_the_event_loop_compiled_for_every_run():
     assert signatures
     engine.simulate(single_neuron(7, thr=5), np.zeros(3, dtype=engine.EVENT_DTYPE))
     assert engine._run.signatures == signatures  # a real network's run compiled nothing more
+
+
+def test_the_simulator_checks_its_arguments_and_the_default_rules_are_the_settled_ones():
+    with pytest.raises(TypeError, match="network: got dict; expected an snnlib.IntegerNetwork"):
+        EventSimulator({0: single_neuron(1).layers[0]})
+    with pytest.raises(TypeError, match="options: got str; expected ChipModelOptions or None"):
+        EventSimulator(single_neuron(1), "wrap")
+    with pytest.raises(InvalidNetworkError, match="no layers and no DVS stage; nothing to simulate"):
+        EventSimulator(IntegerNetwork({}))
+    with pytest.raises(ValueError, match="lower_bound='floor'"):
+        ChipModelOptions(lower_bound="floor")
+    with pytest.raises(ValueError, match="leak_can_fire=1: expected True or False"):
+        ChipModelOptions(leak_can_fire=1)
+    assert ChipModelOptions() == ChipModelOptions("saturate", "clamp", True)
+    assert ChipModelOptions().as_array().tolist() == [0, 0, 1]
+    assert ChipModelOptions("wrap", "reject", False).as_array().tolist() == [1, 1, 0]
+
+
+def test_a_run_may_start_at_the_last_time_and_end_at_its_last_event():
+    sim = EventSimulator(single_neuron(4, thr=10))
+    assert sim.last_t == np.iinfo(np.int64).min and sim.leak_ticks == (0, 0)  # no leak: no tick stepped
+    assert sim.run(as_events([(10, 0, 0, 0, 0)]), until_us=10).size == 0 and sim.last_t == 10
+    assert sim.run(as_events([(10, 0, 0, 0, 0), (10, 0, 0, 0, 0)])).tolist() == [(10, 0, 0, 0, 0)]
+    for until in (True, 10.0, 9):
+        with pytest.raises(InvalidEventsError, match=f"until_us={until!r}: expected an integer time"):
+            sim.run(as_events([]), until_us=until)
+    assert sim.run(as_events([]), until_us=np.int64(11)).size == 0
+
+
+def test_set_state_takes_the_int16_range_and_states_are_f_h_w():
+    w = np.arange(1, 5, dtype=np.int8).reshape(2, 2, 1, 1)
+    sim = EventSimulator(IntegerNetwork({0: CoreLayer(w, (2, 1, 3), 100, -5, monitor=True)}))
+    state = np.array([[[32767, 0, -32768]], [[1, 2, 3]]])
+    sim.set_state(0, state)
+    assert sim.states[0].shape == (2, 1, 3) and sim.states[0].tolist() == state.tolist()
+    for value in (32768, -32769, 1.5):
+        with pytest.raises(ValueError, match=r"state for layer 0: state\[0, 0, 0\] = .* is not an int16 value"):
+            sim.set_state(0, np.full((2, 1, 3), value))
+    sim.run(as_events([(0, 0, 1, 0, 2)]))  # channel 1 at x = 2: feature f gets w[f, 1] = 2 * f + 2
+    assert sim.states[0][:, 0, 2].tolist() == [-5, 3 + 4]  # -32768 + 2 raised to threshold_low
+
+
+def test_the_leak_clock_steps_only_with_a_leaking_layer():
+    leaky = single_neuron(1, bias=np.array([1], np.int16), leak_enable=True)
+    assert EventSimulator(IntegerNetwork(leaky.layers, slow_clock_period_us=250)).leak_ticks == (250, 250)
+    assert EventSimulator(IntegerNetwork(single_neuron(1).layers, slow_clock_period_us=250)).leak_ticks == (0, 0)
