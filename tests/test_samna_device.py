@@ -3,6 +3,7 @@ imported here (PyPI's package downloads at import)."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 import numpy as np
@@ -77,6 +78,14 @@ def test_configuration_fields_round_trip(name):
         d = config.dvs_layer
         assert (d.pooling.y, d.pooling.x, d.cut.y, d.cut.x, d.mirror.x) == (2, 2, 6, 7, True)
         assert back.dvs.destinations == network.dvs.destinations
+
+
+def test_a_dvs_stage_without_a_cut_keeps_up_to_the_last_pooled_pixel():
+    network = NETWORKS["dvs_input"](0)
+    network.dvs = dataclasses.replace(network.dvs, input_shape=(2, 16, 24), pooling=(2, 4), origin=(0, 0), cut=None)
+    d = write_samna_configuration(network, SpeckConfiguration()).dvs_layer
+    assert (d.pooling.y, d.pooling.x, d.origin.y, d.origin.x) == (2, 4, 0, 0)
+    assert (d.cut.y, d.cut.x) == (16 // 2 - 1, 24 // 4 - 1) == (7, 5)  # inclusive: the last pooled row, column
 
 
 def test_weights_are_written_x_before_y():
