@@ -99,6 +99,18 @@ def test_torch_operations_equal_the_compiled_kernels_bit_for_bit(case):
     assert_same(run(_iaf_kernels, "cpu", x, v0, params), run(_iaf_torch, "cpu", x, v0, params), params)
 
 
+@pytest.mark.parametrize("mode", ["subtract", "reset", "negative"])
+def test_layers_wider_than_a_work_block_equal_the_torch_operations(mode):
+    """The compiled loops split each batch row into blocks of BLOCK neurons: 2 rows of 2 blocks
+    and a remainder, every neuron different, forward and backward."""
+    case = dict(shape=(2, 4, 2 * _iaf_kernels.BLOCK + 5), threshold=0.7, low=-1.0, subtract=None, mode=mode,
+                saturate=False, surrogate="triangle", window=1.0, dtype=torch.float64, integers=False, seed=11)
+    params, x, v0 = make_case(case)
+    expected, got = run(_iaf_torch, "cpu", x, v0, params), run(_iaf_kernels, "cpu", x, v0, params)
+    assert_same(expected, got, params)
+    assert expected[0][:, :, -5:].abs().sum() > 0 and expected[2][1, 0, -5:].abs().sum() > 0
+
+
 @needs_triton
 @pytest.mark.parametrize("device", TRITON_DEVICES)
 def test_triton_kernels_equal_the_compiled_kernels_bit_for_bit(device, monkeypatch):
