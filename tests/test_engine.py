@@ -502,3 +502,8 @@ def test_the_leak_clock_steps_only_with_a_leaking_layer():
     leaky = single_neuron(1, bias=np.array([1], np.int16), leak_enable=True)
     assert EventSimulator(IntegerNetwork(leaky.layers, slow_clock_period_us=250)).leak_ticks == (250, 250)
     assert EventSimulator(IntegerNetwork(single_neuron(1).layers, slow_clock_period_us=250)).leak_ticks == (0, 0)
+    assert EventSimulator(leaky).leak_ticks == (0, 0)  # no slow clock: no tick
+    for layer in (dict(bias=np.array([5], np.int16)), dict(leak_enable=True)):  # a bias that does not leak, a leak of nothing
+        sim = EventSimulator(IntegerNetwork(single_neuron(1, **layer).layers, slow_clock_period_us=100))
+        assert sim.leak_ticks == (0, 0) and sim.run(as_events([]), until_us=1000).size == 0
+        assert sim.states[0].tolist() == [[[0]]]
