@@ -164,3 +164,24 @@ def test_synop_counter_counts_spikes_and_exact_conv_synops():
         assert counter.total_synops() == counter.activity["0"].synops + counter.activity["3"].synops
     model(x)  # detached: the counts stay
     assert counter.activity["1"].spikes == spikes
+
+
+def test_synop_counter_sums_over_calls_counts_negative_spikes_by_size_and_checks_its_inputs():
+    linear = torch.nn.Linear(3, 2, bias=False)
+    model = torch.nn.Sequential(linear, SpikingLayer(threshold=1.0, threshold_low=None, negative_spikes=True))
+    with torch.no_grad():
+        linear.weight.copy_(torch.tensor([[1.0, 0.0, 0.0], [-1.0, 0.0, 0.0]]))
+    x = torch.tensor([[2.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    with SynOpCounter(model) as counter:
+        assert counter.activity["1"].spike_rate is None and counter.activity["0"].spike_rate is None
+        model(x)
+        model(x)
+        assert counter.activity["0"].synops == 2 * (4.0 * 2)  # input sum 4 to 2 outputs, twice
+        assert counter.activity["0"].spikes is None and counter.activity["0"].spike_rate is None
+        assert counter.activity["1"].spikes == 2 * (2 + 2 + 1 + 1)  # spikes of -2 and -1 count as 2 and 1
+        assert counter.activity["1"].neuron_steps == 2 * 4 and counter.activity["1"].spike_rate == 12 / 8
+    conv = torch.nn.Conv2d(1, 1, 3, padding=1, padding_mode="circular")
+    with SynOpCounter(torch.nn.Sequential(conv)) as counter, pytest.raises(InvalidParameterError, match="padding_mode='circular'"):
+        conv(torch.zeros(1, 1, 4, 4))
+    with pytest.raises(InvalidParameterError, match=r"model=\[\]: expected a torch.nn.Module"):
+        SynOpCounter([])
