@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from torch import nn
 
-from mapper import CoreSpec, MappingError, MemoryNeed, get_chip, kernel_words, map_model, neuron_words
-from mapper.memory import max_out_channels
+from mapper import ChipSpec, CoreSpec, MappingError, MemoryNeed, get_chip, kernel_words, map_model, neuron_words
 from mapper.legalize import CorePlan
+from mapper.memory import max_out_channels
 from mapper.quantize import quantize_core, tensor_scale
 from snnlib import SpikingLayer
 
@@ -175,3 +175,12 @@ def test_a_layer_that_fits_nowhere_is_told_the_fewest_channels_that_fit_or_what_
     # 64x64 outputs: 4 channels fill the smallest neuron memory (16 Ki) exactly, 5 do not fit it
     assert fix(1024, 4, 79) == "reduce its input channels or kernel size"
     assert fix(1024, 5, 79) == "or halve its output map (stride 2, or 2x2 pooling before it)"
+
+
+
+def test_a_layer_whose_bias_fits_no_core_is_told_to_keep_as_many_channels_as_bias_words():
+    board = ChipSpec("board", {0: CoreSpec(1024, 1024, 4)})
+    with pytest.raises(MappingError) as err:
+        map_model(nn.Sequential(nn.Conv2d(1, 8, 1), SpikingLayer()), (1, 1, 1), board, slow_clock_period_us=1000)
+    (v,) = err.value.report.violations
+    assert (v.rule, v.fix) == ("fits no core's memory", "reduce out_channels of 0 from 8 to <= 4 (then it fits core 0)")

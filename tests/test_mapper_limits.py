@@ -236,3 +236,12 @@ def test_a_dvs_window_may_end_on_the_sensor_edge_and_not_one_pixel_past_along_ea
         assert (dvs.pooling, dvs.origin[axis], dvs.cut[axis]) == ((pooling, pooling), o, o + 64 // pooling - 1)
     problems = _problems(model, (2, 64, 64), dvs=template(last + 1))
     assert any("the model's input window must lie on the 128x128 sensor" in p for p in problems), problems
+
+
+def test_a_mirrored_diagonal_needs_a_square_dvs_window():
+    template = DVSConfig((2, 128, 128), mirror_diagonal=True)
+    assert map_model(_conv(2, 2, 1), (2, 32, 32), dvs=template).config.dvs.mirror_diagonal
+    for shape in ((2, 32, 33), (2, 33, 32)):
+        (problem,) = _problems(_conv(2, 2, 1), shape, dvs=template)
+        assert "mirror_diagonal swaps height and width of the DVS window" in problem
+        assert f"(got {shape[1]}x{shape[2]} window)" in problem, problem

@@ -11,6 +11,8 @@ from torch import nn
 
 from mapper import Limits, MappingError, map_model
 from mapper.checks import check_core
+from mapper.graph import extract_graph
+from mapper.legalize import legalize
 from snnlib import CoreLayer, Cropping2dLayer, Destination, SpikingLayer, SumPool2d
 from snnlib.network import DVS_LAYER_ID
 
@@ -208,3 +210,64 @@ def test_the_smallest_arguments_of_each_kind_are_accepted():
     assert (mapping.config.slow_clock_period_us, mapping.config.cores[0].monitor, mapping.config.dvs) == (1, False, None)
     assert mapping.config.cores[0].output_shape == (4, 1, 1)
     assert map_model(model, (2, 3, 3), dvs=True).config.dvs.input_shape == (2, 3, 3)
+
+
+def _legal(model, shape=(1, 8, 8), **kw):
+    return legalize(extract_graph(model, shape), **kw)
+
+
+def test_string_padding_is_written_as_numbers_and_only_zero_padding_maps():
+    same = _legal(seq(nn.Conv2d(1, 2, 5, padding="same", bias=False), SpikingLayer()))
+    assert same.cores["0"].padding == (2, 2) and same.cores["0"].output_shape == (2, 8, 8)
+    assert [str(n) for n in same.notes] == ["0: padding='same' written as (2, 2)"]
+    valid = _legal(seq(nn.Conv2d(1, 2, 3, padding="valid", bias=False), SpikingLayer()))
+    assert valid.cores["0"].padding == (0, 0) and [str(n) for n in valid.notes] == ["0: padding='valid' written as (0, 0)"]
+    reflect = _legal(seq(nn.Conv2d(1, 2, 3, padding=1, padding_mode="reflect", bias=False), SpikingLayer()))
+    assert [(v.rule, v.value, v.fix) for v in reflect.violations] == [
+        ("only zero padding is supported", "padding_mode='reflect'", "use padding_mode='zeros'")]
+
+
+@pytest.mark.parametrize("threshold, low, rules", [
+    (1.0, 0.999, []),
+    (1.0, None, []),
+    (1.0, 1.0, ["threshold_low must be below threshold"]),
+    (1.0, 2.0, ["threshold_low must be below threshold"]),
+    (0.001, -1.0, []),
+    (0.0, -1.0, ["threshold must be positive"]),
+    (-1.0, -2.0, ["threshold must be positive"]),
+])
+def test_a_threshold_must_be_positive_and_above_threshold_low(threshold, low, rules):
+    spiking = SpikingLayer(threshold=1.0)
+    spiking.threshold, spiking.threshold_low = threshold, low
+    legal = _legal(seq(nn.Conv2d(1, 2, 3, bias=False), spiking))
+    assert [v.rule for v in legal.violations] == rules
+    assert (legal.cores["0"].threshold, legal.cores["0"].threshold_low) == (threshold, low)
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_batchnorm_folds_into_the_weights_and_bias_with_its_running_statistics(affine):
+    conv, bn = nn.Conv2d(1, 2, 1, bias=True), nn.BatchNorm2d(2, eps=0.0, affine=affine)
+    with torch.no_grad():
+        conv.weight[:] = torch.tensor([3.0, -2.0]).reshape(2, 1, 1, 1)
+        conv.bias[:] = torch.tensor([1.0, 0.5])
+        bn.running_mean[:] = torch.tensor([0.5, -1.5])
+        bn.running_var[:] = torch.tensor([4.0, 0.25])
+        if affine:
+            bn.weight[:] = torch.tensor([2.0, 3.0])
+            bn.bias[:] = torch.tensor([0.25, -1.0])
+    plan = _legal(seq(conv, bn.eval(), SpikingLayer())).cores["0"]
+    gamma, beta = ([2.0, 3.0], [0.25, -1.0]) if affine else ([1.0, 1.0], [0.0, 0.0])
+    factor = [gamma[0] / 2.0, gamma[1] / 0.5]  # gamma / sqrt(var)
+    assert plan.weights.ravel().tolist() == [3.0 * factor[0], -2.0 * factor[1]]
+    assert plan.bias.tolist() == [(1.0 - 0.5) * factor[0] + beta[0], (0.5 + 1.5) * factor[1] + beta[1]]
+    assert plan.layer_names == ["0", "1", "2"]
+
+
+def test_layer2core_values_must_be_core_ids():
+    model = seq(nn.Conv2d(2, 4, 3, bias=False), SpikingLayer())
+    for core in ("3", True, 3.0):
+        with pytest.raises(MappingError) as err:
+            map_model(model, (2, 8, 8), layer2core={"0": core})
+        assert [(v.layer, v.rule, v.value, v.fix) for v in err.value.report.violations] == [
+            ("0", "layer2core values must be core ids", core, "use an int")]
+    assert list(map_model(model, (2, 8, 8), layer2core={"0": 3}).config.cores) == [3]

@@ -162,6 +162,17 @@ def test_mapper_spreads_the_classes_for_the_erratum_and_the_config_round_trips()
         map_model(flat, (1, 8, 8), readout=True, slow_clock_period_us=PERIOD)
 
 
+
+def test_a_readout_without_the_erratum_keeps_the_classes_in_place_and_a_refused_one_spreads_nothing():
+    direct = ChipSpec("direct", get_chip("speck2f").cores, readout_stride=1)
+    mapping = map_model(classifier(), (1, 8, 8), direct, slow_clock_period_us=PERIOD, readout=True)
+    (last,) = [c for c in mapping.config.cores.values() if c.destinations == [Destination(READOUT_LAYER_ID)]]
+    assert mapping.config.readout.channel_stride == 1 and last.weights.shape[0] == 3
+    assert not any("erratum" in n.action for n in mapping.report.transformations)
+    with pytest.raises(MappingError) as err:  # no slow clock: refused, and nothing moved
+        map_model(classifier(), (1, 8, 8), readout=True)
+    assert not any("erratum" in n.action for n in err.value.report.transformations)
+
 @pytest.mark.parametrize("bias", [None, (0.05, -0.1, 0.2)])
 def test_the_erratum_spread_moves_each_class_bias_with_its_weights(bias):
     """A biased last layer (its bias a leak on the slow clock): class k's weights and bias both
