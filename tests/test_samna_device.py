@@ -21,6 +21,7 @@ from backend.devices.samna_devkit import (
     samna_to_events,
     write_samna_configuration,
 )
+from snnlib.readout import Readout
 from samna_standin import SpeckConfiguration, config_to_network, make_samna
 
 KITS = [("Speck2fDevKit", 7), ("Speck2fDevKit", 3), ("Speck2eDevKit", 5), ("DummyBoard", 1)]
@@ -86,6 +87,16 @@ def test_a_dvs_stage_without_a_cut_keeps_up_to_the_last_pooled_pixel():
     d = write_samna_configuration(network, SpeckConfiguration()).dvs_layer
     assert (d.pooling.y, d.pooling.x, d.origin.y, d.origin.x) == (2, 4, 0, 0)
     assert (d.cut.y, d.cut.x) == (16 // 2 - 1, 24 // 4 - 1) == (7, 5)  # inclusive: the last pooled row, column
+
+
+@pytest.mark.parametrize("average, disable, thirty_two", [(1, True, False), (16, False, False), (32, False, True)])
+def test_the_readout_is_written_as_the_datasheet_sets_it(average, disable, thirty_two):
+    network = NETWORKS["single_core"](0)
+    network.readout = Readout(threshold=300, average=average, channel_stride=4)
+    ro = write_samna_configuration(network, SpeckConfiguration()).readout
+    assert (ro.enable, ro.readout_configuration_sel, ro.readout_pin_monitor_enable) == (True, 0b11, True)
+    assert (ro.threshold, ro.low_pass_filter_disable, ro.low_pass_filter32_not16) == (300, disable, thirty_two)
+    assert write_samna_configuration(NETWORKS["single_core"](0), SpeckConfiguration()).readout.enable is False
 
 
 def test_weights_are_written_x_before_y():
