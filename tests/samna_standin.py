@@ -10,7 +10,7 @@ independently here) and runs written events through ``snnlib.EventSimulator``; i
 Where samna's behaviour matters and is unknown here, it is the strict one: a core's leak
 ticks come from the devkit's external slow clock only when ``leak_internal_slow_clk_enable``
 is False (the datasheet's internal, DVS-count clock is not modelled: such a core never
-ticks), ``set_slow_clk_rate`` takes an int as a pybind-bound ``int`` parameter does, and the
+ticks) and that clock was switched on (``set_slow_clk(True)``), ``set_slow_clk_rate`` takes an int as a pybind-bound ``int`` parameter does, and the
 model has no ``get_configuration`` (samna reads no configuration back from the chip).
 
 The devkit's pixel array is ``kit.pixel_array``, a list of ``DvsEvent``s it produces: applying a
@@ -135,7 +135,8 @@ class _Model:
         from snnlib import EventSimulator
 
         self.config = copy.deepcopy(config)
-        self.engine = EventSimulator(config_to_network(self.config, self.kit.io.period_us))
+        io = self.kit.io
+        self.engine = EventSimulator(config_to_network(self.config, io.period_us if io.slow_clk else None))
         if self.config.dvs_layer.pass_sensor_events:
             self._process(list(self.kit.pixel_array))
 
@@ -174,8 +175,8 @@ class _Model:
 class _DevKit:
     def __init__(self, chip_events):
         self.event_types = chip_events
-        self.io = _Record(period_us=None)
-        self.io.set_slow_clk = lambda on: None
+        self.io = _Record(period_us=None, slow_clk=False)
+        self.io.set_slow_clk = lambda on: setattr(self.io, "slow_clk", bool(on))
         self.io.set_slow_clk_rate = self._set_rate
         self.watch = _Record(running=False, resets=0)
         self.watch.start = lambda: setattr(self.watch, "running", True)
