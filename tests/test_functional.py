@@ -466,3 +466,18 @@ def test_half_dtypes_fill_the_membrane_and_out_buffers(dtype):
     membrane, out = torch.full((1, 2), 9.0, dtype=dtype), torch.empty(1, 2, 2, dtype=dtype)
     spikes = integrate_and_fire(x, torch.zeros(1, 2, dtype=dtype), membrane=membrane, out=out)
     assert spikes is out and out.tolist() == [[[0.0, 2.0], [1.0, 0.0]]] and membrane.tolist() == [[1.5, 0.5]]
+
+
+def test_negative_spikes_are_ignored_with_membrane_reset_forward_and_backward():
+    x = torch.tensor([[[-5.0, 2.5, 0.5], [-3.0, -4.0, 1.0], [1.5, -2.0, -7.0]]], dtype=torch.float64)
+    results = []
+    for negative in (False, True):
+        inputs = x.clone().requires_grad_()
+        state = torch.zeros(1, 3, dtype=torch.float64)
+        params = IAFParameters(1.0, None, membrane_reset=True, negative_spikes=negative, surrogate="triangle")
+        spikes = integrate_and_fire(inputs, state, params)
+        (spikes * torch.arange(1.0, 10.0, dtype=torch.float64).reshape(1, 3, 3)).sum().backward()
+        results.append((spikes.detach(), state, inputs.grad))
+    assert results[0][0].tolist() == [[[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]]
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
