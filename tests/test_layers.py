@@ -355,6 +355,10 @@ def test_one_time_step_runs_and_reset_states_takes_an_int_shape():
     assert layer.state.tolist() == [4.5, 1.0] and layer.activations.tolist() == [2.0, 0.0]
     layer.reset_states(5)
     assert layer.state.shape == (5,) and not layer.state.any() and layer.activations.shape == (5,)
+    layer.reset_states((1, 3))
+    assert layer.state.shape == (1, 3) and layer.activations.shape == (1, 3)
+    with pytest.raises(InvalidParameterError, match=r"shape=\(0, 3\)"):
+        layer.reset_states((0, 3))
     assert SpikingLayer()(torch.tensor([1.5, 0.5])).tolist() == [1.0, 1.0]  # (T,): one neuron
     for bad in (torch.tensor(1.0), torch.zeros(0, 3)):
         with pytest.raises(InputShapeError, match=r"expected \(T, ...\) with T >= 1"):
