@@ -180,3 +180,104 @@ def test_map_without_a_known_input_shape_says_how_to_give_it(tmp_path, capsys):
     torch.save(small_model(), tmp_path / "model.pt")
     assert main(["map", str(tmp_path / "model.pt"), "--trust-pickle"]) == 1
     assert "pass --input-shape C,H,W" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, parsed", [
+    (["emulate", "--tcp", "0"], ("tcp", 0)), (["emulate", "--tcp", "65535"], ("tcp", 65535)),
+    (["map", "m.pt", "--input-shape", "1,1,1"], ("input_shape", (1, 1, 1))),
+    (["map", "m.pt", "--slow-clock-us", "1"], ("slow_clock_us", 1)),
+    (["map", "m.pt", "--dvs-input-size", "1,2"], ("dvs_input_size", (1, 2))),
+    (["map", "m.pt", "--dvs-origin", "0,0"], ("dvs_origin", (0, 0))),
+    (["stream", "c.json", "--device", "emu://", "--max-queued", "1"], ("max_queued", 1)),
+])
+def test_cli_numbers_are_accepted_down_to_their_lowest_value(argv, parsed):
+    from backend.app.cli import build_parser
+
+    assert getattr(build_parser().parse_args(argv), parsed[0]) == parsed[1]
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["emulate", "--tcp", "65536"], "a TCP port number in 0..65535"),
+    (["emulate", "--tcp", "-1"], "a TCP port number in 0..65535"),
+    (["emulate", "--tcp", "x"], "a TCP port number in 0..65535"),
+    (["map", "m.pt", "--input-shape", "0,8,8"], "C,H,W, three positive ints"),
+    (["map", "m.pt", "--input-shape", "1,8,8,8"], "C,H,W, three positive ints"),
+    (["map", "m.pt", "--input-shape", "1,8,a"], "C,H,W, three positive ints"),
+    (["map", "m.pt", "--slow-clock-us", "0"], "a positive int"),
+    (["map", "m.pt", "--dvs-input-size", "1,0"], "H,W, two positive ints"),
+    (["map", "m.pt", "--dvs-origin", "0,-1"], "Y,X, two ints >= 0"),
+    (["stream", "c.json", "--device", "emu://", "--max-queued", "0"], "a positive int"),
+])
+def test_cli_numbers_below_their_lowest_value_are_argument_errors(argv, expected, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2 and f"expected {expected}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, complaint", [
+    (["map", "m.pt", "--dvs-origin", "1,1"], "the --dvs-* options need --dvs"),
+    (["map", "m.pt", "--dvs-monitor"], "the --dvs-* options need --dvs"),
+    (["emulate", "--pty", "--fast"], "--fast needs --sensor FILE"),
+])
+def test_options_that_need_another_option_are_refused_before_anything_runs(argv, complaint, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2 and complaint in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text, target", [
+    ("emu://", "emu://"), ("/dev/ttyACM0", "/dev/ttyACM0"),
+    ("socket://host:5000@board_a", ("socket://host:5000", {"board_a": 1})),
+    ("a@b@lab", ("a@b", {"lab": 1})), ("emu://@", "emu://@"), ("@lab", "@lab"),
+])
+def test_an_evaluate_device_is_a_url_optionally_pinned_to_a_ray_resource(text, target):
+    from backend.app.cli import _device_target
+
+    assert _device_target(text) == target
+
+
+def test_the_dvs_flags_become_map_models_dvs_argument():
+    from backend.app.cli import _dvs_option, build_parser
+    from mapper import DVSConfig
+
+    def option(*flags):
+        return _dvs_option(build_parser().parse_args(["map", "m.pt", *flags]), (2, 32, 48))
+    assert option() is False and option("--dvs") is True
+    assert option("--dvs", "--dvs-monitor") == DVSConfig((2, 32, 48), monitor=True)
+    assert option("--dvs", "--dvs-polarity", "off", "--dvs-mirror", "y", "--dvs-mirror", "diagonal",
+                  "--dvs-input-size", "64,64", "--dvs-origin", "3,0") == DVSConfig(
+        (2, 64, 64), origin=(3, 0), on_channel=False, off_channel=True, mirror_y=True, mirror_diagonal=True)
+    assert option("--dvs", "--dvs-polarity", "both") == DVSConfig((2, 32, 48), on_channel=True, off_channel=True)
+
+
+def test_an_output_that_is_an_input_or_lacks_its_folder_is_refused_and_any_other_passes(tmp_path, monkeypatch):
+    from backend.app.cli import _check_output
+    from backend.errors import OutputPathError
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in.npz").write_bytes(b"")
+    with pytest.raises(OutputPathError, match="is the input in.npz"):
+        _check_output(str(tmp_path / "in.npz"), "c.json", "in.npz")  # the same file by another path
+    with pytest.raises(OutputPathError, match="does not exist"):
+        _check_output("missing/out.npz", "in.npz")
+    _check_output("out.npz", "c.json", "in.npz")
+    _check_output(None, "in.npz")
+
+
+def test_a_layer_summary_names_events_distinct_neurons_and_their_time_span():
+    from backend.app.cli import _layer_summary
+
+    events = empty_events(4)
+    events["t"], events["channel"], events["y"], events["x"] = [5, 9, 12, 40], [0, 0, 1, 0], [1, 1, 1, 2], [3, 3, 3, 3]
+    assert _layer_summary(2, "conv", events) == \
+        "  core  2 conv                    4 events from 3 neuron(s), t 5..40 µs"
+    assert _layer_summary(11, "out", events[:0]) == "  core 11 out              no events"
+
+
+def test_a_device_error_without_its_own_hint_points_to_doctor_and_any_other_to_debug():
+    from backend.app.cli import _hint
+    from backend.errors import DeviceError
+
+    assert "spikeflash doctor" in _hint(DeviceError("the port went away"))
+    assert _hint(DeviceError("x", hint="replug it")) == "replug it"
+    assert _hint(ModelFileError("x")) == "rerun with --debug for the full traceback"
