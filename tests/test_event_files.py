@@ -105,6 +105,12 @@ def test_save_refuses_bad_arguments(tmp_path):
     ev = random_events(5)
     with pytest.raises(EventFileError, match="save as .npz"):
         save_events(tmp_path / "a.npy", ev, metadata={"dt_us": 1})
+    with pytest.raises(EventFileError, match=r"got 2 array\(s\); save as .npz"):
+        save_events(tmp_path / "a.npy", {"a": ev, "b": ev})
+    for arrays, metadata in (({"a": ev, "b": ev}, None), (ev, {"dt_us": 1}), (ev, {"sensor_size": [4, 4], "dt_us": 1})):
+        with pytest.raises(EventFileError, match="an .aedat4 file holds one DVS event array and only the metadata"):
+            save_events(tmp_path / "a.aedat4", arrays, metadata)
+    assert not list(tmp_path.iterdir())  # nothing written
     with pytest.raises(EventFileError, match="array name 3"):
         save_events(tmp_path / "a.npz", {3: ev})
     with pytest.raises(EventFileError, match="JSON-serialisable"):
