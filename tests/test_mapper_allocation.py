@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from torch import nn
 
 from mapper import ChipSpec, CoreSpec, MappingError, MemoryNeed, get_chip, kernel_words, map_model, neuron_words
 from mapper.legalize import CorePlan
 from mapper.memory import max_out_channels
 from mapper.quantize import quantize_core, tensor_scale
+from mapper.report import FitReport
 from snnlib import SpikingLayer
 
 
@@ -109,10 +111,12 @@ def test_a_linear_layer_on_a_1x1_input_needs_no_flatten_and_on_a_larger_map_it_d
     model = nn.Sequential(nn.Linear(128, 500, bias=False), SpikingLayer())
     result = map_model(model, (128, 1, 1))
     assert list(result.config.cores) == [5] and result.config.cores[5].weights.shape == (500, 128, 1, 1)
-    with pytest.raises(MappingError) as err:
-        map_model(nn.Sequential(nn.Linear(32, 10, bias=False), SpikingLayer()), (8, 2, 2))
-    (v,) = err.value.report.violations
-    assert (v.rule, v.value, v.fix) == ("Linear needs a flattened input", "input map 8x2x2", "add nn.Flatten() before 0")
+    assert (result.config.cores[5].stride, result.config.cores[5].padding) == ((1, 1), (0, 0))
+    for c, h, w in [(8, 2, 2), (4, 1, 2)]:
+        with pytest.raises(MappingError) as err:
+            map_model(nn.Sequential(nn.Linear(c * h * w, 10, bias=False), SpikingLayer()), (c, h, w))
+        (v,) = [v for v in err.value.report.violations if v.rule == "Linear needs a flattened input"]  # 1x2: not square either
+        assert (v.value, v.fix) == (f"input map {c}x{h}x{w}", "add nn.Flatten() before 0")
 
 
 def _plan(weights, threshold, threshold_low, bias=None) -> CorePlan:
@@ -184,3 +188,44 @@ def test_a_layer_whose_bias_fits_no_core_is_told_to_keep_as_many_channels_as_bia
         map_model(nn.Sequential(nn.Conv2d(1, 8, 1), SpikingLayer()), (1, 1, 1), board, slow_clock_period_us=1000)
     (v,) = err.value.report.violations
     assert (v.rule, v.fix) == ("fits no core's memory", "reduce out_channels of 0 from 8 to <= 4 (then it fits core 0)")
+
+
+def test_the_fit_report_reads_notes_names_memory_and_quantization_in_that_order():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, bias=False), SpikingLayer(), nn.Dropout(), nn.Flatten(),
+                          nn.Linear(2 * 6 * 6, 3, bias=False), SpikingLayer())
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([0.5, -0.25]).repeat_interleave(9).reshape(2, 1, 3, 3))
+        model[4].weight.fill_(0.125)
+    board = ChipSpec("board", {0: CoreSpec(64, 128, 0), 1: CoreSpec(512, 16, 4)})  # conv1: exactly 128 neurons
+    assert str(map_model(model, (1, 8, 8), board).report) == "\n".join([
+        "transformations:",
+        "  - 2: Dropout removed",
+        "  - 4: Linear -> Conv2d with a 6x6 kernel over the 2x6x6 input map",
+        "layer names:",
+        "  conv1                model layers 0, 1",
+        "  fc1                  model layers 4, 5",
+        "memory (needed/available):",
+        "  core  layer                            kernel words              neuron words                bias words",
+        "     0  conv1                           32/64 (50.0%)          128/128 (100.0%)                0/0 (0.0%)",
+        "     1  fc1                          512/512 (100.0%)              3/16 (18.8%)                0/4 (0.0%)",
+        "quantization:",
+        "  conv1                scale 254          worst rounding error 0.00197",
+        "  fc1                  scale 1016         worst rounding error 0"])
+    with pytest.raises(MappingError) as err:
+        map_model(nn.Sequential(nn.Conv2d(1, 2, 3, stride=3, bias=False), SpikingLayer()), (1, 8, 8), board)
+    assert str(err.value.report) == "\n".join([
+        "problems:",
+        "  - 0: stride must be one of (1, 2, 4, 8) (got 3 (y)); fix: use stride 2 or add 2x2 pooling before this layer",
+        "  - 0: stride must be one of (1, 2, 4, 8) (got 3 (x)); fix: use stride 2 or add 2x2 pooling before this layer",
+        "layer names:",
+        "  conv1                model layers 0, 1"])
+    assert str(FitReport("board")) == "empty report" and FitReport("board").ok
+
+
+def test_memory_needs_count_each_axis_with_its_own_stride_and_padding():
+    # 9x8 input, 3x3 kernel, stride (2, 1), padding (0, 1): a 4x8 output map, 2 * 2**(2 + 3) neurons
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, stride=(2, 1), padding=(0, 1), bias=False), SpikingLayer())
+    mapping = map_model(model, (1, 9, 8))
+    (row,) = mapping.report.memory
+    assert row.need == MemoryNeed(kernel=32, neuron=64, bias=0)
+    assert mapping.config.cores[row.core].output_shape == (2, 4, 8)

@@ -271,3 +271,85 @@ def test_layer2core_values_must_be_core_ids():
         assert [(v.layer, v.rule, v.value, v.fix) for v in err.value.report.violations] == [
             ("0", "layer2core values must be core ids", core, "use an int")]
     assert list(map_model(model, (2, 8, 8), layer2core={"0": 3}).config.cores) == [3]
+
+
+def test_a_layer_not_followed_by_a_spiking_layer_is_no_output_for_the_readout():
+    problems = _problems(seq(nn.Conv2d(2, 4, 3, bias=False), nn.ReLU()), (2, 8, 8), readout=True,
+                         slow_clock_period_us=1000)
+    _has(problems, "readout: one output layer feeds the readout (got 0 output layers)")
+    assert not any("the readout takes a 1x1 output" in p for p in problems), problems
+
+
+def test_pooling_between_cores_that_is_not_square_is_named_on_the_spiking_layer_that_sends():
+    model = seq(nn.Conv2d(2, 4, 1, bias=False), SpikingLayer(), nn.AvgPool2d((2, 1)), nn.Conv2d(4, 2, 1, bias=False),
+                SpikingLayer())
+    _has(_problems(model, (2, 8, 8)), "1: pooling between cores must be square (got 2x1); fix: use 2x2 pooling")
+
+
+def test_negative_spikes_are_refused_and_a_spiking_layer_pickled_before_the_option_maps():
+    _has(_problems(seq(nn.Conv2d(2, 4, 3), SpikingLayer(negative_spikes=True)), (2, 8, 8)),
+         "1: negative spikes are not supported (got negative_spikes=True); fix: use negative_spikes=False")
+    old = SpikingLayer()
+    del old.negative_spikes  # as unpickled from a version without the option
+    assert map_model(seq(nn.Conv2d(2, 4, 3, bias=False), old), (2, 8, 8)).report.ok
+
+
+def test_per_neuron_thresholds_are_refused_and_checked_by_their_first_value():
+    spiking = SpikingLayer()
+    spiking.threshold = torch.tensor([2.0, -3.0])
+    legal = _legal(seq(nn.Conv2d(1, 2, 3, bias=False), spiking))
+    assert [(v.rule, v.value) for v in legal.violations][0] == ("one threshold pair per core", "threshold with 2 values")
+    assert "threshold must be positive" not in [v.rule for v in legal.violations] and legal.cores["0"].threshold == 2.0
+
+
+def test_crops_on_the_input_add_up_side_by_side():
+    model = seq(SumPool2d(2), Cropping2dLayer(((1, 2), (3, 0))), Cropping2dLayer(((4, 0), (0, 5))),
+                nn.Conv2d(2, 4, 1, bias=False), SpikingLayer())
+    config = map_model(model, (2, 128, 128), dvs=True).config
+    assert (config.dvs.origin, config.dvs.cut) == ((5, 3), (61, 58))  # 64x64 less (5 + 2) rows, (3 + 5) columns
+    assert next(iter(config.cores.values())).input_shape == (2, 57, 56)
+
+
+@pytest.mark.parametrize("pool, scale", [(nn.AvgPool2d(2), 1 / 4), (nn.AvgPool2d(4), 1 / 16), (SumPool2d(4), 1.0)])
+def test_average_pooling_scales_the_next_layers_weights_by_its_area_and_sum_pooling_does_not(pool, scale):
+    second = nn.Conv2d(4, 2, 1, bias=False)
+    with torch.no_grad():
+        second.weight.fill_(0.5)
+    legal = _legal(seq(nn.Conv2d(2, 4, 1, bias=False), SpikingLayer(), pool, second, SpikingLayer()), (2, 16, 16))
+    assert legal.cores["3"].weights.ravel().tolist() == [0.5 * scale] * 8
+    assert legal.cores["0"].destinations[0].pooling == pool.kernel_size
+
+
+class _Merge(nn.Module):
+    """Two branches from one spiking layer summed into one conv: ``a`` and ``b`` pool each."""
+
+    def __init__(self, a, b):
+        super().__init__()
+        self.conv, self.spk, self.a, self.b = nn.Conv2d(2, 4, 1, bias=False), SpikingLayer(), a, b
+        self.head, self.out = nn.Conv2d(4, 2, 1, bias=False), SpikingLayer()
+
+    def forward(self, x):
+        s = self.spk(self.conv(x))
+        return self.out(self.head(self.a(s) + self.b(s)))
+
+
+@pytest.mark.parametrize("a, b, rule", [
+    (SumPool2d(2), SumPool2d(2), None),
+    (SumPool2d(2), SumPool2d(4), "summed inputs must have the same shape"),
+    (nn.AvgPool2d(2), SumPool2d(2), "inputs arrive with different AvgPool scales"),
+])
+def test_summed_branches_need_one_shape_and_one_avgpool_scale(a, b, rule):
+    legal = _legal(_Merge(a, b), (2, 16, 16))
+    assert [v.rule for v in legal.violations] == ([rule] if rule else [])
+
+
+def test_a_layer_refused_as_a_core_after_a_spiking_layer_is_reported_not_crashed_on():
+    for pool in (nn.Identity(), nn.AvgPool2d(2)):  # the average pooling would scale its weights
+        model = seq(nn.Conv2d(2, 4, 1, bias=False), SpikingLayer(), pool, nn.Conv2d(3, 2, 1, bias=False), SpikingLayer())
+        _has(_problems(model, (2, 8, 8)), "3: Conv2d in_channels must match its input (got 3 vs 4); fix: use in_channels=4")
+
+
+def test_legalize_pools_and_crops_the_input_only_when_told_the_input_is_the_dvs_stage():
+    model = seq(SumPool2d(2), nn.Conv2d(2, 4, 1, bias=False), SpikingLayer())
+    assert [v.rule for v in _legal(model, (2, 16, 16)).violations] == ["pooling or cropping the input needs the DVS stage"]
+    assert _legal(model, (2, 16, 16), dvs=True).dvs.pooling == (2, 2)
