@@ -21,7 +21,7 @@ from backend.devices.samna_devkit import (
     samna_to_events,
     write_samna_configuration,
 )
-from snnlib.readout import Readout
+from snnlib.readout import READOUT_LAYER_ID, Readout
 from samna_standin import SpeckConfiguration, config_to_network, make_samna
 
 KITS = [("Speck2fDevKit", 7), ("Speck2fDevKit", 3), ("Speck2eDevKit", 5), ("DummyBoard", 1)]
@@ -214,6 +214,22 @@ def test_flash_run_compare_through_samna_nodes(samna, name):
     assert result.bit_exact, str(result)
     assert result.n_received > 0
     assert samna.device.opened == {}
+
+
+def test_each_run_adds_its_output_per_core_to_the_counters_and_readout_values_sit_at_the_origin(samna):
+    from backend.testing.qualification import qualification_config
+
+    config = qualification_config("fanout_leak", 4)
+    events = random_input(config.to_network(), 600, seed=4)
+    with SamnaDevice("samna://speck2fdevkit:1") as dev:
+        dev.flash(config)
+        out = dev.run(events).events
+        dev.reset()
+        assert dev.run(events).events.tolist() == out.tolist()
+        layers, counts = np.unique(out["layer"], return_counts=True)
+        assert len(out) and dev.counters.core_out == {int(c): 2 * int(n) for c, n in zip(layers, counts)}
+    pin = samna.speck2f.event.ReadoutPinValue(timestamp=7, index=3)
+    assert samna_to_events([pin]).tolist() == [(7, READOUT_LAYER_ID, 3, 0, 0)]
 
 
 def test_reset_restores_initial_states_read_back_by_neuron_address(samna):
