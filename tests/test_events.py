@@ -126,6 +126,16 @@ def test_an_event_of_a_layer_without_a_shape_is_named_whatever_its_id(layer):
     assert (err.value.field, err.value.value, err.value.index) == ("layer", layer, 1)
 
 
+def test_a_coordinate_is_checked_against_its_own_layers_shape_not_a_neighbours():
+    shapes = {0: (1, 1, 2), 1: (9, 9, 9)}  # layer 0's row of limits is followed by a wider layer's
+    for field in ("channel", "y", "x"):
+        events = as_events([(0, 0, 0, 0, 0)])
+        events[field][0] = shapes[0][("channel", "y", "x").index(field)]
+        with pytest.raises(InvalidEventsError) as err:
+            check_events(events, shapes)
+        assert (err.value.field, err.value.index) == (field, 0)
+
+
 def test_the_last_bin_ends_at_t0_plus_n_steps_times_dt():
     events = as_events([(100, 0, 0, 0, 0), (129, 0, 0, 0, 0)])
     assert events_to_raster(events, (1, 1, 1), 10, t0_us=100).flatten().tolist() == [1, 0, 1]
