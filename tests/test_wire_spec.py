@@ -200,6 +200,30 @@ def test_a_fresh_tcp_connection_gets_the_unasked_nonce_0_greeting_first():
         assert frames[0][1] == 0  # a control frame: seq 0
 
 
+def test_a_fresh_device_on_a_pty_answers_a_request_before_any_hello_with_its_greeting_only():
+    with ServedEmulator(EmulatorServer(), "pty") as served:
+        port = open_port(served.url)
+        try:
+            time.sleep(0.3)  # the emulator repeats its unasked greeting at most every 0.2 s
+            port.write(wire_peer.encode(wire_peer.STATUS, 0, b""))
+            data, deadline = b"", time.monotonic() + 5.0
+            while time.monotonic() < deadline and not re.search(  # the ACK, then a greeting
+                    rb"\x10.*\x81", bytes(f[0] for f in wire_peer.decode(data)), re.S):
+                data += port.read(65536)
+                time.sleep(0.01)
+            frames = wire_peer.decode(data)
+            types = [f[0] for f in frames]
+            assert wire_peer.GREETING in types and wire_peer.STATUS_DATA not in types  # no session yet
+            assert all(fr.Greeting.unpack(f[2]).nonce == 0 for f in frames if f[0] == wire_peer.GREETING)
+        finally:
+            port.close()
+
+
+def test_an_emulator_is_served_on_a_pty_or_tcp_only():
+    with pytest.raises(ValueError, match="kind='udp'.*expected 'pty' or 'tcp'"):
+        ServedEmulator(EmulatorServer(), "udp")
+
+
 def test_the_error_codes_are_the_documents_table():
     table = dict(re.findall(r"^\| (\d+) \| ([A-Z_]+) \|", DOC.read_text(), re.MULTILINE))
     assert {int(code): name for code, name in table.items()} == {int(c): c.name for c in fr.ErrorCode}
